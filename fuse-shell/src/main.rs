@@ -1,0 +1,2 @@
+//! The `wcfs` command.
+fn main() {}

@@ -1,0 +1,27 @@
+//! ZODB for WCFS: storage drivers, pickles, BTrees and ZBigFile data.
+//!
+//! This crate is everything WCFS knows about ZODB. Layers, bottom up:
+//!
+//! 1. [`types`]: [`Oid`] and [`Tid`].
+//! 2. [`pickle`]: the pickle decoder/encoder ZODB records are made of.
+//! 3. [`storage`]: the [`Storage`] trait; [`fs1`] implements it for
+//!    FileStorage (`Data.fs`), read side and write side; [`zurl`] opens a
+//!    storage from a URL.
+//! 4. [`record`]: an object record as class + state, persistent references.
+//! 5. [`btree`]: `LOBTree`/`IOBTree` nodes: decode, encode, path lookup.
+//! 6. [`zbigfile`]: wendelin.core `ZBigFile`, `ZBlk0`, `ZBlk1`, `ZData`:
+//!    loading a block gives its bytes, the BTree path to it and an upper bound
+//!    of its revision.
+//!
+//! Errors are one typed enum, [`Error`].
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod pickle;
+pub mod storage;
+pub mod types;
+
+pub use error::{Error, Result};
+pub use storage::{Loaded, Storage, TxnInfo, Watcher};
+pub use types::{Oid, Tid};
