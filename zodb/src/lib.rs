@@ -17,10 +17,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod btree;
 pub mod error;
 pub mod pickle;
+pub mod record;
 pub mod storage;
 pub mod types;
+pub mod zbigfile;
+pub mod zurl;
 
 pub use error::{Error, Result};
 pub use storage::{Loaded, Storage, TxnInfo, Watcher};

@@ -80,6 +80,11 @@ id_type!(
      the commit time (see [`Tid::from_time`])."
 );
 
+impl Oid {
+    /// "No object": marks an embedded bucket in a BTree path (NEO `InvalidOid`).
+    pub const INVALID: Oid = Oid(u64::MAX);
+}
+
 impl Tid {
     /// The largest valid tid (ZODB `maxtid`): "the latest state".
     pub const MAX: Tid = Tid(0x7fff_ffff_ffff_ffff);
