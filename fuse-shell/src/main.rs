@@ -1,2 +1,55 @@
-//! The `wcfs` command.
-fn main() {}
+//! `wcfs`: the WCFS command.
+//!
+//! Until the FUSE server lands this offers the read-side tools: `cat` and
+//! `ls` over any database the zodb crate can open, and `mkdemo` to create a
+//! database to try them on.
+
+mod cli;
+mod tools;
+
+use anyhow::Context;
+use clap::Parser;
+use std::process::ExitCode;
+
+fn init_logging(log: &cli::LogArgs) -> anyhow::Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("WCFS_LOG") {
+        Ok(f) if !f.is_empty() => EnvFilter::try_new(f),
+        _ => EnvFilter::try_new(&log.log_level),
+    }
+    .context("bad --log-level")?;
+    let b = tracing_subscriber::fmt().with_env_filter(filter);
+    match &log.log_file {
+        None => b.with_writer(std::io::stderr).init(),
+        Some(p) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .with_context(|| format!("open log file {}", p.display()))?;
+            b.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init()
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let run = || -> anyhow::Result<()> {
+        init_logging(&cli.log)?;
+        tools::run(cli.cmd)
+    };
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed stdout (`wcfs cat ... | head`) is not an error worth a message.
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                if io.kind() == std::io::ErrorKind::BrokenPipe {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            eprintln!("wcfs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod btree;
+pub mod demo;
 pub mod error;
 pub mod pickle;
 pub mod record;
@@ -25,6 +26,7 @@ pub mod storage;
 pub mod types;
 pub mod zbigfile;
 pub mod zurl;
+pub mod zwrite;
 
 pub use error::{Error, Result};
 pub use storage::{Loaded, Storage, TxnInfo, Watcher};

@@ -1,0 +1,68 @@
+//! Command-line interface of `wcfs`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use zodb::Tid;
+
+/// WCFS: serve the ZBigFiles of a ZODB database as files, with per-client
+/// isolation.
+///
+/// A zurl names the database: a path to a FileStorage (`Data.fs`), or
+/// `file:///path/to/Data.fs`.
+#[derive(Debug, Parser)]
+#[command(name = "wcfs", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+/// Logging options, shared by every subcommand.
+#[derive(Debug, Args)]
+pub(crate) struct LogArgs {
+    /// Log level: error, warn, info, debug or trace (or a tracing filter
+    /// such as `zodb=debug,info`). `$WCFS_LOG` overrides it.
+    #[arg(long, global = true, default_value = "warn", help_heading = "Logging")]
+    pub(crate) log_level: String,
+
+    /// Append logs to this file instead of stderr.
+    #[arg(long, global = true, help_heading = "Logging")]
+    pub(crate) log_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Cmd {
+    /// Write a ZBigFile's bytes (or one block of it) to stdout.
+    Cat {
+        /// The database.
+        zurl: String,
+        /// The ZBigFile's oid (16 hex digits).
+        oid: zodb::Oid,
+        /// Show the file as of this database state (16 hex digits) instead
+        /// of the latest.
+        #[arg(long)]
+        at: Option<Tid>,
+        /// Write only block N (blksize bytes; blocks past the end read as zeros).
+        #[arg(long, value_name = "N")]
+        blk: Option<i64>,
+    },
+    /// List the ZBigFiles reachable from the database root: oid, blksize, size.
+    Ls {
+        /// The database.
+        zurl: String,
+        /// List as of this database state instead of the latest.
+        #[arg(long)]
+        at: Option<Tid>,
+    },
+    /// Create a demo FileStorage holding two ZBigFiles (one ZBlk0, one ZBlk1),
+    /// committed over several transactions.
+    Mkdemo {
+        /// Path of the Data.fs to create (must not exist).
+        path: PathBuf,
+        /// Number of 2 MiB blocks per file.
+        #[arg(long, default_value_t = 8)]
+        blocks: u32,
+    },
+}
