@@ -1,7 +1,167 @@
-//! Pickle decoder. (Being written: see the pickle helper's task.)
+//! Pickle decoder: a stack machine over the opcodes of protocols 0 to 5.
+//!
+//! # How it works
+//!
+//! Python's unpickler pushes *object references* on its stack and into its
+//! memo, so an object that is memoized and mutated afterwards (the pickler
+//! writes `EMPTY_LIST BINPUT 1 MARK ... APPENDS`, `NEWOBJ BINPUT 3 ... BUILD`)
+//! is seen mutated by every later `BINGET 1`. To get the same aliasing
+//! without reference counting, decoding happens in two steps:
+//!
+//! 1. Every opcode works on an *arena* of [`Node`]s: the stack, the memo and
+//!    the containers hold arena ids, never values. `DUP`, `PUT` and `GET`
+//!    copy ids, and `APPEND(S)`, `SETITEM(S)`, `ADDITEMS` and `BUILD` mutate
+//!    the node in place, so every alias sees the change, exactly as in
+//!    Python. Cycles (`x = []; x.append(x)`) are representable here and cost
+//!    nothing: the arena is freed as one vector.
+//! 2. `STOP` converts the node on top of the stack into a [`Value`] tree.
+//!
+//! The memo and the arena live as long as the [`Unpickler`], so a second
+//! [`Unpickler::load`] can `GET` what the first one `PUT` (ZODB records are
+//! two pickles, class and state, sharing one memo). Each `load` starts with an
+//! empty stack and no marks, as Python's does.
+//!
+//! # Representation choices
+//!
+//! - `STRING`, `BINSTRING`, `SHORT_BINSTRING` → [`Value::Str8`] (raw bytes;
+//!   the text `STRING` form has its quotes removed and escapes decoded).
+//! - `BINBYTES*`, `SHORT_BINBYTES`, `BYTEARRAY8` → [`Value::Bytes`]. Binary
+//!   byte strings are sliced out of the input without a copy, so a record
+//!   holding a 2 MiB block decodes in time independent of the block size.
+//! - Sets (`EMPTY_SET` + `ADDITEMS`) and `FROZENSET` → [`Value::List`] of the
+//!   items in pickle order (nothing in ZODB data needs set semantics).
+//! - A dict keeps every `SETITEM` pair in pickle order; duplicate keys are not
+//!   merged (Python pickles never contain them).
+//! - `INT`/`LONG`/`LONG1`/`LONG4` → [`Value::Int`] whenever the value fits in
+//!   i64; otherwise [`Value::BigInt`] in minimal two's complement form. `I01\n`
+//!   and `I00\n` are `True`/`False`.
+//! - `INST module name` / `OBJ` → [`Value::Reduce`] with the class (a
+//!   [`Value::Global`] for `INST`) and the tuple of the marked items.
+//! - `NEWOBJ_EX` with an empty kwargs dict → [`Value::NewObj`]; with kwargs →
+//!   `Reduce(copyreg.__newobj_ex__, (cls, args, kwargs))`, which is what
+//!   Python writes for the same object under protocols 2 and 3.
+//! - `BUILD` replaces the object in place by [`Value::Build`] of the object and
+//!   the state (whatever the object is).
+//! - `PERSID` (protocol 0) → [`Value::PersId`] of the id as
+//!   [`Value::Unicode`], as Python 3 gives it to `persistent_load`.
+//! - `GLOBAL`/`STACK_GLOBAL` names are kept as written (no Python 2 → 3
+//!   renaming such as `copy_reg` → `copyreg`).
+//!
+//! Not supported, with an error: `APPEND(S)`/`SETITEM(S)`/`ADDITEMS` on
+//! anything but a list/dict/set made by the pickle itself (Python would call
+//! the object's own `append`/`__setitem__`, e.g. for list subclasses and
+//! `OrderedDict`; [`Value`] has no way to say that), `EXT1/2/4` (no extension
+//! registry), `NEXT_BUFFER` (no out-of-band buffers), and text whose UTF-8 or
+//! escapes encode lone surrogates (a Rust [`String`] cannot hold them).
+//!
+//! # Limits
+//!
+//! No input makes the decoder panic, allocate more than a small multiple of
+//! the input size, or recurse without bound:
+//! - every read is bounds-checked and every length is checked against the
+//!   remaining input before anything is allocated or sliced;
+//! - decoding is a loop, and the conversion of step 2 recurses at most
+//!   [`MAX_DEPTH`] containers deep (deeper or cyclic values are an error);
+//! - memo `GET`s can make a small pickle stand for a huge tree (a DAG of
+//!   shared tuples); step 2 stops with an error once it has produced more
+//!   than `64 Ki + 16 × input length` nodes over the unpickler's life;
+//! - text integers longer than [`MAX_INT_DIGITS`] digits are refused, as
+//!   Python 3.11 does by default.
 
 use super::Value;
 use bytes::Bytes;
+use hashbrown::HashMap;
+use std::fmt;
+use std::ops::Range;
+
+/// Pickle opcodes (`Lib/pickletools.py` names), shared with the encoder.
+pub(super) mod op {
+    pub(crate) const MARK: u8 = b'(';
+    pub(crate) const STOP: u8 = b'.';
+    pub(crate) const POP: u8 = b'0';
+    pub(crate) const POP_MARK: u8 = b'1';
+    pub(crate) const DUP: u8 = b'2';
+    pub(crate) const FLOAT: u8 = b'F';
+    pub(crate) const INT: u8 = b'I';
+    pub(crate) const BININT: u8 = b'J';
+    pub(crate) const BININT1: u8 = b'K';
+    pub(crate) const LONG: u8 = b'L';
+    pub(crate) const BININT2: u8 = b'M';
+    pub(crate) const NONE: u8 = b'N';
+    pub(crate) const PERSID: u8 = b'P';
+    pub(crate) const BINPERSID: u8 = b'Q';
+    pub(crate) const REDUCE: u8 = b'R';
+    pub(crate) const STRING: u8 = b'S';
+    pub(crate) const BINSTRING: u8 = b'T';
+    pub(crate) const SHORT_BINSTRING: u8 = b'U';
+    pub(crate) const UNICODE: u8 = b'V';
+    pub(crate) const BINUNICODE: u8 = b'X';
+    pub(crate) const APPEND: u8 = b'a';
+    pub(crate) const BUILD: u8 = b'b';
+    pub(crate) const GLOBAL: u8 = b'c';
+    pub(crate) const DICT: u8 = b'd';
+    pub(crate) const EMPTY_DICT: u8 = b'}';
+    pub(crate) const APPENDS: u8 = b'e';
+    pub(crate) const GET: u8 = b'g';
+    pub(crate) const BINGET: u8 = b'h';
+    pub(crate) const INST: u8 = b'i';
+    pub(crate) const LONG_BINGET: u8 = b'j';
+    pub(crate) const LIST: u8 = b'l';
+    pub(crate) const EMPTY_LIST: u8 = b']';
+    pub(crate) const OBJ: u8 = b'o';
+    pub(crate) const PUT: u8 = b'p';
+    pub(crate) const BINPUT: u8 = b'q';
+    pub(crate) const LONG_BINPUT: u8 = b'r';
+    pub(crate) const SETITEM: u8 = b's';
+    pub(crate) const TUPLE: u8 = b't';
+    pub(crate) const EMPTY_TUPLE: u8 = b')';
+    pub(crate) const SETITEMS: u8 = b'u';
+    pub(crate) const BINFLOAT: u8 = b'G';
+    // protocol 2
+    pub(crate) const PROTO: u8 = 0x80;
+    pub(crate) const NEWOBJ: u8 = 0x81;
+    pub(crate) const EXT1: u8 = 0x82;
+    pub(crate) const EXT2: u8 = 0x83;
+    pub(crate) const EXT4: u8 = 0x84;
+    pub(crate) const TUPLE1: u8 = 0x85;
+    pub(crate) const TUPLE2: u8 = 0x86;
+    pub(crate) const TUPLE3: u8 = 0x87;
+    pub(crate) const NEWTRUE: u8 = 0x88;
+    pub(crate) const NEWFALSE: u8 = 0x89;
+    pub(crate) const LONG1: u8 = 0x8a;
+    pub(crate) const LONG4: u8 = 0x8b;
+    // protocol 3
+    pub(crate) const BINBYTES: u8 = b'B';
+    pub(crate) const SHORT_BINBYTES: u8 = b'C';
+    // protocol 4
+    pub(crate) const SHORT_BINUNICODE: u8 = 0x8c;
+    pub(crate) const BINUNICODE8: u8 = 0x8d;
+    pub(crate) const BINBYTES8: u8 = 0x8e;
+    pub(crate) const EMPTY_SET: u8 = 0x8f;
+    pub(crate) const ADDITEMS: u8 = 0x90;
+    pub(crate) const FROZENSET: u8 = 0x91;
+    pub(crate) const NEWOBJ_EX: u8 = 0x92;
+    pub(crate) const STACK_GLOBAL: u8 = 0x93;
+    pub(crate) const MEMOIZE: u8 = 0x94;
+    pub(crate) const FRAME: u8 = 0x95;
+    // protocol 5
+    pub(crate) const BYTEARRAY8: u8 = 0x96;
+    pub(crate) const NEXT_BUFFER: u8 = 0x97;
+    pub(crate) const READONLY_BUFFER: u8 = 0x98;
+}
+
+/// Highest pickle protocol the decoder accepts in `PROTO`.
+pub(super) const HIGHEST_PROTOCOL: u8 = 5;
+
+/// Deepest container nesting a decoded [`Value`] may have (Python's own
+/// pickler stops near its recursion limit of 1000; ZODB states nest a few
+/// levels). Deeper — or cyclic — values are refused with
+/// [`PickleErrorKind::Limit`]. Keep in sync with that variant's doc.
+pub(super) const MAX_DEPTH: usize = 512;
+
+/// Most digits a text `INT`/`LONG` may have (Python 3.11's default
+/// `sys.get_int_max_str_digits()`).
+pub(super) const MAX_INT_DIGITS: usize = 4300;
 
 /// What went wrong while decoding a pickle.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,35 +196,889 @@ pub enum PickleErrorKind {
     /// UTF-8, negative length, protocol too new, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The input is well-formed but exceeds a resource limit of the decoder:
+    /// containers nested more than 512 deep (or a cycle), a value expanding
+    /// to too many nodes through shared memo references, a text int longer
+    /// than 4300 digits.
+    #[error("limit exceeded: {0}")]
+    Limit(&'static str),
+}
+
+use PickleErrorKind as Kind;
+
+fn invalid(msg: impl Into<String>) -> Kind {
+    Kind::Invalid(msg.into())
+}
+
+/// Index of a [`Node`] in the arena.
+type Id = u32;
+
+/// An object under construction (see the module docs, step 1). Children are
+/// arena ids, so aliases share mutations.
+#[derive(Debug)]
+enum Node {
+    /// Anything without children.
+    Leaf(Value),
+    Tuple(Vec<Id>),
+    List(Vec<Id>),
+    /// `EMPTY_SET`: the only target `ADDITEMS` accepts; becomes a list.
+    Set(Vec<Id>),
+    Dict(Vec<(Id, Id)>),
+    PersId(Id),
+    Reduce(Id, Id),
+    NewObj(Id, Id),
+    Build(Id, Id),
 }
 
 /// Decodes a sequence of pickles from one buffer, with one memo shared by
 /// all of them (as ZODB's `ObjectReader` does).
-#[derive(Debug)]
 pub struct Unpickler {
     data: Bytes,
     pos: usize,
+    /// All objects made so far; freed with the unpickler.
+    arena: Vec<Node>,
+    /// The pickle stack (arena ids).
+    stack: Vec<Id>,
+    /// Stack lengths at each open `MARK`, innermost last.
+    marks: Vec<usize>,
+    /// memo index -> object.
+    memo: HashMap<u64, Id>,
+    /// Nodes step 2 may still produce (see "Limits" in the module docs).
+    budget: u64,
+}
+
+impl fmt::Debug for Unpickler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unpickler")
+            .field("len", &self.data.len())
+            .field("pos", &self.pos)
+            .field("objects", &self.arena.len())
+            .field("stack", &self.stack.len())
+            .field("marks", &self.marks.len())
+            .field("memo", &self.memo.len())
+            .finish()
+    }
 }
 
 impl Unpickler {
     /// An unpickler reading `data` from its start.
     pub fn new(data: Bytes) -> Self {
-        Unpickler { data, pos: 0 }
+        let budget = (data.len() as u64)
+            .saturating_mul(16)
+            .saturating_add(1 << 16);
+        Unpickler {
+            data,
+            pos: 0,
+            arena: Vec::new(),
+            stack: Vec::new(),
+            marks: Vec::new(),
+            memo: HashMap::new(),
+            budget,
+        }
     }
 
     /// Decode the next pickle (up to and including its `STOP`).
+    ///
+    /// On error the position is left at the offending opcode.
     pub fn load(&mut self) -> Result<Value, PickleError> {
-        let _ = &self.data;
-        Err(PickleError {
-            pos: self.pos,
-            kind: PickleErrorKind::Invalid("not implemented".into()),
-        })
+        self.stack.clear();
+        self.marks.clear();
+        loop {
+            let at = self.pos;
+            let result = match self.data.get(at) {
+                None => Err(Kind::Truncated),
+                Some(&code) => {
+                    self.pos = at + 1;
+                    self.step(code)
+                }
+            };
+            match result {
+                Ok(None) => {}
+                Ok(Some(top)) => {
+                    return build(&self.arena, top, 0, &mut self.budget)
+                        .map_err(|kind| PickleError { pos: at, kind })
+                }
+                Err(kind) => {
+                    self.pos = at;
+                    return Err(PickleError { pos: at, kind });
+                }
+            }
+        }
     }
 
     /// Offset of the next unread byte.
     pub fn position(&self) -> usize {
         self.pos
     }
+
+    /// Whether every byte of the input has been read.
+    pub fn at_end(&self) -> bool {
+        self.pos == self.data.len()
+    }
+
+    // ---- input ----
+
+    /// The next `n` bytes, as a range of `self.data`.
+    fn take(&mut self, n: usize) -> Result<Range<usize>, Kind> {
+        if self.data.len() - self.pos < n {
+            return Err(Kind::Truncated);
+        }
+        let r = self.pos..self.pos + n;
+        self.pos += n;
+        Ok(r)
+    }
+
+    fn take_array<const N: usize>(&mut self) -> Result<[u8; N], Kind> {
+        let r = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(&self.data[r]);
+        Ok(a)
+    }
+
+    fn take_u8(&mut self) -> Result<u8, Kind> {
+        Ok(self.take_array::<1>()?[0])
+    }
+
+    fn take_u16(&mut self) -> Result<u16, Kind> {
+        Ok(u16::from_le_bytes(self.take_array()?))
+    }
+
+    fn take_u32(&mut self) -> Result<u32, Kind> {
+        Ok(u32::from_le_bytes(self.take_array()?))
+    }
+
+    fn take_i32(&mut self) -> Result<i32, Kind> {
+        Ok(i32::from_le_bytes(self.take_array()?))
+    }
+
+    fn take_u64(&mut self) -> Result<u64, Kind> {
+        Ok(u64::from_le_bytes(self.take_array()?))
+    }
+
+    /// A length-prefixed payload: checks the length against the input first.
+    fn take_len(&mut self, len: u64) -> Result<Range<usize>, Kind> {
+        let len = usize::try_from(len).map_err(|_| Kind::Truncated)?;
+        self.take(len)
+    }
+
+    /// A signed 4-byte length (`BINSTRING`, `LONG4`); negative is invalid.
+    fn take_len_i32(&mut self, what: &str) -> Result<Range<usize>, Kind> {
+        let n = self.take_i32()?;
+        let n = u64::try_from(n).map_err(|_| invalid(format!("{what}: negative length {n}")))?;
+        self.take_len(n)
+    }
+
+    /// A text argument up to `\n` (the newline is consumed, not returned).
+    fn line(&mut self) -> Result<Range<usize>, Kind> {
+        let rest = &self.data[self.pos..];
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or(Kind::Truncated)?;
+        let r = self.pos..self.pos + n;
+        self.pos += n + 1;
+        Ok(r)
+    }
+
+    fn line_utf8(&mut self, what: &str) -> Result<String, Kind> {
+        let r = self.line()?;
+        std::str::from_utf8(&self.data[r])
+            .map(str::to_owned)
+            .map_err(|_| invalid(format!("{what}: not UTF-8")))
+    }
+
+    fn utf8(&self, r: Range<usize>) -> Result<Value, Kind> {
+        std::str::from_utf8(&self.data[r])
+            .map(|s| Value::Unicode(s.to_owned()))
+            .map_err(|_| invalid("unicode string: not UTF-8"))
+    }
+
+    // ---- stack ----
+
+    fn alloc(&mut self, node: Node) -> Result<Id, Kind> {
+        let id = Id::try_from(self.arena.len()).map_err(|_| Kind::Limit("too many objects"))?;
+        self.arena.push(node);
+        Ok(id)
+    }
+
+    fn push(&mut self, node: Node) -> Result<(), Kind> {
+        let id = self.alloc(node)?;
+        self.stack.push(id);
+        Ok(())
+    }
+
+    fn push_leaf(&mut self, v: Value) -> Result<(), Kind> {
+        self.push(Node::Leaf(v))
+    }
+
+    /// Stack length below which the current opcode may not reach.
+    fn fence(&self) -> usize {
+        self.marks.last().copied().unwrap_or(0)
+    }
+
+    fn pop(&mut self) -> Result<Id, Kind> {
+        if self.stack.len() <= self.fence() {
+            return Err(Kind::StackUnderflow);
+        }
+        self.stack.pop().ok_or(Kind::StackUnderflow)
+    }
+
+    fn top(&self) -> Result<Id, Kind> {
+        if self.stack.len() <= self.fence() {
+            return Err(Kind::StackUnderflow);
+        }
+        self.stack.last().copied().ok_or(Kind::StackUnderflow)
+    }
+
+    /// Remove the innermost mark and the items above it.
+    fn pop_mark(&mut self) -> Result<Vec<Id>, Kind> {
+        let m = self.marks.pop().ok_or(Kind::NoMark)?;
+        Ok(self.stack.split_off(m))
+    }
+
+    /// Remove the innermost mark; the items above it stay on the stack and
+    /// their start is returned. The object below the mark must exist: it is
+    /// the target of `APPENDS`/`SETITEMS`/`ADDITEMS`, returned too.
+    fn pop_mark_target(&mut self) -> Result<(usize, Id), Kind> {
+        let m = self.marks.pop().ok_or(Kind::NoMark)?;
+        if m <= self.fence() || m > self.stack.len() {
+            return Err(Kind::StackUnderflow);
+        }
+        Ok((m, self.stack[m - 1]))
+    }
+
+    fn tuple_n(&mut self, n: usize) -> Result<(), Kind> {
+        if self.stack.len() < self.fence() + n {
+            return Err(Kind::StackUnderflow);
+        }
+        let items = self.stack.split_off(self.stack.len() - n);
+        self.push(Node::Tuple(items))
+    }
+
+    fn memo_put(&mut self, idx: u64) -> Result<(), Kind> {
+        let top = self.top()?;
+        self.memo.insert(idx, top);
+        Ok(())
+    }
+
+    fn memo_get(&mut self, idx: u64) -> Result<(), Kind> {
+        let id = *self.memo.get(&idx).ok_or(Kind::BadMemo(idx))?;
+        self.stack.push(id);
+        Ok(())
+    }
+
+    /// The text memo index of `PUT`/`GET`.
+    fn line_index(&mut self, what: &str) -> Result<u64, Kind> {
+        let r = self.line()?;
+        let s = std::str::from_utf8(&self.data[r]).unwrap_or("");
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| invalid(format!("{what}: bad memo index")))
+    }
+
+    // ---- opcodes ----
+
+    /// Execute one opcode whose byte has been consumed. `Some(top)` at `STOP`.
+    fn step(&mut self, code: u8) -> Result<Option<Id>, Kind> {
+        match code {
+            op::MARK => self.marks.push(self.stack.len()),
+            op::STOP => return self.pop().map(Some),
+            op::POP => {
+                if self.marks.last() == Some(&self.stack.len()) {
+                    self.marks.pop();
+                } else {
+                    self.pop()?;
+                }
+            }
+            op::POP_MARK => {
+                self.pop_mark()?;
+            }
+            op::DUP => {
+                let top = self.top()?;
+                self.stack.push(top);
+            }
+            op::PROTO => {
+                let p = self.take_u8()?;
+                if p > HIGHEST_PROTOCOL {
+                    return Err(invalid(format!("unsupported pickle protocol {p}")));
+                }
+            }
+            op::FRAME => {
+                // Frames only group opcodes for buffered reading; the data is
+                // all here, so check the length and go on.
+                let n = self.take_u64()?;
+                if usize::try_from(n).map_or(true, |n| n > self.data.len() - self.pos) {
+                    return Err(Kind::Truncated);
+                }
+            }
+
+            // -- scalars --
+            op::NONE => self.push_leaf(Value::None)?,
+            op::NEWTRUE => self.push_leaf(Value::Bool(true))?,
+            op::NEWFALSE => self.push_leaf(Value::Bool(false))?,
+            op::BININT => {
+                let v = self.take_i32()?;
+                self.push_leaf(Value::Int(v.into()))?;
+            }
+            op::BININT1 => {
+                let v = self.take_u8()?;
+                self.push_leaf(Value::Int(v.into()))?;
+            }
+            op::BININT2 => {
+                let v = self.take_u16()?;
+                self.push_leaf(Value::Int(v.into()))?;
+            }
+            op::INT => {
+                let r = self.line()?;
+                let v = match &self.data[r] {
+                    b"01" => Value::Bool(true),
+                    b"00" => Value::Bool(false),
+                    text => parse_int_text(text)?,
+                };
+                self.push_leaf(v)?;
+            }
+            op::LONG => {
+                let r = self.line()?;
+                let text = &self.data[r];
+                let text = text.strip_suffix(b"L").unwrap_or(text);
+                let v = parse_int_text(text)?;
+                self.push_leaf(v)?;
+            }
+            op::LONG1 => {
+                let n = self.take_u8()?;
+                let r = self.take(n.into())?;
+                let v = long_from_le(&self.data[r]);
+                self.push_leaf(v)?;
+            }
+            op::LONG4 => {
+                let r = self.take_len_i32("LONG4")?;
+                let v = long_from_le(&self.data[r]);
+                self.push_leaf(v)?;
+            }
+            op::FLOAT => {
+                let r = self.line()?;
+                let v = std::str::from_utf8(&self.data[r])
+                    .ok()
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                    .ok_or_else(|| invalid("FLOAT: bad float"))?;
+                self.push_leaf(Value::Float(v))?;
+            }
+            op::BINFLOAT => {
+                let v = f64::from_be_bytes(self.take_array()?);
+                self.push_leaf(Value::Float(v))?;
+            }
+
+            // -- byte strings (sliced, not copied) --
+            op::STRING => {
+                let r = self.line()?;
+                let v = unrepr_string(&self.data, r)?;
+                self.push_leaf(Value::Str8(v))?;
+            }
+            op::BINSTRING => {
+                let r = self.take_len_i32("BINSTRING")?;
+                self.push_leaf(Value::Str8(self.data.slice(r)))?;
+            }
+            op::SHORT_BINSTRING => {
+                let n = self.take_u8()?;
+                let r = self.take(n.into())?;
+                self.push_leaf(Value::Str8(self.data.slice(r)))?;
+            }
+            op::BINBYTES => {
+                let n = self.take_u32()?;
+                let r = self.take_len(n.into())?;
+                self.push_leaf(Value::Bytes(self.data.slice(r)))?;
+            }
+            op::SHORT_BINBYTES => {
+                let n = self.take_u8()?;
+                let r = self.take(n.into())?;
+                self.push_leaf(Value::Bytes(self.data.slice(r)))?;
+            }
+            op::BINBYTES8 | op::BYTEARRAY8 => {
+                let n = self.take_u64()?;
+                let r = self.take_len(n)?;
+                self.push_leaf(Value::Bytes(self.data.slice(r)))?;
+            }
+
+            // -- text --
+            op::UNICODE => {
+                let r = self.line()?;
+                let s = raw_unicode_unescape(&self.data[r])?;
+                self.push_leaf(Value::Unicode(s))?;
+            }
+            op::BINUNICODE => {
+                let n = self.take_u32()?;
+                let r = self.take_len(n.into())?;
+                let v = self.utf8(r)?;
+                self.push_leaf(v)?;
+            }
+            op::SHORT_BINUNICODE => {
+                let n = self.take_u8()?;
+                let r = self.take(n.into())?;
+                let v = self.utf8(r)?;
+                self.push_leaf(v)?;
+            }
+            op::BINUNICODE8 => {
+                let n = self.take_u64()?;
+                let r = self.take_len(n)?;
+                let v = self.utf8(r)?;
+                self.push_leaf(v)?;
+            }
+
+            // -- tuples --
+            op::EMPTY_TUPLE => self.push(Node::Tuple(Vec::new()))?,
+            op::TUPLE => {
+                let items = self.pop_mark()?;
+                self.push(Node::Tuple(items))?;
+            }
+            op::TUPLE1 => self.tuple_n(1)?,
+            op::TUPLE2 => self.tuple_n(2)?,
+            op::TUPLE3 => self.tuple_n(3)?,
+
+            // -- lists and sets --
+            op::EMPTY_LIST => self.push(Node::List(Vec::new()))?,
+            op::LIST => {
+                let items = self.pop_mark()?;
+                self.push(Node::List(items))?;
+            }
+            op::APPEND => {
+                let v = self.pop()?;
+                let target = self.top()?;
+                match &mut self.arena[target as usize] {
+                    Node::List(items) => items.push(v),
+                    _ => return Err(invalid("APPEND to an object that is not a list")),
+                }
+            }
+            op::APPENDS => {
+                let (m, target) = self.pop_mark_target()?;
+                match &mut self.arena[target as usize] {
+                    Node::List(items) => items.extend(self.stack.drain(m..)),
+                    _ => return Err(invalid("APPENDS to an object that is not a list")),
+                }
+            }
+            op::EMPTY_SET => self.push(Node::Set(Vec::new()))?,
+            op::ADDITEMS => {
+                let (m, target) = self.pop_mark_target()?;
+                match &mut self.arena[target as usize] {
+                    Node::Set(items) => items.extend(self.stack.drain(m..)),
+                    _ => return Err(invalid("ADDITEMS to an object that is not a set")),
+                }
+            }
+            op::FROZENSET => {
+                let items = self.pop_mark()?;
+                self.push(Node::List(items))?;
+            }
+
+            // -- dicts --
+            op::EMPTY_DICT => self.push(Node::Dict(Vec::new()))?,
+            op::DICT => {
+                let items = self.pop_mark()?;
+                let pairs = pairs(&items).ok_or_else(|| invalid("DICT: odd number of items"))?;
+                self.push(Node::Dict(pairs))?;
+            }
+            op::SETITEM => {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                let target = self.top()?;
+                match &mut self.arena[target as usize] {
+                    Node::Dict(items) => items.push((k, v)),
+                    _ => return Err(invalid("SETITEM on an object that is not a dict")),
+                }
+            }
+            op::SETITEMS => {
+                let (m, target) = self.pop_mark_target()?;
+                let kv = pairs(&self.stack[m..])
+                    .ok_or_else(|| invalid("SETITEMS: odd number of items"))?;
+                match &mut self.arena[target as usize] {
+                    Node::Dict(items) => items.extend(kv),
+                    _ => return Err(invalid("SETITEMS on an object that is not a dict")),
+                }
+                self.stack.truncate(m);
+            }
+
+            // -- memo --
+            op::PUT => {
+                let idx = self.line_index("PUT")?;
+                self.memo_put(idx)?;
+            }
+            op::BINPUT => {
+                let idx = self.take_u8()?;
+                self.memo_put(idx.into())?;
+            }
+            op::LONG_BINPUT => {
+                let idx = self.take_u32()?;
+                self.memo_put(idx.into())?;
+            }
+            op::MEMOIZE => self.memo_put(self.memo.len() as u64)?,
+            op::GET => {
+                let idx = self.line_index("GET")?;
+                self.memo_get(idx)?;
+            }
+            op::BINGET => {
+                let idx = self.take_u8()?;
+                self.memo_get(idx.into())?;
+            }
+            op::LONG_BINGET => {
+                let idx = self.take_u32()?;
+                self.memo_get(idx.into())?;
+            }
+
+            // -- classes, persistent ids, objects --
+            op::GLOBAL => {
+                let module = self.line_utf8("GLOBAL module")?;
+                let name = self.line_utf8("GLOBAL name")?;
+                self.push_leaf(Value::Global { module, name })?;
+            }
+            op::STACK_GLOBAL => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let (Node::Leaf(Value::Unicode(module)), Node::Leaf(Value::Unicode(name))) =
+                    (&self.arena[module as usize], &self.arena[name as usize])
+                else {
+                    return Err(invalid("STACK_GLOBAL requires str module and name"));
+                };
+                let v = Value::Global {
+                    module: module.clone(),
+                    name: name.clone(),
+                };
+                self.push_leaf(v)?;
+            }
+            op::PERSID => {
+                let r = self.line()?;
+                let pid = &self.data[r];
+                if !pid.is_ascii() {
+                    return Err(invalid("PERSID: persistent id is not ASCII"));
+                }
+                let pid = String::from_utf8_lossy(pid).into_owned();
+                let id = self.alloc(Node::Leaf(Value::Unicode(pid)))?;
+                self.push(Node::PersId(id))?;
+            }
+            op::BINPERSID => {
+                let pid = self.pop()?;
+                self.push(Node::PersId(pid))?;
+            }
+            op::REDUCE => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                self.push(Node::Reduce(callable, args))?;
+            }
+            op::NEWOBJ => {
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                self.push(Node::NewObj(cls, args))?;
+            }
+            op::NEWOBJ_EX => {
+                let kwargs = self.pop()?;
+                let args = self.pop()?;
+                let cls = self.pop()?;
+                if matches!(&self.arena[kwargs as usize], Node::Dict(kv) if kv.is_empty()) {
+                    self.push(Node::NewObj(cls, args))?;
+                } else {
+                    let f = self.alloc(Node::Leaf(Value::Global {
+                        module: "copyreg".into(),
+                        name: "__newobj_ex__".into(),
+                    }))?;
+                    let a = self.alloc(Node::Tuple(vec![cls, args, kwargs]))?;
+                    self.push(Node::Reduce(f, a))?;
+                }
+            }
+            op::OBJ => {
+                let mut items = self.pop_mark()?;
+                if items.is_empty() {
+                    return Err(Kind::StackUnderflow);
+                }
+                let cls = items.remove(0);
+                let args = self.alloc(Node::Tuple(items))?;
+                self.push(Node::Reduce(cls, args))?;
+            }
+            op::INST => {
+                let module = self.line_utf8("INST module")?;
+                let name = self.line_utf8("INST name")?;
+                let items = self.pop_mark()?;
+                let cls = self.alloc(Node::Leaf(Value::Global { module, name }))?;
+                let args = self.alloc(Node::Tuple(items))?;
+                self.push(Node::Reduce(cls, args))?;
+            }
+            op::BUILD => {
+                let state = self.pop()?;
+                let obj = self.top()?;
+                // In place, so that every alias of obj sees it built: the
+                // old object moves to a fresh slot and obj becomes the Build.
+                let moved = self.alloc(Node::Leaf(Value::None))?;
+                self.arena.swap(obj as usize, moved as usize);
+                self.arena[obj as usize] = Node::Build(moved, state);
+            }
+
+            // -- refused --
+            op::EXT1 | op::EXT2 | op::EXT4 => {
+                return Err(invalid(
+                    "EXT opcodes need an extension registry; there is none",
+                ))
+            }
+            op::NEXT_BUFFER => return Err(invalid("out-of-band buffers are not supported")),
+            op::READONLY_BUFFER => {
+                // In-band data is immutable here already.
+                self.top()?;
+            }
+            _ => return Err(Kind::UnknownOpcode(code)),
+        }
+        Ok(None)
+    }
+}
+
+/// Items `k0 v0 k1 v1 ...` as pairs; `None` for an odd count.
+fn pairs(items: &[Id]) -> Option<Vec<(Id, Id)>> {
+    if items.len() % 2 != 0 {
+        return None;
+    }
+    Some(items.chunks_exact(2).map(|kv| (kv[0], kv[1])).collect())
+}
+
+/// Step 2: the value of node `id`, at nesting `depth`, paid from `budget`.
+fn build(arena: &[Node], id: Id, depth: usize, budget: &mut u64) -> Result<Value, Kind> {
+    if depth > MAX_DEPTH {
+        return Err(Kind::Limit("value nested too deeply (or recursive)"));
+    }
+    let node = &arena[id as usize];
+    let heavy = match node {
+        Node::Leaf(Value::Unicode(s)) => s.len(),
+        Node::Leaf(Value::BigInt(b)) => b.len(),
+        Node::Leaf(Value::Global { module, name }) => module.len() + name.len(),
+        _ => 0,
+    };
+    let cost = 1 + (heavy / 16) as u64;
+    if *budget < cost {
+        return Err(Kind::Limit("value expands to too many objects"));
+    }
+    *budget -= cost;
+
+    let d = depth + 1;
+    let all = |items: &[Id], budget: &mut u64| -> Result<Vec<Value>, Kind> {
+        items.iter().map(|&i| build(arena, i, d, budget)).collect()
+    };
+    let boxed = |i: Id, budget: &mut u64| build(arena, i, d, budget).map(Box::new);
+    Ok(match node {
+        Node::Leaf(v) => v.clone(),
+        Node::Tuple(items) => Value::Tuple(all(items, budget)?),
+        Node::List(items) | Node::Set(items) => Value::List(all(items, budget)?),
+        Node::Dict(kv) => Value::Dict(
+            kv.iter()
+                .map(|&(k, v)| Ok((build(arena, k, d, budget)?, build(arena, v, d, budget)?)))
+                .collect::<Result<_, Kind>>()?,
+        ),
+        Node::PersId(p) => Value::PersId(boxed(*p, budget)?),
+        Node::Reduce(c, a) => Value::Reduce {
+            callable: boxed(*c, budget)?,
+            args: boxed(*a, budget)?,
+        },
+        Node::NewObj(c, a) => Value::NewObj {
+            cls: boxed(*c, budget)?,
+            args: boxed(*a, budget)?,
+        },
+        Node::Build(o, s) => Value::Build {
+            obj: boxed(*o, budget)?,
+            state: boxed(*s, budget)?,
+        },
+    })
+}
+
+// ---- integers ----
+
+/// An int from little-endian two's complement bytes (`LONG1`/`LONG4`),
+/// normalized: [`Value::Int`] if it fits in i64, else a minimal
+/// [`Value::BigInt`].
+pub(super) fn long_from_le(b: &[u8]) -> Value {
+    let mut n = b.len();
+    // Drop sign-extension bytes that repeat the sign of the byte below.
+    while n > 1 {
+        let (hi, below) = (b[n - 1], b[n - 2]);
+        if (hi == 0x00 && below & 0x80 == 0) || (hi == 0xff && below & 0x80 != 0) {
+            n -= 1;
+        } else {
+            break;
+        }
+    }
+    let b = &b[..n];
+    if b.len() <= 8 {
+        let fill = if b.last().is_some_and(|&x| x & 0x80 != 0) {
+            0xff
+        } else {
+            0
+        };
+        let mut a = [fill; 8];
+        a[..b.len()].copy_from_slice(b);
+        Value::Int(i64::from_le_bytes(a))
+    } else {
+        Value::BigInt(b.to_vec())
+    }
+}
+
+/// A decimal text int (`INT`, `LONG`), with optional sign and surrounding
+/// whitespace.
+fn parse_int_text(text: &[u8]) -> Result<Value, Kind> {
+    let bad = || invalid("bad text int");
+    let text = text.trim_ascii();
+    let (neg, digits) = match text.first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(bad());
+    }
+    if digits.len() > MAX_INT_DIGITS {
+        return Err(Kind::Limit("text int has too many digits"));
+    }
+    // Fast path; the text is ASCII so this cannot fail to be UTF-8.
+    if let Some(v) = std::str::from_utf8(text)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+    {
+        return Ok(Value::Int(v));
+    }
+    // Magnitude in base 2^32, little-endian, 9 decimal digits at a time.
+    let mut limbs: Vec<u32> = Vec::with_capacity(digits.len() / 9 + 1);
+    let head = digits.len() % 9;
+    let chunks = std::iter::once(&digits[..head])
+        .filter(|c| !c.is_empty())
+        .chain(digits[head..].chunks(9));
+    for chunk in chunks {
+        let mul = 10u64.pow(chunk.len() as u32);
+        let mut carry = chunk
+            .iter()
+            .fold(0u64, |acc, &c| acc * 10 + u64::from(c - b'0'));
+        for l in limbs.iter_mut() {
+            let t = u64::from(*l) * mul + carry;
+            *l = t as u32;
+            carry = t >> 32;
+        }
+        if carry != 0 {
+            limbs.push(carry as u32);
+        }
+    }
+    let mut bytes: Vec<u8> = limbs.iter().flat_map(|l| l.to_le_bytes()).collect();
+    bytes.push(0); // room for the sign bit
+    if neg {
+        negate_le(&mut bytes);
+    }
+    Ok(long_from_le(&bytes))
+}
+
+/// Two's complement negation in place of little-endian bytes.
+pub(super) fn negate_le(b: &mut [u8]) {
+    let mut carry = true;
+    for x in b.iter_mut() {
+        let (v, c) = (!*x).overflowing_add(u8::from(carry));
+        *x = v;
+        carry = c;
+    }
+}
+
+// ---- text string forms ----
+
+/// `STRING`: a Python repr, quoted, with backslash escapes
+/// (`codecs.escape_decode`). Without escapes the result is a slice of the input.
+fn unrepr_string(data: &Bytes, r: Range<usize>) -> Result<Bytes, Kind> {
+    let s = &data[r.clone()];
+    let quoted = s.len() >= 2 && s[0] == s[s.len() - 1] && (s[0] == b'\'' || s[0] == b'"');
+    if !quoted {
+        return Err(invalid("STRING argument must be quoted"));
+    }
+    let inner = &s[1..s.len() - 1];
+    if !inner.contains(&b'\\') {
+        return Ok(data.slice(r.start + 1..r.end - 1));
+    }
+    let mut out = Vec::with_capacity(inner.len());
+    let mut i = 0;
+    while i < inner.len() {
+        let c = inner[i];
+        i += 1;
+        if c != b'\\' {
+            out.push(c);
+            continue;
+        }
+        let Some(&e) = inner.get(i) else {
+            return Err(invalid("STRING: trailing \\"));
+        };
+        i += 1;
+        match e {
+            b'\n' => {}
+            b'\\' | b'\'' | b'"' => out.push(e),
+            b'a' => out.push(0x07),
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0b),
+            b'0'..=b'7' => {
+                let mut v = u32::from(e - b'0');
+                for _ in 0..2 {
+                    match inner.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(v as u8); // Python truncates \400..\777 the same way
+            }
+            b'x' => {
+                let hex = inner
+                    .get(i..i + 2)
+                    .and_then(|h| Some(hex_digit(h[0])? * 16 + hex_digit(h[1])?));
+                let v = hex.ok_or_else(|| invalid("STRING: invalid \\x escape"))?;
+                out.push(v as u8);
+                i += 2;
+            }
+            _ => {
+                // Unknown escapes stay as they are.
+                out.push(b'\\');
+                out.push(e);
+            }
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+fn hex_digit(c: u8) -> Option<u32> {
+    char::from(c).to_digit(16)
+}
+
+/// `UNICODE`: raw-unicode-escape (bytes are Latin-1 code points, `\uXXXX`
+/// and `\UXXXXXXXX` are escapes), as Python 3.11 decodes it.
+fn raw_unicode_unescape(s: &[u8]) -> Result<String, Kind> {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let c = s[i];
+        i += 1;
+        let n = match (c, s.get(i)) {
+            (b'\\', Some(b'u')) => 4,
+            (b'\\', Some(b'U')) => 8,
+            _ => {
+                out.push(char::from(c));
+                continue;
+            }
+        };
+        i += 1;
+        let digits = s
+            .get(i..i + n)
+            .ok_or_else(|| invalid("UNICODE: truncated \\u escape"))?;
+        let mut v: u32 = 0;
+        for &d in digits {
+            let d = hex_digit(d).ok_or_else(|| invalid("UNICODE: bad \\u escape"))?;
+            v = v
+                .checked_mul(16)
+                .and_then(|v| v.checked_add(d))
+                .unwrap_or(u32::MAX);
+        }
+        i += n;
+        let ch = char::from_u32(v)
+            .ok_or_else(|| invalid("UNICODE: escape is a surrogate or out of range"))?;
+        out.push(ch);
+    }
+    Ok(out)
 }
 
 /// Decode a ZODB object record: the class pickle and then the state pickle.
