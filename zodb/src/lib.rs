@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod fs1;
 pub mod pickle;
 pub mod storage;
 pub mod types;
