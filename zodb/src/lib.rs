@@ -20,6 +20,7 @@
 pub mod btree;
 pub mod demo;
 pub mod error;
+pub mod fs1;
 pub mod pickle;
 pub mod record;
 pub mod storage;

@@ -1,0 +1,263 @@
+//! Loads and iteration: everything that reads committed records.
+//!
+//! None of this holds `Core::state` across I/O: each function copies what it
+//! needs out of the index or the transaction table under a short read lock
+//! and then reads the file with `pread`.
+
+use super::format::{check_back, decode_u64, DataHeader, DATA_HDR_LEN};
+use super::index::{read_full_at, read_txn, BufAt, TxnEntry, TxnRead};
+use super::Core;
+use crate::error::{Error, Result};
+use crate::storage::{Loaded, TxnInfo};
+use crate::types::{Oid, Tid};
+use bytes::Bytes;
+use hashbrown::HashSet;
+
+/// How much of a data record the first `pread` of a load fetches: the
+/// header and, for small objects, the data too.
+const FIRST_READ: usize = 4096;
+
+/// A data record header read from the file and checked, with the bytes
+/// that came along with it.
+pub(super) struct Record {
+    pub(super) pos: u64,
+    pub(super) hdr: DataHeader,
+    /// The backpointer, if `plen == 0`.
+    pub(super) back: u64,
+    /// Bytes of the record read so far, starting at `pos`.
+    head: Vec<u8>,
+}
+
+impl Core {
+    /// Read and validate the data record of `oid` at `pos`.
+    ///
+    /// Checks: the record lies inside the committed part (`< top`); its oid
+    /// is `oid`; its tid is a committed transaction that starts at `tloc`
+    /// and contains the whole record; `prev` and the backpointer point
+    /// backwards; no version.
+    pub(super) fn read_record(&self, pos: u64, oid: Oid) -> Result<Record> {
+        let corrupt = |off: u64, what: String| Error::corrupt(&self.path, off, what);
+        let top = self.state().top;
+        let avail = top.saturating_sub(pos);
+        let mut head = vec![0u8; FIRST_READ.min(usize::try_from(avail).unwrap_or(usize::MAX))];
+        if head.len() < DATA_HDR_LEN as usize {
+            return Err(corrupt(
+                pos,
+                format!("data record of {oid} is beyond the committed end {top}"),
+            ));
+        }
+        let n = read_full_at(&self.file, &mut head, pos)
+            .map_err(|e| Error::io(&self.path, "read", e))?;
+        head.truncate(n);
+        let hdr = DataHeader::decode_slice(&head).ok_or_else(|| {
+            corrupt(
+                pos,
+                "file ends inside a committed data record header".into(),
+            )
+        })?;
+        if hdr.oid != oid {
+            return Err(corrupt(
+                pos,
+                format!("data record is of {} instead of {oid}", hdr.oid),
+            ));
+        }
+        hdr.check(pos).map_err(|w| corrupt(pos, w))?;
+        let span = self.state().txn_span(hdr.tid);
+        let Some((tpos, tend)) = span else {
+            return Err(corrupt(
+                pos,
+                format!("data record tid {} is not a committed transaction", hdr.tid),
+            ));
+        };
+        if tpos != hdr.tloc {
+            return Err(corrupt(
+                pos,
+                format!(
+                    "data record's transaction position {} != {tpos} (of {})",
+                    hdr.tloc, hdr.tid
+                ),
+            ));
+        }
+        if pos <= tpos
+            || hdr
+                .record_len()
+                .is_none_or(|l| l > tend.saturating_sub(pos))
+        {
+            return Err(corrupt(
+                pos,
+                format!("data record is not inside its transaction {}", hdr.tid),
+            ));
+        }
+        let mut back = 0;
+        if hdr.plen == 0 {
+            let b = head
+                .get(DATA_HDR_LEN as usize..DATA_HDR_LEN as usize + 8)
+                .ok_or_else(|| corrupt(pos, "file ends inside a committed backpointer".into()))?;
+            back = decode_u64(b.try_into().expect("8 bytes"));
+            check_back(back, pos).map_err(|w| corrupt(pos + DATA_HDR_LEN, w))?;
+        }
+        Ok(Record {
+            pos,
+            hdr,
+            back,
+            head,
+        })
+    }
+
+    /// The data of a record with `plen > 0`: taken from what the header read
+    /// brought, or read straight into its final buffer by one more `pread`.
+    fn record_data(&self, mut rec: Record) -> Result<Bytes> {
+        let plen = rec.hdr.plen as usize; // fits: checked against the file size
+        let dstart = DATA_HDR_LEN as usize;
+        if rec.head.len() >= dstart + plen {
+            rec.head.truncate(dstart + plen);
+            // Small record: move the data to the front, no new allocation.
+            rec.head.drain(..dstart);
+            return Ok(Bytes::from(rec.head));
+        }
+        let mut data = vec![0u8; plen];
+        let have = rec.head.len() - dstart;
+        data[..have].copy_from_slice(&rec.head[dstart..]);
+        let off = rec.pos + DATA_HDR_LEN + have as u64;
+        let n = read_full_at(&self.file, &mut data[have..], off)
+            .map_err(|e| Error::io(&self.path, "read", e))?;
+        if n != plen - have {
+            return Err(Error::corrupt(
+                &self.path,
+                off + n as u64,
+                "file ends inside committed object data",
+            ));
+        }
+        Ok(Bytes::from(data))
+    }
+
+    /// `load(oid, at)`: see [`crate::Storage::load`] and spec §2.4.
+    pub(super) fn load(&self, oid: Oid, at: Tid) -> Result<Loaded> {
+        let pos = self.state().index.get(&oid).copied();
+        let Some(pos) = pos else {
+            return Err(Error::NoSuchObject { oid });
+        };
+        let mut rec = self.read_record(pos, oid)?;
+        // Walk back to the newest revision with tid <= at. Each step goes to a
+        // smaller position (checked by read_record), so this terminates.
+        while rec.hdr.tid > at {
+            if rec.hdr.prev == 0 {
+                return Err(Error::NotYet {
+                    oid,
+                    at,
+                    created: rec.hdr.tid,
+                });
+            }
+            let older = self.read_record(rec.hdr.prev, oid)?;
+            if older.hdr.tid >= rec.hdr.tid {
+                return Err(Error::corrupt(
+                    &self.path,
+                    rec.pos,
+                    format!(
+                        "previous record of {oid} has tid {} >= {}",
+                        older.hdr.tid, rec.hdr.tid
+                    ),
+                ));
+            }
+            rec = older;
+        }
+        let serial = rec.hdr.tid;
+        // Follow backpointers to the record holding the data; positions
+        // decrease strictly along the chain.
+        while rec.hdr.plen == 0 {
+            if rec.back == 0 {
+                return Err(Error::Deleted {
+                    oid,
+                    at,
+                    deleted_at: serial,
+                });
+            }
+            let target = self.read_record(rec.back, oid)?;
+            if target.hdr.tid >= rec.hdr.tid {
+                return Err(Error::corrupt(
+                    &self.path,
+                    rec.pos + DATA_HDR_LEN,
+                    format!(
+                        "backpointer of {oid} goes to tid {} >= {}",
+                        target.hdr.tid, rec.hdr.tid
+                    ),
+                ));
+            }
+            rec = target;
+        }
+        let data = self.record_data(rec)?;
+        Ok(Loaded { data, serial })
+    }
+
+    /// The committed transaction `entry`, parsed and checked, with its
+    /// metadata. `entry` comes from the transaction table.
+    pub(super) fn read_txn_at(
+        &self,
+        entry: TxnEntry,
+        want_meta: bool,
+    ) -> Result<super::index::ParsedTxn> {
+        let top = self.state().top;
+        let mut buf = BufAt::new(&self.file, &self.path, top, 64 * 1024);
+        match read_txn(&mut buf, entry.pos, Tid::ZERO, want_meta)? {
+            TxnRead::Committed(t) if t.hdr.tid == entry.tid => Ok(t),
+            other => Err(Error::corrupt(
+                &self.path,
+                entry.pos,
+                format!(
+                    "committed transaction {} no longer reads back as such: {other:?}",
+                    entry.tid
+                ),
+            )),
+        }
+    }
+
+    /// [`TxnInfo`] of the committed transaction `entry`.
+    pub(super) fn txn_info(&self, entry: TxnEntry) -> Result<TxnInfo> {
+        let t = self.read_txn_at(entry, true)?;
+        let (user, description, extension) = t.meta.expect("asked for meta");
+        let mut seen = HashSet::with_capacity(t.records.len());
+        let oids = t
+            .records
+            .iter()
+            .map(|r| r.0)
+            .filter(|oid| seen.insert(*oid))
+            .collect();
+        Ok(TxnInfo {
+            tid: t.hdr.tid,
+            status: t.hdr.status,
+            user,
+            description,
+            extension,
+            oids,
+        })
+    }
+}
+
+/// Iterator over committed transactions `lo <= tid <= hi`, see
+/// [`crate::Storage::iterate`]. Takes the state lock once per step, to find
+/// the next table entry.
+pub(super) struct TxnIter<'a> {
+    pub(super) core: &'a Core,
+    /// Next index in the transaction table.
+    pub(super) i: usize,
+    pub(super) hi: Tid,
+    pub(super) failed: bool,
+}
+
+impl Iterator for TxnIter<'_> {
+    type Item = Result<TxnInfo>;
+
+    fn next(&mut self) -> Option<Result<TxnInfo>> {
+        if self.failed {
+            return None;
+        }
+        let entry = self.core.state().txns.get(self.i).copied()?;
+        if entry.tid > self.hi {
+            return None;
+        }
+        self.i += 1;
+        let r = self.core.txn_info(entry);
+        self.failed = r.is_err();
+        Some(r)
+    }
+}
