@@ -27,7 +27,9 @@ fn init_logging(log: &cli::LogArgs) -> anyhow::Result<()> {
                 .append(true)
                 .open(p)
                 .with_context(|| format!("open log file {}", p.display()))?;
-            b.with_ansi(false).with_writer(std::sync::Mutex::new(f)).init()
+            b.with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .init()
         }
     }
     Ok(())

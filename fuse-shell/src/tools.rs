@@ -42,7 +42,9 @@ fn cat(zurl: &str, oid: Oid, at: Option<Tid>, blk: Option<i64>) -> Result<()> {
     let f = ZBigFile::load(stor, oid, at).with_context(|| format!("@{at}"))?;
     let mut out = BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
     if let Some(blk) = blk {
-        let b = f.load_blk(stor, blk, at).with_context(|| format!("{oid} @{at}: blk #{blk}"))?;
+        let b = f
+            .load_blk(stor, blk, at)
+            .with_context(|| format!("{oid} @{at}: blk #{blk}"))?;
         b.write_to(&mut out)?;
         return Ok(out.flush()?);
     }
@@ -55,7 +57,10 @@ fn cat(zurl: &str, oid: Oid, at: Option<Tid>, blk: Option<i64>) -> Result<()> {
         let end = (start + window).min(nblk);
         let blocks: Vec<_> = (start..end)
             .into_par_iter()
-            .map(|b| f.load_blk(stor, b, at).with_context(|| format!("{oid} @{at}: blk #{b}")))
+            .map(|b| {
+                f.load_blk(stor, b, at)
+                    .with_context(|| format!("{oid} @{at}: blk #{b}"))
+            })
             .collect();
         for b in blocks {
             b?.write_to(&mut out)?;
@@ -71,7 +76,9 @@ fn ls(zurl: &str, at: Option<Tid>) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{:<16}  {:>10}  {:>14}", "oid", "blksize", "size")?;
     for f in files {
-        let size = f.size(&*stor, at).with_context(|| format!("{} @{at}", f.oid))?;
+        let size = f
+            .size(&*stor, at)
+            .with_context(|| format!("{} @{at}", f.oid))?;
         writeln!(out, "{}  {:>10}  {:>14}", f.oid, f.blksize, size)?;
     }
     Ok(())

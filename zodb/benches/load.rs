@@ -52,18 +52,29 @@ fn ensure_db(dir: &Path, format: ZBlkFormat, nblk: u64) -> (PathBuf, Oid) {
     if !done.exists() {
         let _ = std::fs::remove_file(&path);
         let _ = std::fs::remove_file(path.with_extension("fs.lock"));
-        eprintln!("creating {} ({nblk} blocks of {format:?})...", path.display());
+        eprintln!(
+            "creating {} ({nblk} blocks of {format:?})...",
+            path.display()
+        );
         let mut zw = ZWriter::open(&path).expect("create bench db");
         let (oid, _) = zw.create_file("bench", BLKSIZE as u64, &[]).unwrap();
         for batch in (0..nblk).collect::<Vec<_>>().chunks(32) {
-            let data: Vec<(i64, Vec<u8>)> = batch.iter().map(|&b| (b as i64, block_data(b))).collect();
-            let changes: Vec<_> = data.iter().map(|(b, d)| (*b, Some((format, &d[..])))).collect();
+            let data: Vec<(i64, Vec<u8>)> =
+                batch.iter().map(|&b| (b as i64, block_data(b))).collect();
+            let changes: Vec<_> = data
+                .iter()
+                .map(|(b, d)| (*b, Some((format, &d[..]))))
+                .collect();
             zw.update_file(oid, &changes).unwrap();
         }
         drop(zw);
         std::fs::write(&done, oid.to_string()).unwrap();
     }
-    let oid: Oid = std::fs::read_to_string(&done).unwrap().trim().parse().unwrap();
+    let oid: Oid = std::fs::read_to_string(&done)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     (path, oid)
 }
 
@@ -104,9 +115,17 @@ fn ours(path: &Path, oid: Oid, parallel: bool) -> (u64, f64) {
 fn python(path: &Path, oid: Oid) -> Option<(u64, f64)> {
     let py = std::env::var("WCFS_PYTHON").ok()?;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/py/bench_load.py");
-    let out = Command::new(py).arg(script).arg(path).arg(oid.to_string()).output().ok()?;
+    let out = Command::new(py)
+        .arg(script)
+        .arg(path)
+        .arg(oid.to_string())
+        .output()
+        .ok()?;
     if !out.status.success() {
-        eprintln!("python bench failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "python bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
@@ -122,7 +141,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let mib: u64 = std::env::var("WCFS_BENCH_MIB").ok().and_then(|s| s.parse().ok()).unwrap_or(512);
+    let mib: u64 = std::env::var("WCFS_BENCH_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(512);
     let dir = std::env::var_os("WCFS_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-data"));
@@ -136,7 +158,10 @@ fn main() {
         let seq = median((0..PASSES).map(|_| mibs(ours(&path, oid, false))).collect());
         let par = median((0..PASSES).map(|_| mibs(ours(&path, oid, true))).collect());
         python(&path, oid); // warm Python's imports and the page cache
-        let py: Option<f64> = (0..3).map(|_| python(&path, oid).map(mibs)).collect::<Option<Vec<_>>>().map(median);
+        let py: Option<f64> = (0..3)
+            .map(|_| python(&path, oid).map(mibs))
+            .collect::<Option<Vec<_>>>()
+            .map(median);
         rows.push((format, raw, seq, par, py));
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

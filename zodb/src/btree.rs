@@ -735,7 +735,10 @@ mod tests {
     }
 
     fn build_items(family: Family, keys: &[i64], shape: Shape) -> (MemStorage, Vec<(i64, Value)>) {
-        let items: Vec<(i64, Value)> = keys.iter().map(|&k| (k, Value::Int(k * 7))).collect();
+        let items: Vec<(i64, Value)> = keys
+            .iter()
+            .map(|&k| (k, Value::Int(k.wrapping_mul(7))))
+            .collect();
         let mut next = 100u64;
         let nodes = build(family, &items, shape, Oid(1), &mut || {
             next += 1;
@@ -772,7 +775,8 @@ mod tests {
                     max_key(&st, Family::LO, Oid(1), Tid(1)).unwrap(),
                     keys.last().copied()
                 );
-                let model: HashMap<i64, i64> = keys.iter().map(|&k| (k, k * 7)).collect();
+                let model: HashMap<i64, i64> =
+                    keys.iter().map(|&k| (k, k.wrapping_mul(7))).collect();
                 let mut probes: Vec<i64> = keys
                     .iter()
                     .flat_map(|&k| [k, k.wrapping_add(1), k.wrapping_sub(1)])

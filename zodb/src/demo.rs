@@ -44,22 +44,40 @@ pub fn expected_content(blocks: u32) -> Vec<u8> {
 /// `blocks` blocks. Returns the head tid and the two files' oids.
 pub fn create(path: &Path, blocks: u32) -> Result<(Tid, Vec<Oid>)> {
     if path.exists() {
-        return Err(Error::io(path, "create", std::io::ErrorKind::AlreadyExists.into()));
+        return Err(Error::io(
+            path,
+            "create",
+            std::io::ErrorKind::AlreadyExists.into(),
+        ));
     }
     let mut zw = ZWriter::open(path)?;
     let n = blocks as i64;
     let mut oids = Vec::new();
-    for (name, format) in [("zblk0-file", ZBlkFormat::ZBlk0), ("zblk1-file", ZBlkFormat::ZBlk1)] {
+    for (name, format) in [
+        ("zblk0-file", ZBlkFormat::ZBlk0),
+        ("zblk1-file", ZBlkFormat::ZBlk1),
+    ] {
         // version 1 of every block
         let v1: Vec<Vec<u8>> = (0..n).map(|b| block(b, 1)).collect();
-        let changes: Vec<_> = v1.iter().enumerate().map(|(b, d)| (b as i64, Some((format, &d[..])))).collect();
+        let changes: Vec<_> = v1
+            .iter()
+            .enumerate()
+            .map(|(b, d)| (b as i64, Some((format, &d[..]))))
+            .collect();
         let (oid, _) = zw.create_file(name, BLKSIZE as u64, &changes)?;
         // version 2 of every block
         let v2: Vec<Vec<u8>> = (0..n).map(|b| block(b, 2)).collect();
-        let changes: Vec<_> = v2.iter().enumerate().map(|(b, d)| (b as i64, Some((format, &d[..])))).collect();
+        let changes: Vec<_> = v2
+            .iter()
+            .enumerate()
+            .map(|(b, d)| (b as i64, Some((format, &d[..]))))
+            .collect();
         zw.update_file(oid, &changes)?;
         // holes (the last block stays, so the size is unchanged)
-        let holes: Vec<_> = (0..n - 1).filter(|&b| is_hole(b)).map(|b| (b, None)).collect();
+        let holes: Vec<_> = (0..n - 1)
+            .filter(|&b| is_hole(b))
+            .map(|b| (b, None))
+            .collect();
         zw.update_file(oid, &holes)?;
         oids.push(oid);
     }

@@ -99,10 +99,7 @@ pub fn parse(zurl: &str) -> Result<Zurl> {
 /// Open the storage a zurl names, read-only.
 pub fn open(zurl: &str) -> Result<Arc<dyn Storage>> {
     match parse(zurl)? {
-        Zurl::File { path } => {
-            let _ = path;
-            todo!("fs1 merge")
-        }
+        Zurl::File { path } => Ok(Arc::new(crate::fs1::FileStorage::open(&path)?)),
         Zurl::Zeo { .. } => Err(Error::BadZurl {
             zurl: zurl.to_owned(),
             what: "zeo:// has no driver yet".into(),

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::fs1::{NewData, NewTxn, Writer};
 use crate::pickle::Value;
 use crate::record::{self, Ref};
+use crate::storage::Storage;
 use crate::types::{Oid, Tid};
 use crate::zbigfile::{self, NewObject, ZBigFile, ZBlkFormat, ZBIGFILE};
 use std::path::Path;
@@ -44,7 +45,10 @@ impl ZWriter {
             let root = Value::Dict(vec![(Value::Unicode("data".into()), Value::Dict(vec![]))]);
             w.commit(NewTxn {
                 description: b"initial database creation".to_vec(),
-                records: vec![(Oid(0), NewData::Data(record::encode(PERSISTENT_MAPPING, &root)))],
+                records: vec![(
+                    Oid(0),
+                    NewData::Data(record::encode(PERSISTENT_MAPPING, &root)),
+                )],
                 ..NewTxn::default()
             })?;
         }
@@ -78,7 +82,12 @@ impl ZWriter {
 
     /// Create a ZBigFile named `name` in the root, holding `blocks`, in one
     /// transaction. Returns its oid and the transaction's tid.
-    pub fn create_file(&mut self, name: &str, blksize: u64, blocks: &[BlkChange<'_>]) -> Result<(Oid, Tid)> {
+    pub fn create_file(
+        &mut self,
+        name: &str,
+        blksize: u64,
+        blocks: &[BlkChange<'_>],
+    ) -> Result<(Oid, Tid)> {
         let oid = self.w.new_oid();
         let blktab = self.w.new_oid();
         let mut objs = vec![NewObject {
@@ -90,13 +99,23 @@ impl ZWriter {
         let mut sorted: Vec<&BlkChange<'_>> = blocks.iter().collect();
         sorted.sort_by_key(|c| c.0);
         for (blk, change) in sorted {
-            let Some((format, data)) = change else { continue };
+            let Some((format, data)) = change else {
+                continue;
+            };
             check_blk(oid, *blk, blksize, data)?;
             let zoid = self.w.new_oid();
-            objs.extend(zbigfile::zblk_objects(zoid, *format, data, &mut || self.w.new_oid()));
+            objs.extend(zbigfile::zblk_objects(zoid, *format, data, &mut || {
+                self.w.new_oid()
+            }));
             items.push((*blk, zbigfile::zblk_ref(zoid, *format).to_value()));
         }
-        objs.extend(btree::build(Family::LO, &items, self.blktab_shape, blktab, &mut || self.w.new_oid()));
+        objs.extend(btree::build(
+            Family::LO,
+            &items,
+            self.blktab_shape,
+            blktab,
+            &mut || self.w.new_oid(),
+        ));
         objs.push(self.root_with(name, Some(oid))?);
         let tid = self.commit(&format!("create {name}"), objs)?;
         Ok((oid, tid))
@@ -106,13 +125,14 @@ impl ZWriter {
     /// whose ZBlk has the requested format keeps its ZBlk oid (the ZBlk is
     /// rewritten); otherwise a new ZBlk is made, as wendelin.core does.
     pub fn update_file(&mut self, oid: Oid, changes: &[BlkChange<'_>]) -> Result<Tid> {
-        let stor = self.w.storage();
+        let stor = &self.w.storage();
         let head = stor.last_tid()?;
         let f = ZBigFile::load(stor, oid, head)?;
-        let mut items: std::collections::BTreeMap<i64, Ref> = btree::items(stor, Family::LO, f.blktab, head)?
-            .iter()
-            .map(|(k, v)| Ok((*k, record::decode_ref(f.blktab, v)?)))
-            .collect::<Result<_>>()?;
+        let mut items: std::collections::BTreeMap<i64, Ref> =
+            btree::items(stor, Family::LO, f.blktab, head)?
+                .iter()
+                .map(|(k, v)| Ok((*k, record::decode_ref(f.blktab, v)?)))
+                .collect::<Result<_>>()?;
         let mut objs = Vec::new();
         for (blk, change) in changes {
             match change {
@@ -123,16 +143,29 @@ impl ZWriter {
                     check_blk(oid, *blk, f.blksize, data)?;
                     let want = zbigfile::zblk_ref(Oid(0), *format).class;
                     let zoid = match items.get(blk) {
-                        Some(r) if r.class == want || (r.class.is_none() && *format != ZBlkFormat::ZBlk1) => r.oid,
+                        Some(r)
+                            if r.class == want
+                                || (r.class.is_none() && *format != ZBlkFormat::ZBlk1) =>
+                        {
+                            r.oid
+                        }
                         _ => self.w.new_oid(),
                     };
-                    objs.extend(zbigfile::zblk_objects(zoid, *format, data, &mut || self.w.new_oid()));
+                    objs.extend(zbigfile::zblk_objects(zoid, *format, data, &mut || {
+                        self.w.new_oid()
+                    }));
                     items.insert(*blk, zbigfile::zblk_ref(zoid, *format));
                 }
             }
         }
         let items: Vec<(i64, Value)> = items.into_iter().map(|(k, r)| (k, r.to_value())).collect();
-        objs.extend(btree::build(Family::LO, &items, self.blktab_shape, f.blktab, &mut || self.w.new_oid()));
+        objs.extend(btree::build(
+            Family::LO,
+            &items,
+            self.blktab_shape,
+            f.blktab,
+            &mut || self.w.new_oid(),
+        ));
         self.commit(&format!("update {oid}"), objs)
     }
 
@@ -143,7 +176,10 @@ impl ZWriter {
         self.w.commit(NewTxn {
             description: format!("delete {name}").into_bytes(),
             records: vec![
-                (Oid(0), NewData::Data(record::encode(root.class, &root.state))),
+                (
+                    Oid(0),
+                    NewData::Data(record::encode(root.class, &root.state)),
+                ),
                 (oid, NewData::Delete),
             ],
             ..NewTxn::default()
@@ -152,18 +188,25 @@ impl ZWriter {
 
     /// The root object with `name` bound to `file` (or unbound if `None`).
     fn root_with(&mut self, name: &str, file: Option<Oid>) -> Result<NewObject> {
-        let stor = self.w.storage();
+        let stor = &self.w.storage();
         let root = record::load(stor, Oid(0), stor.last_tid()?)?;
         let bad = || Error::bad_state(Oid(0), "root is not a PersistentMapping {'data': {...}}");
-        let Value::Dict(mut top) = root.state else { return Err(bad()) };
+        let Value::Dict(mut top) = root.state else {
+            return Err(bad());
+        };
         let data = top
             .iter_mut()
             .find(|(k, _)| k.as_bytes().is_some_and(|k| &k[..] == b"data"))
             .ok_or_else(bad)?;
-        let Value::Dict(entries) = &mut data.1 else { return Err(bad()) };
+        let Value::Dict(entries) = &mut data.1 else {
+            return Err(bad());
+        };
         entries.retain(|(k, _)| k.as_bytes().is_none_or(|k| &k[..] != name.as_bytes()));
         if let Some(f) = file {
-            entries.push((Value::Unicode(name.into()), Ref::new(f, ZBIGFILE).to_value()));
+            entries.push((
+                Value::Unicode(name.into()),
+                Ref::new(f, ZBIGFILE).to_value(),
+            ));
         }
         Ok(NewObject {
             oid: Oid(0),
@@ -177,7 +220,10 @@ fn check_blk(oid: Oid, blk: i64, blksize: u64, data: &[u8]) -> Result<()> {
     if blk < 0 || data.len() as u64 > blksize {
         return Err(Error::bad_state(
             oid,
-            format!("cannot write blk #{blk} of {} bytes (blksize {blksize})", data.len()),
+            format!(
+                "cannot write blk #{blk} of {} bytes (blksize {blksize})",
+                data.len()
+            ),
         ));
     }
     Ok(())

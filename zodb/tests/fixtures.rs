@@ -56,7 +56,11 @@ fn fixtures_decode_exactly() {
         assert_eq!(stor.last_tid().unwrap(), TID2, "{kind}");
 
         let f = ZBigFile::load(stor, Oid(1), TID2).unwrap();
-        assert_eq!((f.blksize, f.blktab, f.serial), (2097152, Oid(0x47), TID2), "{kind}");
+        assert_eq!(
+            (f.blksize, f.blktab, f.serial),
+            (2097152, Oid(0x47), TID2),
+            "{kind}"
+        );
         assert_eq!(f.size(stor, TID2).unwrap(), 8388608, "{kind}");
 
         let mut whole = Sha256::new();
@@ -103,13 +107,24 @@ fn fixtures_decode_exactly() {
         // at the first transaction only the root exists
         assert!(zbigfile::list(stor, TID1).unwrap().is_empty());
         match ZBigFile::load(stor, Oid(1), TID1) {
-            Err(Error::NotYet { oid, at, created }) => assert_eq!((oid, at, created), (Oid(1), TID1, TID2)),
+            Err(Error::NotYet { oid, at, created }) => {
+                assert_eq!((oid, at, created), (Oid(1), TID1, TID2))
+            }
             other => panic!("{kind}: want NotYet, got {other:?}"),
         }
         // wrong classes are typed errors
-        assert!(matches!(ZBigFile::load(stor, Oid(2), TID2), Err(Error::WrongClass { .. })));
-        assert!(matches!(zbigfile::load_zblk(stor, Oid(1), TID2), Err(Error::WrongClass { .. })));
-        assert!(matches!(ZBigFile::load(stor, Oid(0x1000), TID2), Err(Error::NoSuchObject { .. })));
+        assert!(matches!(
+            ZBigFile::load(stor, Oid(2), TID2),
+            Err(Error::WrongClass { .. })
+        ));
+        assert!(matches!(
+            zbigfile::load_zblk(stor, Oid(1), TID2),
+            Err(Error::WrongClass { .. })
+        ));
+        assert!(matches!(
+            ZBigFile::load(stor, Oid(0x1000), TID2),
+            Err(Error::NoSuchObject { .. })
+        ));
     }
 }
 
@@ -119,11 +134,19 @@ fn fixture_chunktab_is_a_real_tree() {
     for (kind, _dir, path) in fixtures() {
         let stor = zodb::zurl::open(path.to_str().unwrap()).unwrap();
         let node = zodb::btree::load_node(&*stor, Oid(4), TID2).unwrap();
-        let zodb::btree::Node::Tree { state: zodb::btree::TreeState::Children(c), .. } = node else {
+        let zodb::btree::Node::Tree {
+            state: zodb::btree::TreeState::Children(c),
+            ..
+        } = node
+        else {
             panic!("{kind}: oid 4 is not a tree with children: {node:?}");
         };
         let kids: Vec<Oid> = c.children.iter().map(|r| r.oid).collect();
-        assert_eq!((kids, c.keys.clone(), c.firstbucket), (vec![Oid(5), Oid(6)], vec![122880], Oid(5)), "{kind}");
+        assert_eq!(
+            (kids, c.keys.clone(), c.firstbucket),
+            (vec![Oid(5), Oid(6)], vec![122880], Oid(5)),
+            "{kind}"
+        );
         let items = zodb::btree::items(&*stor, zodb::btree::Family::IO, Oid(4), TID2).unwrap();
         assert_eq!(items.len(), 64, "{kind}");
         assert_eq!(items[0].0, 0);
