@@ -383,7 +383,10 @@ class Gen(object):
         self.begin()
         zf = self.root['big'] = ZBigFile(64)
         n = self.big_blocks
-        dummy = ZBlk0()
+        # placeholder value: never stored, every kept entry is replaced by a
+        # real ZBlk below (set_block replaces values of a foreign type in place;
+        # delete+reinsert would make BTrees drop buckets)
+        dummy = object()
         # dense sequential insertion gives buckets of ~30 keys; then keep
         # ~1/4 of the keys: buckets keep some keys so the tree keeps its shape
         for blk in range(n):
@@ -393,8 +396,8 @@ class Gen(object):
                 del zf.blktab[blk]
         for blk in list(zf.blktab.keys()):
             fmt = 'ZBlk1' if self.rng.random() < 0.1 else 'ZBlk0'
-            del zf.blktab[blk]
             self.write(zf, blk, self.rng.choice(['full', 'ztail', 'prefix']), fmt)
+        assert dummy not in list(zf.blktab.values())
         depth = tree_nodes(zf.blktab)[0]
         assert depth >= 3, 'big: blktab depth %d < 3 (use more --big-blocks)' % depth
         self.commit('create file big (%d blocks, blktab depth %d)' % (n, depth),

@@ -139,12 +139,13 @@ class Dumper(object):
                         'oid %s: loadBefore(%s) = %r, but the transaction scan says %r'
                         % (h(oid), h(before), got, wantj))
 
-    def loadbefore_json(self):
-        oids = sorted(self.history)
-        if self.sample >= 0 and len(oids) > self.sample:
-            # always: root, ZBigFiles and their current blktab roots, objects
-            # that were ever deleted or restored by a backpointer; fill up
-            # with a deterministic random sample
+    def loadbefore_json(self, oids=None):
+        explicit = oids is not None
+        oids = sorted(oids) if explicit else sorted(self.history)
+        if not explicit and self.sample >= 0 and len(oids) > self.sample:
+            # always: root, ZBigFiles, LOBTree nodes, objects that ever had a
+            # deletion record or a backpointer; fill up with a deterministic
+            # random sample of the other oids
             must = {Z64}
             must.update(self.zbigfile_oids)
             for oid, revs in self.history.items():
@@ -152,8 +153,7 @@ class Dumper(object):
                     must.add(oid)
                 if any(r['class'] in ('BTrees.LOBTree.LOBTree',) for r in revs):
                     must.add(oid)
-            must = sorted(must)
-            rest = [o for o in oids if o not in set(must)]
+            rest = [o for o in oids if o not in must]
             k = max(0, self.sample - len(must))
             rng = random.Random(self.seed)
             pick = sorted(rng.sample(rest, min(k, len(rest))))
@@ -161,6 +161,9 @@ class Dumper(object):
         out = []
         for oid in oids:
             at = []
+            if oid not in self.history:     # never existed (not in the index)
+                out.append({'oid': h(oid), 'at': [None] * len(self.txns)})
+                continue
             for t in self.txns:
                 before = p64(u64(t['_tid']) + 1)
                 at.append(_load_before(self.stor, oid, before))
