@@ -21,6 +21,9 @@ the other side believes the database holds. Checks:
      nodes changed (so every revision's tree is checked at least once).
   4. loadBefore of every object right after each of its records returns that
      record (the `prev` back-chain agrees with the forward transaction scan).
+  5. if PATH.index exists: it loads with ZODB's fsIndex, its `pos` is the end
+     of a committed transaction, and it maps every oid to the position of its
+     last data record before `pos` (exactly the oids stored before `pos`).
 
 Exit 0 if everything matches; otherwise print every mismatch (up to
 --max-print lines, then a count) and exit 1.
@@ -192,6 +195,44 @@ def compare_loadbefore(act, exp, tids, bad):
                 % (oid, tids[i] if i < len(tids) else i, _short(e), _short(r)))
 
 
+def check_index(path, bad):
+    """PATH.index (ZODB fsIndex format) against a forward scan of PATH."""
+    from ZODB.fsIndex import fsIndex
+    from ZODB.FileStorage import FileIterator
+    idx = path + '.index'
+    if not os.path.exists(idx):
+        return False
+    try:
+        info = fsIndex.load(idx)
+        index, pos = info['index'], int(info['pos'])
+    except Exception as e:
+        bad('index: %s: cannot load: %s: %s' % (idx, type(e).__name__, e))
+        return True
+    want = {}
+    ends = {4}
+    it = FileIterator(path)
+    try:
+        for t in it:
+            if t._tpos >= pos:
+                break
+            for r in t:
+                want[r.oid] = r.pos
+            ends.add(t._tend + 8)
+    finally:
+        it.close()
+    if pos not in ends:
+        bad('index: pos %d is not the end of a committed transaction' % pos)
+    got = dict(index.items())
+    for oid in sorted(set(got) | set(want)):
+        if got.get(oid) != want.get(oid):
+            bad('index: oid %s -> %r, but the last data record before pos %d is at %r'
+                % (oid.hex(), got.get(oid), pos, want.get(oid)))
+    maxoid = info.get('oid')
+    if maxoid is not None and want and maxoid < max(want):
+        bad('index: oid %s < the largest stored oid %s' % (maxoid.hex(), max(want).hex()))
+    return True
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -215,7 +256,13 @@ def main(argv=None):
               % (exp.get('format'), zdump.FORMAT), file=sys.stderr)
 
     bad = Report(args.max_print)
-    ro = open_readonly(args.path)
+    with open(args.path, 'rb') as f:
+        if f.read(4) == b'FS30':
+            index_state = 'ok' if check_index(args.path, bad) else 'absent'
+        else:
+            index_state = 'not checked (FS21)'  # Python 3 cannot read a Py2 index
+    # the content checks do not depend on PATH.index (checked above)
+    ro = open_readonly(args.path, use_index=False)
     try:
         if not args.no_fstest:
             from ZODB.scripts import fstest
@@ -230,6 +277,12 @@ def main(argv=None):
         lb_oids = [bytes.fromhex(o['oid']) for o in exp.get('loadbefore', [])]
         loadbefore = d.loadbefore_json(lb_oids) if lb_oids else []
         files = d.files()           # closes the storage
+    except Exception as e:
+        import traceback
+        traceback.print_exc()
+        print('check_db: FAIL: reading the database crashed: %s: %s'
+              % (type(e).__name__, e))
+        return 1
     finally:
         ro.close()
     txns = [{k: v for k, v in t.items() if not k.startswith('_')} for t in d.txns]
@@ -263,9 +316,10 @@ def main(argv=None):
         print('check_db: FAIL: %d mismatch(es) (%d transactions, %d file entries, %.1fs)'
               % (bad.n, len(txns), len(files), dt))
         return 1
-    print('check_db: OK (%d transactions, %d file entries, %d objects, fstest %s, %.1fs)'
+    print('check_db: OK (%d transactions, %d file entries, %d objects, fstest %s, '
+          'index %s, %.1fs)'
           % (len(txns), len(files), len(objects),
-             'skipped' if args.no_fstest else 'ok', dt))
+             'skipped' if args.no_fstest else 'ok', index_state, dt))
     return 0
 
 

@@ -67,7 +67,7 @@ def enable_py2_compat():
 class _ROStorage(object):
     """FileStorage opened read-only, plus cleanup of a temporary copy."""
 
-    def __init__(self, path):
+    def __init__(self, path, use_index=True):
         self.tmpdir = None
         with open(path, 'rb') as f:
             magic = f.read(4)
@@ -83,6 +83,13 @@ class _ROStorage(object):
                 f.write(b'FS30')
             path = cpath
             enable_py2_compat()
+        elif not use_index:
+            # FileStorage always uses PATH.index when present: open PATH via a
+            # symlink in an empty directory, so the index is rebuilt (in memory)
+            self.tmpdir = tempfile.mkdtemp(prefix='zfsnoidx-')
+            lpath = os.path.join(self.tmpdir, os.path.basename(path))
+            os.symlink(os.path.abspath(path), lpath)
+            path = lpath
         self.path = path
         self.storage = FileStorage(path, read_only=True)
 
@@ -94,8 +101,9 @@ class _ROStorage(object):
                 shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def open_readonly(path):
+def open_readonly(path, use_index=True):
     """-> object with .storage (read-only FileStorage), .path and .close().
 
-    Never writes next to `path` (no lock file, no index)."""
-    return _ROStorage(path)
+    Never writes next to `path` (no lock file, no index). use_index=False
+    ignores PATH.index (the index is rebuilt in memory by a forward scan)."""
+    return _ROStorage(path, use_index)
