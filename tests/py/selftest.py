@@ -96,7 +96,8 @@ def main():
             npass += 1
         else:
             nfail += 1
-        print('%s %s%s' % ('PASS' if ok else 'FAIL', name, (': ' + detail) if detail else ''))
+        print('%s %s%s' % ('PASS' if ok else 'FAIL', name,
+                           (': ' + detail) if detail and not ok else ''))
         sys.stdout.flush()
 
     p, dt = run([os.path.join(HERE, 'check_fixtures.py')])
@@ -207,6 +208,62 @@ def main():
         f.write(data)
     p, dt = run([os.path.join(HERE, 'check_db.py'), bad, out])
     result('check_db detects a corrupted database', p.returncode != 0, p.stdout.strip()[-300:])
+
+    # a wrong PATH.index must be detected
+    import shutil
+    from ZODB.fsIndex import fsIndex
+    xdb = os.path.join(wd, 'badindex.fs')
+    shutil.copyfile(db, xdb)
+    info = fsIndex.load(db + '.index')
+    ix = info['index']
+    k = list(ix.keys())[len(ix) // 2]
+    ix[k] = ix[k] + 1
+    ix.save(info['pos'], xdb + '.index')
+    p, dt = run([os.path.join(HERE, 'check_db.py'), xdb, out])
+    result('check_db detects a wrong .index', p.returncode == 1 and 'index:' in p.stdout,
+           p.stdout.strip()[-300:])
+
+    # committer: tids printed in order, "done", each txn seen exactly once
+    import struct
+    cdb = os.path.join(wd, 'committer.fs')
+    for sfx in ('', '.index', '.lock', '.tmp'):
+        if os.path.exists(cdb + sfx):
+            os.unlink(cdb + sfx)
+    p, dt = run([os.path.join(HERE, 'committer.py'), cdb, '--txns', '12', '--delay-ms', '5'])
+    lines = p.stdout.split()
+    tids = lines[:-1]
+    ok = (p.returncode == 0 and lines[-1:] == ['done'] and len(tids) == 12 and
+          all(len(t) == 16 for t in tids) and tids == sorted(set(tids)))
+    result('committer prints 12 increasing tids + done (%.1fs)' % dt, ok, p.stdout + p.stderr)
+    if ok:
+        cout = os.path.join(wd, 'committer.json')
+        run([os.path.join(HERE, 'dump_db.py'), cdb, cout])
+        cdoc = json.load(open(cout))
+        import ZODB
+        from ZODB.utils import p64, u64
+        from zfsutil import open_readonly
+        from wendelin.bigfile.file_zodb import load_block
+        ro = open_readonly(cdb)
+        zdb = ZODB.DB(ro.storage)
+        seqs = []
+        for t in tids:
+            c = zdb.open(before=p64(u64(bytes.fromhex(t)) + 1))
+            seqs.append(struct.unpack('>Q', load_block(c.root()['committer'], 0)[:8])[0])
+            c.close()
+        zdb.close()
+        ro.close()
+        txn_tids = [t['tid'] for t in cdoc['transactions']]
+        result('committer: block 0 holds seq 1..12 at the printed tids',
+               seqs == list(range(1, 13)) and txn_tids[1:] == tids, str(seqs))
+
+    # bench_load
+    p, dt = run([os.path.join(HERE, 'bench_load.py'), db, 'root:big'])
+    try:
+        b = json.loads(p.stdout)
+        ok = set(b) == {'blocks', 'bytes', 'seconds'} and b['bytes'] == b['blocks'] * 64
+    except ValueError:
+        ok = False
+    result('bench_load root:big: %s' % p.stdout.strip(), ok, p.stderr)
 
     print('%d passed, %d failed' % (npass, nfail))
     return 1 if nfail else 0
