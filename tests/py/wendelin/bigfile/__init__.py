@@ -1,0 +1,1 @@
+# Minimal stand-in for `wendelin.bigfile`: see file_zodb.py.
