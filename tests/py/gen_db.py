@@ -449,16 +449,19 @@ class Gen(object):
         if self.dangling:
             special[27] = self.step_dangling                # 2 txns
         big_at = N - 6
+        big = False
         while self.k < N:
             k1 = self.k + 1
             if k1 in special:
                 special.pop(k1)()
-            elif k1 == big_at:
+            elif not big and k1 >= big_at:
                 self.step_create_big()
-            elif k1 > big_at and self.rng.random() < 0.8:
+                big = True
+            elif big and self.rng.random() < 0.8:
                 self.step_big_random()
             else:
                 self.step_random()
+        assert big, 'file big was not created (txns too small?)'
         assert not special, 'not all scenario steps ran (txns too small?)'
         # final sanity: blktab depth of big still >= 3
         self.begin()
