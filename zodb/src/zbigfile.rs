@@ -154,6 +154,16 @@ impl ZBigFile {
         }
     }
 
+    /// The whole blktab as of `at`: block number -> ZBlk oid, in block
+    /// order, read with one tree walk (cheaper than a lookup per block when
+    /// most blocks are wanted).
+    pub fn blktab(&self, stor: &dyn Storage, at: Tid) -> Result<Vec<(i64, Oid)>> {
+        btree::items(stor, Family::LO, self.blktab, at)?
+            .into_iter()
+            .map(|(k, v)| Ok((k, record::decode_ref(self.blktab, &v)?.oid)))
+            .collect()
+    }
+
     /// Load block `blk` as of `at`.
     pub fn load_blk(&self, stor: &dyn Storage, blk: i64, at: Tid) -> Result<Block> {
         if blk < 0 {
