@@ -11,12 +11,12 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 /// The repository root.
-pub fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// The venv's python.
-pub fn python() -> &'static Path {
+pub(crate) fn python() -> &'static Path {
     static PY: OnceLock<PathBuf> = OnceLock::new();
     PY.get_or_init(|| {
         if let Some(p) = std::env::var_os("WCFS_PYTHON") {
@@ -36,7 +36,7 @@ pub fn python() -> &'static Path {
 }
 
 /// `python tests/py/<script> args...`, which must succeed.
-pub fn run_py(script: &str, args: &[&str]) -> Output {
+pub(crate) fn run_py(script: &str, args: &[&str]) -> Output {
     let out = py_cmd(script, args).output().expect("run python");
     assert!(
         out.status.success(),
@@ -49,7 +49,7 @@ pub fn run_py(script: &str, args: &[&str]) -> Output {
 }
 
 /// The command for `python tests/py/<script> args...`.
-pub fn py_cmd(script: &str, args: &[&str]) -> Command {
+pub(crate) fn py_cmd(script: &str, args: &[&str]) -> Command {
     let mut c = Command::new(python());
     c.arg(repo().join("tests/py").join(script)).args(args);
     c
