@@ -1045,19 +1045,31 @@ fn hex_digit(c: u8) -> Option<u32> {
     char::from(c).to_digit(16)
 }
 
-/// `UNICODE`: raw-unicode-escape (bytes are Latin-1 code points, `\uXXXX`
-/// and `\UXXXXXXXX` are escapes), as Python 3.11 decodes it.
+/// `UNICODE`: raw-unicode-escape, as Python 3 decodes it: bytes are Latin-1
+/// code points, `\uXXXX` and `\UXXXXXXXX` are escapes, and a backslash
+/// before anything else stands for itself together with that next byte (so
+/// `\\u0041` is the six characters as written).
 fn raw_unicode_unescape(s: &[u8]) -> Result<String, Kind> {
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
         let c = s[i];
         i += 1;
-        let n = match (c, s.get(i)) {
-            (b'\\', Some(b'u')) => 4,
-            (b'\\', Some(b'U')) => 8,
-            _ => {
-                out.push(char::from(c));
+        if c != b'\\' {
+            out.push(char::from(c));
+            continue;
+        }
+        let n = match s.get(i) {
+            Some(b'u') => 4,
+            Some(b'U') => 8,
+            Some(&other) => {
+                out.push('\\');
+                out.push(char::from(other));
+                i += 1;
+                continue;
+            }
+            None => {
+                out.push('\\');
                 continue;
             }
         };
