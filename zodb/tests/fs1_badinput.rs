@@ -32,7 +32,7 @@ fn sample_db(dir: &Path) -> (Vec<u8>, Model, Vec<u64>) {
     let mut m = Model::default();
     let mut rng = Rng::new(42);
     let mut ends = vec![];
-    let mut commit = |w: &mut Writer, m: &mut Model, recs: Vec<(u64, Option<Vec<u8>>)>| {
+    let commit = |w: &mut Writer, m: &mut Model, recs: Vec<(u64, Option<Vec<u8>>)>| {
         let t = w
             .commit(NewTxn {
                 user: b"u".to_vec(),
@@ -51,16 +51,24 @@ fn sample_db(dir: &Path) -> (Vec<u8>, Model, Vec<u64>) {
         m.txns.push((t, recs.iter().map(|r| Oid(r.0)).collect()));
         t
     };
-    let mut undo = |w: &mut Writer, m: &mut Model, ut: Tid, oid: u64, before: Option<Vec<u8>>| {
+    let undo = |w: &mut Writer, m: &mut Model, ut: Tid, oid: u64, before: Option<Vec<u8>>| {
         let t = w.undo(ut).unwrap();
         m.revs.insert((Oid(oid), t), before);
         m.txns.push((t, vec![Oid(oid)]));
     };
     let a0 = rng.bytes(20);
-    let t1 = commit(&mut w, &mut m, vec![(0, Some(a0.clone())), (1, Some(rng.bytes(30)))]);
+    let t1 = commit(
+        &mut w,
+        &mut m,
+        vec![(0, Some(a0.clone())), (1, Some(rng.bytes(30)))],
+    );
     ends.push(w.storage().committed_size());
     let b1 = rng.bytes(40);
-    commit(&mut w, &mut m, vec![(1, Some(b1.clone())), (2, Some(rng.bytes(10)))]);
+    commit(
+        &mut w,
+        &mut m,
+        vec![(1, Some(b1.clone())), (2, Some(rng.bytes(10)))],
+    );
     ends.push(w.storage().committed_size());
     let t3 = commit(&mut w, &mut m, vec![(1, Some(rng.bytes(25)))]);
     ends.push(w.storage().committed_size());
@@ -74,7 +82,11 @@ fn sample_db(dir: &Path) -> (Vec<u8>, Model, Vec<u64>) {
     ends.push(w.storage().committed_size());
     commit(&mut w, &mut m, vec![]);
     ends.push(w.storage().committed_size());
-    commit(&mut w, &mut m, vec![(0, Some(rng.bytes(33))), (3, Some(rng.bytes(7)))]);
+    commit(
+        &mut w,
+        &mut m,
+        vec![(0, Some(rng.bytes(33))), (3, Some(rng.bytes(7)))],
+    );
     ends.push(w.storage().committed_size());
     let _ = t1;
     drop(w);
@@ -95,7 +107,10 @@ fn prefix(m: &Model, n: usize) -> Model {
 fn truncated_everywhere() {
     let dir = tmpdir();
     let (bytes, m, ends) = sample_db(dir.path());
-    m.check(&FileStorage::open(dir.path().join("sample.fs")).unwrap(), "full");
+    m.check(
+        &FileStorage::open(dir.path().join("sample.fs")).unwrap(),
+        "full",
+    );
     let p = dir.path().join("t.fs");
     for cut in 4..bytes.len() {
         std::fs::write(&p, &bytes[..cut]).unwrap();
@@ -106,7 +121,11 @@ fn truncated_everywhere() {
         if ends.contains(&(cut as u64)) || cut % 7 == 0 {
             want.check(&fs, &ctx);
         } else {
-            assert_eq!(fs.last_tid().unwrap(), want.txns.last().map_or(Tid::ZERO, |t| t.0), "{ctx}");
+            assert_eq!(
+                fs.last_tid().unwrap(),
+                want.txns.last().map_or(Tid::ZERO, |t| t.0),
+                "{ctx}"
+            );
         }
         // a sync of a truncated tail is "in progress", not an error (yet)
         assert_eq!(fs.sync().unwrap(), fs.last_tid().unwrap(), "{ctx}");
@@ -149,7 +168,9 @@ fn exercise(path: &Path, len: usize, oids: &[Oid], ctx: &str) -> (usize, usize) 
             }
         }
     }
-    let _ = fs.sync().map_err(|e| assert!(allowed(&e, len), "{ctx}: sync: {e:?}"));
+    let _ = fs
+        .sync()
+        .map_err(|e| assert!(allowed(&e, len), "{ctx}: sync: {e:?}"));
     (ok, bad)
 }
 
@@ -187,8 +208,18 @@ fn pointer_loops_and_bad_pointers() {
     let dir = tmpdir();
     let p = dir.path().join("loop.fs");
     let mut w = Writer::open(&p, true).unwrap();
-    let t1 = w.commit(NewTxn { records: vec![(Oid(1), NewData::Data(b"one".to_vec()))], ..Default::default() }).unwrap();
-    let t2 = w.commit(NewTxn { records: vec![(Oid(1), NewData::Data(b"two".to_vec()))], ..Default::default() }).unwrap();
+    let t1 = w
+        .commit(NewTxn {
+            records: vec![(Oid(1), NewData::Data(b"one".to_vec()))],
+            ..Default::default()
+        })
+        .unwrap();
+    let t2 = w
+        .commit(NewTxn {
+            records: vec![(Oid(1), NewData::Data(b"two".to_vec()))],
+            ..Default::default()
+        })
+        .unwrap();
     let u = w.undo(t2).unwrap();
     drop(w);
     let bytes = std::fs::read(&p).unwrap();
@@ -213,7 +244,10 @@ fn pointer_loops_and_bad_pointers() {
             Ok(fs) => {
                 for at in [t1, t2, u, Tid::MAX] {
                     match fs.load(Oid(1), at) {
-                        Ok(l) => assert!(at != u && at != Tid::MAX || what.starts_with("prev"), "{what}: {l:?}"),
+                        Ok(l) => assert!(
+                            at != u && at != Tid::MAX || what.starts_with("prev"),
+                            "{what}: {l:?}"
+                        ),
                         Err(Error::Corrupt { .. }) => {}
                         Err(e) => panic!("{what}: {e:?}"),
                     }
@@ -236,9 +270,15 @@ fn bad_magic() {
         let mut b = magic.to_vec();
         b.extend_from_slice(&[0u8; 40]);
         std::fs::write(&p, &b).unwrap();
-        assert!(matches!(FileStorage::open(&p), Err(Error::Corrupt { offset: 0, .. })), "{magic:?}");
+        assert!(
+            matches!(FileStorage::open(&p), Err(Error::Corrupt { offset: 0, .. })),
+            "{magic:?}"
+        );
     }
     // a prefix of the magic alone: an empty database still being created
     std::fs::write(&p, b"FS3").unwrap();
-    assert_eq!(FileStorage::open(&p).unwrap().last_tid().unwrap(), Tid::ZERO);
+    assert_eq!(
+        FileStorage::open(&p).unwrap().last_tid().unwrap(),
+        Tid::ZERO
+    );
 }

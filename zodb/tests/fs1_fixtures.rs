@@ -42,7 +42,11 @@ fn zblk_fixtures() {
         assert_eq!(fs.max_oid(), Some(Oid(0x47)), "{what}");
         assert_eq!(fs.committed_size(), std::fs::metadata(&path).unwrap().len());
 
-        let txns: Vec<_> = fs.iterate(Tid::ZERO, Tid::MAX).unwrap().collect::<Result<_, _>>().unwrap();
+        let txns: Vec<_> = fs
+            .iterate(Tid::ZERO, Tid::MAX)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
         assert_eq!(txns.len(), 2, "{what}");
         assert_eq!(txns[0].tid, TID1);
         assert_eq!(txns[0].status, b' ');
@@ -57,9 +61,17 @@ fn zblk_fixtures() {
         assert_eq!(got, want, "{what}");
 
         // ranges
-        let only2: Vec<_> = fs.iterate(Tid(TID1.0 + 1), Tid::MAX).unwrap().map(|t| t.unwrap().tid).collect();
+        let only2: Vec<_> = fs
+            .iterate(Tid(TID1.0 + 1), Tid::MAX)
+            .unwrap()
+            .map(|t| t.unwrap().tid)
+            .collect();
         assert_eq!(only2, vec![TID2]);
-        let only1: Vec<_> = fs.iterate(Tid::ZERO, TID1).unwrap().map(|t| t.unwrap().tid).collect();
+        let only1: Vec<_> = fs
+            .iterate(Tid::ZERO, TID1)
+            .unwrap()
+            .map(|t| t.unwrap().tid)
+            .collect();
         assert_eq!(only1, vec![TID1]);
         assert_eq!(fs.iterate(Tid(TID2.0 + 1), Tid::MAX).unwrap().count(), 0);
 
@@ -83,7 +95,10 @@ fn zblk_fixtures() {
         assert_eq!(root2.serial, TID2);
         assert_ne!(root.data, root2.data);
         for oid in 1..=0x47 {
-            assert!(matches!(fs.load(Oid(oid), TID1), Err(Error::NotYet { .. })), "{what} {oid}");
+            assert!(
+                matches!(fs.load(Oid(oid), TID1), Err(Error::NotYet { .. })),
+                "{what} {oid}"
+            );
             let l = fs.load(Oid(oid), TID2).unwrap();
             assert_eq!(l.serial, TID2);
             assert!(!l.data.is_empty());
@@ -92,14 +107,20 @@ fn zblk_fixtures() {
             fs.load(Oid(0x48), Tid::MAX),
             Err(Error::NoSuchObject { oid: Oid(0x48) })
         ));
-        assert!(matches!(fs.load(Oid(0), Tid(TID1.0 - 1)), Err(Error::NotYet { .. })));
+        assert!(matches!(
+            fs.load(Oid(0), Tid(TID1.0 - 1)),
+            Err(Error::NotYet { .. })
+        ));
 
         // the ZBlk0 record (oid 2) holds 16 KiB of data: bigger than one
         // header read
         assert!(fs.load(Oid(2), TID2).unwrap().data.len() > 16384);
 
         // read-only open created nothing
-        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("zblk.fs")], "{what}");
     }
 }
@@ -114,7 +135,10 @@ fn missing_and_empty() {
     assert_eq!(fs.last_tid().unwrap(), Tid::ZERO);
     assert_eq!(fs.sync().unwrap(), Tid::ZERO);
     assert_eq!(fs.iterate(Tid::ZERO, Tid::MAX).unwrap().count(), 0);
-    assert!(matches!(fs.load(Oid(0), Tid::MAX), Err(Error::NoSuchObject { .. })));
+    assert!(matches!(
+        fs.load(Oid(0), Tid::MAX),
+        Err(Error::NoSuchObject { .. })
+    ));
     for magic in [b"FS21", b"FS30"] {
         std::fs::write(&p, magic).unwrap();
         let fs = FileStorage::open(&p).unwrap();
@@ -126,5 +150,8 @@ fn missing_and_empty() {
         other => panic!("{other:?}"),
     }
     std::fs::write(&p, b"XYZ").unwrap();
-    assert!(matches!(FileStorage::open(&p), Err(Error::Corrupt { offset: 0, .. })));
+    assert!(matches!(
+        FileStorage::open(&p),
+        Err(Error::Corrupt { offset: 0, .. })
+    ));
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use zodb::fs1::format::{DataHeader, TxnHeader, DATA_HDR_LEN, TXN_HDR_LEN};
 use zodb::fs1::{FileStorage, NewData, NewTxn, Writer};
-use zodb::{Error, Oid, Storage, Tid, TxnInfo, Watcher};
+use zodb::{Error, Oid, Storage, Tid, TxnInfo};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 
@@ -38,10 +38,15 @@ fn txn_i(i: u64) -> NewTxn {
 /// loads at its tid.
 fn check_txn_i(fs: &FileStorage, info: &TxnInfo, i: u64) {
     assert_eq!(info.description[..], format!("txn {i}").into_bytes()[..]);
-    let want: Vec<Oid> = [i % 5, 10 + i % 3, 100 + i].iter().map(|&o| Oid(o)).collect();
+    let want: Vec<Oid> = [i % 5, 10 + i % 3, 100 + i]
+        .iter()
+        .map(|&o| Oid(o))
+        .collect();
     assert_eq!(info.oids, want, "txn {i}");
     for oid in &want {
-        let l = fs.load(*oid, info.tid).unwrap_or_else(|e| panic!("txn {i}: {e}"));
+        let l = fs
+            .load(*oid, info.tid)
+            .unwrap_or_else(|e| panic!("txn {i}: {e}"));
         assert_eq!(l.serial, info.tid);
         assert_eq!(l.data[..], format!("{}@{i}", oid.0).into_bytes()[..]);
     }
@@ -77,7 +82,10 @@ fn follow_writer_thread() {
     });
     let mut seen = vec![];
     for i in 0..n {
-        let info = watch.next(WAIT).unwrap().expect("timed out waiting for a transaction");
+        let info = watch
+            .next(WAIT)
+            .unwrap()
+            .expect("timed out waiting for a transaction");
         if let Some(prev) = seen.last() {
             assert!(info.tid > *prev);
         }
@@ -88,11 +96,17 @@ fn follow_writer_thread() {
     assert_eq!(seen[n0 as usize..], tids[..]);
     // nothing more, and a bounded wait returns
     let t0 = Instant::now();
-    assert!(watch.next(Some(Duration::from_millis(150))).unwrap().is_none());
+    assert!(watch
+        .next(Some(Duration::from_millis(150)))
+        .unwrap()
+        .is_none());
     assert!(t0.elapsed() < Duration::from_secs(2));
     // a watcher from the middle
     let mut w2 = fs.watch(seen[9]).unwrap();
-    assert_eq!(w2.next(Some(Duration::ZERO)).unwrap().unwrap().tid, seen[10]);
+    assert_eq!(
+        w2.next(Some(Duration::ZERO)).unwrap().unwrap().tid,
+        seen[10]
+    );
     assert_eq!(fs.last_tid().unwrap(), *seen.last().unwrap());
 }
 
@@ -100,7 +114,9 @@ fn follow_writer_thread() {
 #[test]
 #[ignore = "run by follow_child_process"]
 fn child_writer() {
-    let Ok(path) = std::env::var("FS1_CHILD_PATH") else { return };
+    let Ok(path) = std::env::var("FS1_CHILD_PATH") else {
+        return;
+    };
     let n: u64 = std::env::var("FS1_CHILD_N").unwrap().parse().unwrap();
     let mut w = Writer::open(&path, false).unwrap();
     for i in 0..n {
@@ -120,7 +136,13 @@ fn follow_child_process() {
     let mut watch = fs.watch(Tid::ZERO).unwrap();
     let n = 40u64;
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_writer", "--ignored", "--quiet", "--test-threads=1"])
+        .args([
+            "--exact",
+            "child_writer",
+            "--ignored",
+            "--quiet",
+            "--test-threads=1",
+        ])
         .env("FS1_CHILD_PATH", &p)
         .env("FS1_CHILD_N", n.to_string())
         .stdout(std::process::Stdio::null())
@@ -137,7 +159,10 @@ fn follow_child_process() {
         check_txn_i(&fs, &info, i);
     }
     assert!(child.wait().unwrap().success());
-    assert!(watch.next(Some(Duration::from_millis(100))).unwrap().is_none());
+    assert!(watch
+        .next(Some(Duration::from_millis(100)))
+        .unwrap()
+        .is_none());
 }
 
 /// A hand-made transaction record at `pos` with one data record per
@@ -146,13 +171,29 @@ fn raw_txn(tid: Tid, pos: u64, status: u8, recs: &[(Oid, u64, &[u8])]) -> Vec<u8
     let mut body = Vec::new();
     let mut rpos = pos + TXN_HDR_LEN;
     for (oid, prev, data) in recs {
-        DataHeader { oid: *oid, tid, prev: *prev, tloc: pos, vlen: 0, plen: data.len() as u64 }.encode(&mut body);
+        DataHeader {
+            oid: *oid,
+            tid,
+            prev: *prev,
+            tloc: pos,
+            vlen: 0,
+            plen: data.len() as u64,
+        }
+        .encode(&mut body);
         body.extend_from_slice(data);
         rpos += DATA_HDR_LEN + data.len() as u64;
     }
     let tlen = rpos - pos;
     let mut v = Vec::new();
-    TxnHeader { tid, tlen, status, ulen: 0, dlen: 0, elen: 0 }.encode(&mut v);
+    TxnHeader {
+        tid,
+        tlen,
+        status,
+        ulen: 0,
+        dlen: 0,
+        elen: 0,
+    }
+    .encode(&mut v);
     v.extend_from_slice(&body);
     v.extend_from_slice(&tlen.to_be_bytes());
     v
@@ -172,7 +213,12 @@ fn in_progress_states() {
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("Data.fs");
     let mut w = Writer::open(&p, true).unwrap();
-    let t1 = w.commit(NewTxn { records: vec![(Oid(0), NewData::Data(b"r1".to_vec()))], ..Default::default() }).unwrap();
+    let t1 = w
+        .commit(NewTxn {
+            records: vec![(Oid(0), NewData::Data(b"r1".to_vec()))],
+            ..Default::default()
+        })
+        .unwrap();
     let rec0 = w.storage().committed_size() - 8 - DATA_HDR_LEN - 2;
     drop(w);
     let fs = FileStorage::open(&p).unwrap();
@@ -184,10 +230,18 @@ fn in_progress_states() {
     let pos = size(&p);
     let t2 = Tid(t1.0 + 10);
     append(&p, &raw_txn(t2, pos, b'c', &[(Oid(0), rec0, b"r2")]));
-    assert!(watch.next(short).unwrap().is_none(), "a 'c' transaction must not be reported");
+    assert!(
+        watch.next(short).unwrap().is_none(),
+        "a 'c' transaction must not be reported"
+    );
     assert_eq!(fs.sync().unwrap(), t1);
     assert_eq!(&fs.load(Oid(0), Tid::MAX).unwrap().data[..], b"r1");
-    std::fs::OpenOptions::new().write(true).open(&p).unwrap().write_all_at(b" ", pos + 16).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .write_all_at(b" ", pos + 16)
+        .unwrap();
     let info = watch.next(WAIT).unwrap().unwrap();
     assert_eq!((info.tid, info.oids.clone()), (t2, vec![Oid(0)]));
     assert_eq!(&fs.load(Oid(0), Tid::MAX).unwrap().data[..], b"r2");
@@ -198,11 +252,27 @@ fn in_progress_states() {
     let rec2 = pos + TXN_HDR_LEN;
     let pos = size(&p);
     let t3 = Tid(t2.0 + 10);
-    let raw = raw_txn(t3, pos, b' ', &[(Oid(0), rec2, b"r3"), (Oid(5), 0, b"five")]);
-    for cut in [10, TXN_HDR_LEN as usize, TXN_HDR_LEN as usize + 30, raw.len() - 1] {
+    let raw = raw_txn(
+        t3,
+        pos,
+        b' ',
+        &[(Oid(0), rec2, b"r3"), (Oid(5), 0, b"five")],
+    );
+    for cut in [
+        10,
+        TXN_HDR_LEN as usize,
+        TXN_HDR_LEN as usize + 30,
+        raw.len() - 1,
+    ] {
         let have = (size(&p) - pos) as usize;
         append(&p, &raw[have..cut]);
-        assert!(watch.next(Some(Duration::from_millis(120))).unwrap().is_none(), "cut {cut}");
+        assert!(
+            watch
+                .next(Some(Duration::from_millis(120)))
+                .unwrap()
+                .is_none(),
+            "cut {cut}"
+        );
         assert_eq!(fs.sync().unwrap(), t2);
     }
     append(&p, &raw[raw.len() - 1..]);
@@ -221,27 +291,53 @@ fn in_progress_states() {
         other => panic!("{other:?}"),
     }
     assert!(t0.elapsed() >= Duration::from_millis(200));
-    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(pos).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(pos)
+        .unwrap();
     assert_eq!(fs.sync().unwrap(), t3);
 
     // 4) a complete record with a bad status byte: corruption
     let raw = raw_txn(Tid(t3.0 + 10), pos, b'x', &[]);
     append(&p, &raw);
     assert!(matches!(fs.sync(), Err(Error::Corrupt { .. })));
-    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(pos).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(pos)
+        .unwrap();
     // a decreasing tid: corruption too
     append(&p, &raw_txn(t1, pos, b' ', &[]));
     assert!(matches!(fs.sync(), Err(Error::Corrupt { .. })));
-    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(pos).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(pos)
+        .unwrap();
     // a legacy 'u' transaction is skipped
     let tu = Tid(t3.0 + 20);
     append(&p, &raw_txn(tu, pos, b'u', &[(Oid(9), 0, b"nine")]));
     assert_eq!(fs.sync().unwrap(), t3);
-    assert!(matches!(fs.load(Oid(9), Tid::MAX), Err(Error::NoSuchObject { .. })));
-    assert!(watch.next(Some(Duration::from_millis(50))).unwrap().is_none());
+    assert!(matches!(
+        fs.load(Oid(9), Tid::MAX),
+        Err(Error::NoSuchObject { .. })
+    ));
+    assert!(watch
+        .next(Some(Duration::from_millis(50)))
+        .unwrap()
+        .is_none());
 
     // 5) the file shrinks below the committed part
-    std::fs::OpenOptions::new().write(true).open(&p).unwrap().set_len(pos - 5).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(pos - 5)
+        .unwrap();
     match watch.next(short) {
         Err(Error::Corrupt { what, .. }) => assert!(what.contains("shrank"), "{what}"),
         other => panic!("{other:?}"),
@@ -273,7 +369,10 @@ fn watch_own_writer_and_empty_file() {
     std::fs::write(&p, b"").unwrap();
     let ro = FileStorage::open(&p).unwrap();
     let mut ro_watch = ro.watch(Tid::ZERO).unwrap();
-    assert!(ro_watch.next(Some(Duration::from_millis(50))).unwrap().is_none());
+    assert!(ro_watch
+        .next(Some(Duration::from_millis(50)))
+        .unwrap()
+        .is_none());
     let mut w = Writer::open(&p, false).unwrap();
     let mut own = w.storage().watch(Tid::ZERO).unwrap();
     let t = w.commit(txn_i(0)).unwrap();

@@ -13,7 +13,10 @@ fn second_writer_is_locked_out() {
     // a stale, longer lock file from someone else: reused and rewritten
     std::fs::write(&lock, b" 999999999 stale content\n").unwrap();
     let mut w = Writer::open(&p, true).unwrap();
-    assert_eq!(std::fs::read(&lock).unwrap(), format!(" {}\n", std::process::id()).into_bytes());
+    assert_eq!(
+        std::fs::read(&lock).unwrap(),
+        format!(" {}\n", std::process::id()).into_bytes()
+    );
     match Writer::open(&p, true) {
         Err(Error::Locked { path }) => assert_eq!(path, lock),
         other => panic!("{other:?}"),

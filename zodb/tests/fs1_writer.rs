@@ -33,7 +33,7 @@ fn basics_delete_undo() {
     assert_eq!(std::fs::read(&p).unwrap(), b"FS30");
     assert_eq!(w.last_tid(), Tid::ZERO);
     let mut m = Model::default();
-    let mut commit = |w: &mut Writer, m: &mut Model, recs: Vec<(Oid, Option<&str>)>| -> Tid {
+    let commit = |w: &mut Writer, m: &mut Model, recs: Vec<(Oid, Option<&str>)>| -> Tid {
         let t = w
             .commit(txn(recs
                 .iter()
@@ -49,7 +49,11 @@ fn basics_delete_undo() {
 
     let o1 = w.new_oid();
     assert_eq!(o1, Oid(1));
-    let t1 = commit(&mut w, &mut m, vec![(Oid(0), Some("root")), (o1, Some("a1"))]);
+    let t1 = commit(
+        &mut w,
+        &mut m,
+        vec![(Oid(0), Some("root")), (o1, Some("a1"))],
+    );
     let t2 = commit(&mut w, &mut m, vec![(o1, Some("a2"))]);
     assert!(t2 > t1);
     assert_eq!(&w.load(o1, t1).unwrap().data[..], b"a1");
@@ -84,7 +88,9 @@ fn basics_delete_undo() {
     m.revs.insert((o2, u3), None);
     m.txns.push((u3, vec![o2]));
     match w.load(o2, Tid::MAX) {
-        Err(Error::Deleted { oid, deleted_at, .. }) => assert_eq!((oid, deleted_at), (o2, u3)),
+        Err(Error::Deleted {
+            oid, deleted_at, ..
+        }) => assert_eq!((oid, deleted_at), (o2, u3)),
         other => panic!("{other:?}"),
     }
     assert_eq!(&w.load(o2, t3).unwrap().data[..], b"b");
@@ -109,11 +115,20 @@ fn basics_delete_undo() {
     let size = std::fs::metadata(&p).unwrap().len();
     let head = w.last_tid();
     for bad in [
-        NewTxn { tid: Some(head), ..txn(vec![(o1, data("x"))]) },
-        NewTxn { tid: Some(Tid(1)), ..txn(vec![(o1, data("x"))]) },
+        NewTxn {
+            tid: Some(head),
+            ..txn(vec![(o1, data("x"))])
+        },
+        NewTxn {
+            tid: Some(Tid(1)),
+            ..txn(vec![(o1, data("x"))])
+        },
         txn(vec![(o1, data("x")), (o1, data("y"))]),
         txn(vec![(o1, NewData::Data(Vec::new()))]),
-        NewTxn { user: vec![b'u'; 70000], ..txn(vec![]) },
+        NewTxn {
+            user: vec![b'u'; 70000],
+            ..txn(vec![])
+        },
         txn(vec![(Oid(1000), NewData::Undo(t1))]),
     ] {
         assert!(w.commit(bad.clone()).is_err(), "{bad:?}");
@@ -123,7 +138,12 @@ fn basics_delete_undo() {
     assert!(w.undo(Tid(12345)).is_err());
 
     // an explicit tid, and an empty transaction
-    let t5 = w.commit(NewTxn { tid: Some(Tid(head.0 + 1000)), ..txn(vec![]) }).unwrap();
+    let t5 = w
+        .commit(NewTxn {
+            tid: Some(Tid(head.0 + 1000)),
+            ..txn(vec![])
+        })
+        .unwrap();
     assert_eq!(t5, Tid(head.0 + 1000));
     m.txns.push((t5, vec![]));
 
@@ -134,7 +154,12 @@ fn basics_delete_undo() {
     let _ = t6;
 
     m.check(&w.storage(), "writer");
-    let info: Vec<_> = w.storage().iterate(Tid::ZERO, Tid::MAX).unwrap().map(|t| t.unwrap()).collect();
+    let info: Vec<_> = w
+        .storage()
+        .iterate(Tid::ZERO, Tid::MAX)
+        .unwrap()
+        .map(|t| t.unwrap())
+        .collect();
     assert_eq!(&info[0].user[..], b"tester");
     assert_eq!(&info[0].description[..], b"test txn");
     assert_eq!(info[0].status, b' ');
@@ -144,7 +169,11 @@ fn basics_delete_undo() {
     m.check(&FileStorage::open(&p).unwrap(), "reopened read-only");
     let mut w = Writer::open(&p, false).unwrap();
     m.check(&w.storage(), "reopened writer");
-    assert_eq!(w.new_oid(), Oid(51), "new_oid after reopen: above the max oid");
+    assert_eq!(
+        w.new_oid(),
+        Oid(51),
+        "new_oid after reopen: above the max oid"
+    );
 }
 
 #[test]
@@ -155,7 +184,11 @@ fn big_records() {
     let mut rng = Rng::new(1);
     let big = rng.bytes(2 << 20);
     let sizes = [1usize, 4000, 4054, 4055, 4096, 5000, 70000];
-    let mut recs: Vec<(Oid, NewData)> = sizes.iter().enumerate().map(|(i, &n)| (Oid(i as u64), NewData::Data(rng.bytes(n)))).collect();
+    let mut recs: Vec<(Oid, NewData)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (Oid(i as u64), NewData::Data(rng.bytes(n))))
+        .collect();
     recs.push((Oid(100), NewData::Data(big.clone())));
     let t = w.commit(txn(recs.clone())).unwrap();
     let fs = FileStorage::open(&p).unwrap();
@@ -228,7 +261,11 @@ fn run_random(seed: u64, nops: usize) {
             let conflict = oids.iter().any(|o| m.latest(*o).unwrap().0 != ut);
             let res = w.undo(ut);
             if conflict {
-                assert!(matches!(res, Err(Error::Unsupported(_))), "{}: undo {ut} must conflict: {res:?}", ctx(i));
+                assert!(
+                    matches!(res, Err(Error::Unsupported(_))),
+                    "{}: undo {ut} must conflict: {res:?}",
+                    ctx(i)
+                );
             } else {
                 let t = res.unwrap_or_else(|e| panic!("{}: undo {ut}: {e}", ctx(i)));
                 for o in &oids {
@@ -254,7 +291,10 @@ fn run_random(seed: u64, nops: usize) {
     }
     m.check(&w.storage(), &format!("seed {seed} end"));
     drop(w);
-    m.check(&FileStorage::open(&p).unwrap(), &format!("seed {seed} reopened"));
+    m.check(
+        &FileStorage::open(&p).unwrap(),
+        &format!("seed {seed} reopened"),
+    );
     follower.sync().unwrap();
     m.check(&follower, &format!("seed {seed} follower end"));
 }
@@ -279,12 +319,20 @@ fn writer_truncates_unfinished_commit() {
     let pos2 = 4 + tlen1 as usize + 8;
     let mut unfinished = full.clone();
     unfinished[pos2 + 16] = b'c';
-    for (name, bytes) in [("checkpoint", unfinished), ("partial", full[..full.len() - 3].to_vec()), ("header", full[..pos2 + 10].to_vec())] {
+    for (name, bytes) in [
+        ("checkpoint", unfinished),
+        ("partial", full[..full.len() - 3].to_vec()),
+        ("header", full[..pos2 + 10].to_vec()),
+    ] {
         std::fs::write(&p, &bytes).unwrap();
         let fs = FileStorage::open(&p).unwrap();
         assert_eq!(fs.last_tid().unwrap(), t1, "{name}");
         assert_eq!(fs.committed_size(), pos2 as u64, "{name}");
-        assert_eq!(std::fs::read(&p).unwrap(), bytes, "{name}: a reader changes nothing");
+        assert_eq!(
+            std::fs::read(&p).unwrap(),
+            bytes,
+            "{name}: a reader changes nothing"
+        );
         let w = Writer::open(&p, false).unwrap();
         assert_eq!(w.last_tid(), t1, "{name}");
         assert_eq!(std::fs::metadata(&p).unwrap().len(), pos2 as u64, "{name}");
@@ -306,7 +354,12 @@ fn parallel_loads_during_commits() {
     let st = w.storage();
     let mut tids = vec![];
     for i in 0..50u64 {
-        tids.push(w.commit(txn((0..8).map(|o| (Oid(o), NewData::Data(format!("{o}@{i}").into_bytes()))).collect())).unwrap());
+        tids.push(
+            w.commit(txn((0..8)
+                .map(|o| (Oid(o), NewData::Data(format!("{o}@{i}").into_bytes())))
+                .collect()))
+                .unwrap(),
+        );
     }
     let tids = std::sync::Arc::new(tids);
     std::thread::scope(|s| {
@@ -324,7 +377,8 @@ fn parallel_loads_during_commits() {
             });
         }
         for i in 50..100u64 {
-            w.commit(txn(vec![(Oid(100 + i), NewData::Data(vec![1; 10]))])).unwrap();
+            w.commit(txn(vec![(Oid(100 + i), NewData::Data(vec![1; 10]))]))
+                .unwrap();
         }
     });
 }

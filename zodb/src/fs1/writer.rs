@@ -418,10 +418,15 @@ fn undo_back(core: &Core, oid: Oid, utid: Tid, cur: Option<u64>) -> Result<u64> 
         return Err(Error::NoSuchObject { oid });
     };
     let rec = core.read_record(cur, oid)?;
-    if rec.hdr.tid != utid {
+    if rec.hdr.tid > utid {
         return Err(Error::Unsupported(format!(
             "undo of {utid}: {oid} was changed by {} after it (undo conflict)",
             rec.hdr.tid
+        )));
+    }
+    if rec.hdr.tid != utid {
+        return Err(Error::Unsupported(format!(
+            "undo of {utid}: it did not change {oid}"
         )));
     }
     if rec.hdr.prev == 0 {

@@ -115,12 +115,22 @@ impl Model {
                 let ok = match (&got, &want) {
                     (Ok(l), Ok((d, s))) => l.data[..] == d[..] && l.serial == *s,
                     (Err(Error::NoSuchObject { oid: o }), Err(Expect::NoSuchObject)) => *o == oid,
-                    (Err(Error::NotYet { oid: o, at: a, created }), Err(Expect::NotYet(c))) => {
-                        *o == oid && *a == at && created == c
-                    }
-                    (Err(Error::Deleted { oid: o, at: a, deleted_at }), Err(Expect::Deleted(d))) => {
-                        *o == oid && *a == at && deleted_at == d
-                    }
+                    (
+                        Err(Error::NotYet {
+                            oid: o,
+                            at: a,
+                            created,
+                        }),
+                        Err(Expect::NotYet(c)),
+                    ) => *o == oid && *a == at && created == c,
+                    (
+                        Err(Error::Deleted {
+                            oid: o,
+                            at: a,
+                            deleted_at,
+                        }),
+                        Err(Expect::Deleted(d)),
+                    ) => *o == oid && *a == at && deleted_at == d,
                     _ => false,
                 };
                 assert!(
