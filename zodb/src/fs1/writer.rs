@@ -223,7 +223,7 @@ impl Writer {
     pub fn new_oid(&mut self) -> Oid {
         let max_db = self.fs.core.state().max_oid.map_or(0, |o| o.0);
         let oid = self.next_oid.max(max_db.saturating_add(1));
-        self.next_oid = oid + 1;
+        self.next_oid = oid.saturating_add(1);
         Oid(oid)
     }
 
