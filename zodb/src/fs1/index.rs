@@ -106,6 +106,15 @@ impl<'f> BufAt<'f> {
         }
     }
 
+    /// Move the limit. Bytes already buffered stay valid: they lie below
+    /// the old limit, and the committed part of the file never changes.
+    pub(super) fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+        if self.start.saturating_add(self.buf.len() as u64) > limit {
+            self.buf.clear();
+        }
+    }
+
     /// Up to `len` bytes at `pos`; fewer only if `pos + len` is beyond the
     /// limit (then all bytes up to the limit).
     pub(super) fn get(&mut self, pos: u64, len: usize) -> Result<&[u8]> {

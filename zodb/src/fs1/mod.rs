@@ -394,6 +394,7 @@ impl Storage for FileStorage {
         let i = self.core.state().txns.partition_point(|e| e.tid < lo);
         Ok(Box::new(reader::TxnIter {
             core: &self.core,
+            buf: self.core.txn_buf(),
             i,
             hi,
             failed: false,

@@ -394,7 +394,7 @@ impl Writer {
                 "undo: no committed transaction {tid}"
             )));
         };
-        let t = core.read_txn_at(entry, false)?;
+        let t = core.read_txn_at(&mut core.txn_buf(), entry, false)?;
         let mut seen = HashSet::new();
         let records = t
             .records
