@@ -32,7 +32,7 @@ fn sample_db(dir: &Path) -> (Vec<u8>, Model, Vec<u64>) {
     let mut m = Model::default();
     let mut rng = Rng::new(42);
     let mut ends = vec![];
-    let mut commit = |w: &mut Writer, m: &mut Model, recs: Vec<(u64, Option<Vec<u8>>)>| {
+    let commit = |w: &mut Writer, m: &mut Model, recs: Vec<(u64, Option<Vec<u8>>)>| {
         let t = w
             .commit(NewTxn {
                 user: b"u".to_vec(),
@@ -51,7 +51,7 @@ fn sample_db(dir: &Path) -> (Vec<u8>, Model, Vec<u64>) {
         m.txns.push((t, recs.iter().map(|r| Oid(r.0)).collect()));
         t
     };
-    let mut undo = |w: &mut Writer, m: &mut Model, ut: Tid, oid: u64, before: Option<Vec<u8>>| {
+    let undo = |w: &mut Writer, m: &mut Model, ut: Tid, oid: u64, before: Option<Vec<u8>>| {
         let t = w.undo(ut).unwrap();
         m.revs.insert((Oid(oid), t), before);
         m.txns.push((t, vec![Oid(oid)]));

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use zodb::fs1::format::{DataHeader, TxnHeader, DATA_HDR_LEN, TXN_HDR_LEN};
 use zodb::fs1::{FileStorage, NewData, NewTxn, Writer};
-use zodb::{Error, Oid, Storage, Tid, TxnInfo, Watcher};
+use zodb::{Error, Oid, Storage, Tid, TxnInfo};
 
 const WAIT: Option<Duration> = Some(Duration::from_secs(10));
 

@@ -33,7 +33,7 @@ fn basics_delete_undo() {
     assert_eq!(std::fs::read(&p).unwrap(), b"FS30");
     assert_eq!(w.last_tid(), Tid::ZERO);
     let mut m = Model::default();
-    let mut commit = |w: &mut Writer, m: &mut Model, recs: Vec<(Oid, Option<&str>)>| -> Tid {
+    let commit = |w: &mut Writer, m: &mut Model, recs: Vec<(Oid, Option<&str>)>| -> Tid {
         let t = w
             .commit(txn(recs
                 .iter()

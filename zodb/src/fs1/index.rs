@@ -106,6 +106,15 @@ impl<'f> BufAt<'f> {
         }
     }
 
+    /// Move the limit. Bytes already buffered stay valid: they lie below
+    /// the old limit, and the committed part of the file never changes.
+    pub(super) fn set_limit(&mut self, limit: u64) {
+        self.limit = limit;
+        if self.start.saturating_add(self.buf.len() as u64) > limit {
+            self.buf.clear();
+        }
+    }
+
     /// Up to `len` bytes at `pos`; fewer only if `pos + len` is beyond the
     /// limit (then all bytes up to the limit).
     pub(super) fn get(&mut self, pos: u64, len: usize) -> Result<&[u8]> {
@@ -209,19 +218,9 @@ pub(super) fn read_txn(
             ),
         ));
     }
-    let red = buf.get(tend, 8)?;
-    let red = decode_u64(red.try_into().expect("inside limit"));
-    if red != hdr.tlen {
-        return Err(corrupt(
-            tend,
-            format!(
-                "redundant transaction length {red} != {} (of transaction at {pos})",
-                hdr.tlen
-            ),
-        ));
-    }
     let next = tend + 8;
     if hdr.status == STATUS_UNDONE {
+        check_redundant_len(buf, pos, tend, hdr.tlen)?;
         return Ok(TxnRead::Undone { next });
     }
     let meta_start = pos + TXN_HDR_LEN;
@@ -283,6 +282,9 @@ pub(super) fn read_txn(
         records.push((dh.oid, rpos));
         rpos += rlen.expect("checked");
     }
+    // Checked last, so that walking the records and reading the length
+    // proceed forward through the read-ahead buffer.
+    check_redundant_len(buf, pos, tend, hdr.tlen)?;
     Ok(TxnRead::Committed(ParsedTxn {
         pos,
         hdr,
@@ -290,6 +292,20 @@ pub(super) fn read_txn(
         records,
         next,
     }))
+}
+
+/// The 8 bytes at `tend` must repeat `tlen` of the transaction at `pos`.
+fn check_redundant_len(buf: &mut BufAt<'_>, pos: u64, tend: u64, tlen: u64) -> Result<()> {
+    let red = buf.get(tend, 8)?;
+    let red = decode_u64(red.try_into().expect("inside limit"));
+    if red != tlen {
+        return Err(Error::corrupt(
+            buf.path,
+            tend,
+            format!("redundant transaction length {red} != {tlen} (of transaction at {pos})"),
+        ));
+    }
+    Ok(())
 }
 
 /// Why a forward scan stopped.

@@ -2,33 +2,33 @@
 //!
 //! A `Data.fs` is one append-only file: a 4-byte magic (`FS21` or `FS30`)
 //! followed by transaction records, each holding the data records of the
-//! objects it changed (layout in [`format`], spec `zodb-formats.md` §2).
+//! objects it changed (layout in [`format`](mod@format), spec `zodb-formats.md` §2).
 //! [`FileStorage`] reads such a file, written by Python ZODB or by our
 //! [`Writer`], and follows it while another process commits to it.
 //!
 //! # Organization
 //!
 //! 1. **Open** ([`FileStorage::open`]): check the magic, then scan forward
-//!    from offset 4 over every committed transaction ([`index`]), building
+//!    from offset 4 over every committed transaction (`index.rs`), building
 //!    the *index* `oid -> position of the newest committed data record` and
 //!    the *transaction table* `[(tid, position)]`, sorted by tid. The scan
 //!    stops at the first transaction that is not committed: status `'c'`
 //!    (voted, not finished), or a header or record that extends beyond the
 //!    end of the file (a write in progress, or crash garbage). Everything
 //!    before that point is the *committed part*, ending at `top`.
-//! 2. **Load** ([`reader`]): look the oid up in the index, `pread` the record
+//! 2. **Load** (`reader.rs`): look the oid up in the index, `pread` the record
 //!    there; if it is newer than `at`, follow `prev` pointers back; then
 //!    follow backpointers to the record holding the data. Every header read
 //!    is checked (oid, tid is a committed transaction that contains the
 //!    record, pointers go strictly backwards), so corrupt files give
 //!    [`Error::Corrupt`] and backpointer loops cannot hang.
-//! 3. **Sync / watch** ([`watch`]): scan forward from `top` again, with the
+//! 3. **Sync / watch** (`watch.rs`): scan forward from `top` again, with the
 //!    rules of spec §2.6: never expose a `'c'` or partially written
 //!    transaction, re-read from the file (never from a stale buffer) on each
 //!    attempt, report a short or overlong trailing record as garbage once it
 //!    has stayed unchanged for [`INCOMPLETE_TIMEOUT`], and fail if the file
 //!    shrinks below `top` or is replaced (pack).
-//! 4. **Write** ([`writer`]): [`Writer`] holds `Data.fs.lock` the way
+//! 4. **Write** (`writer.rs`): [`Writer`] holds `Data.fs.lock` the way
 //!    zc.lockfile does and appends transactions like ZODB's
 //!    `tpc_vote`/`tpc_finish`: the whole record with status `'c'`, then the
 //!    status byte flipped to `' '`, `fsync`, and only then the index update.
@@ -394,6 +394,7 @@ impl Storage for FileStorage {
         let i = self.core.state().txns.partition_point(|e| e.tid < lo);
         Ok(Box::new(reader::TxnIter {
             core: &self.core,
+            buf: self.core.txn_buf(),
             i,
             hi,
             failed: false,

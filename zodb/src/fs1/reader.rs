@@ -17,6 +17,9 @@ use hashbrown::HashSet;
 /// header and, for small objects, the data too.
 const FIRST_READ: usize = 4096;
 
+/// Read-ahead when reading committed transactions (iteration, watchers).
+const TXN_READ_CHUNK: usize = 64 * 1024;
+
 /// A data record header read from the file and checked, with the bytes
 /// that came along with it.
 pub(super) struct Record {
@@ -189,16 +192,23 @@ impl Core {
         Ok(Loaded { data, serial })
     }
 
-    /// The committed transaction `entry`, parsed and checked, with its
-    /// metadata. `entry` comes from the transaction table.
+    /// A read-ahead buffer for reading committed transactions.
+    pub(super) fn txn_buf(&self) -> BufAt<'_> {
+        BufAt::new(&self.file, &self.path, self.state().top, TXN_READ_CHUNK)
+    }
+
+    /// The committed transaction `entry` (from the transaction table),
+    /// parsed and checked, with its metadata if `want_meta`. Reads through
+    /// `buf` (from [`Core::txn_buf`]), which may be reused for the next
+    /// transactions: bytes below `top` never change.
     pub(super) fn read_txn_at(
         &self,
+        buf: &mut BufAt<'_>,
         entry: TxnEntry,
         want_meta: bool,
     ) -> Result<super::index::ParsedTxn> {
-        let top = self.state().top;
-        let mut buf = BufAt::new(&self.file, &self.path, top, 64 * 1024);
-        match read_txn(&mut buf, entry.pos, Tid::ZERO, want_meta)? {
+        buf.set_limit(self.state().top);
+        match read_txn(buf, entry.pos, Tid::ZERO, want_meta)? {
             TxnRead::Committed(t) if t.hdr.tid == entry.tid => Ok(t),
             other => Err(Error::corrupt(
                 &self.path,
@@ -212,8 +222,8 @@ impl Core {
     }
 
     /// [`TxnInfo`] of the committed transaction `entry`.
-    pub(super) fn txn_info(&self, entry: TxnEntry) -> Result<TxnInfo> {
-        let t = self.read_txn_at(entry, true)?;
+    pub(super) fn txn_info(&self, buf: &mut BufAt<'_>, entry: TxnEntry) -> Result<TxnInfo> {
+        let t = self.read_txn_at(buf, entry, true)?;
         let (user, description, extension) = t.meta.expect("asked for meta");
         let mut seen = HashSet::with_capacity(t.records.len());
         let oids = t
@@ -235,9 +245,10 @@ impl Core {
 
 /// Iterator over committed transactions `lo <= tid <= hi`, see
 /// [`crate::Storage::iterate`]. Takes the state lock once per step, to find
-/// the next table entry.
+/// the next table entry, and reads through one read-ahead buffer.
 pub(super) struct TxnIter<'a> {
     pub(super) core: &'a Core,
+    pub(super) buf: BufAt<'a>,
     /// Next index in the transaction table.
     pub(super) i: usize,
     pub(super) hi: Tid,
@@ -256,7 +267,7 @@ impl Iterator for TxnIter<'_> {
             return None;
         }
         self.i += 1;
-        let r = self.core.txn_info(entry);
+        let r = self.core.txn_info(&mut self.buf, entry);
         self.failed = r.is_err();
         Some(r)
     }

@@ -78,7 +78,7 @@ impl FileWatcher {
             s.txns.get(s.first_after(self.last)).copied()
         };
         let Some(entry) = entry else { return Ok(None) };
-        let info = self.core.txn_info(entry)?;
+        let info = self.core.txn_info(&mut self.core.txn_buf(), entry)?;
         self.last = entry.tid;
         Ok(Some(info))
     }

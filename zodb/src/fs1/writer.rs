@@ -223,7 +223,7 @@ impl Writer {
     pub fn new_oid(&mut self) -> Oid {
         let max_db = self.fs.core.state().max_oid.map_or(0, |o| o.0);
         let oid = self.next_oid.max(max_db.saturating_add(1));
-        self.next_oid = oid + 1;
+        self.next_oid = oid.saturating_add(1);
         Oid(oid)
     }
 
@@ -394,7 +394,7 @@ impl Writer {
                 "undo: no committed transaction {tid}"
             )));
         };
-        let t = core.read_txn_at(entry, false)?;
+        let t = core.read_txn_at(&mut core.txn_buf(), entry, false)?;
         let mut seen = HashSet::new();
         let records = t
             .records
@@ -418,10 +418,15 @@ fn undo_back(core: &Core, oid: Oid, utid: Tid, cur: Option<u64>) -> Result<u64> 
         return Err(Error::NoSuchObject { oid });
     };
     let rec = core.read_record(cur, oid)?;
-    if rec.hdr.tid != utid {
+    if rec.hdr.tid > utid {
         return Err(Error::Unsupported(format!(
             "undo of {utid}: {oid} was changed by {} after it (undo conflict)",
             rec.hdr.tid
+        )));
+    }
+    if rec.hdr.tid != utid {
+        return Err(Error::Unsupported(format!(
+            "undo of {utid}: it did not change {oid}"
         )));
     }
     if rec.hdr.prev == 0 {

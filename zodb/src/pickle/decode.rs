@@ -1045,19 +1045,31 @@ fn hex_digit(c: u8) -> Option<u32> {
     char::from(c).to_digit(16)
 }
 
-/// `UNICODE`: raw-unicode-escape (bytes are Latin-1 code points, `\uXXXX`
-/// and `\UXXXXXXXX` are escapes), as Python 3.11 decodes it.
+/// `UNICODE`: raw-unicode-escape, as Python 3 decodes it: bytes are Latin-1
+/// code points, `\uXXXX` and `\UXXXXXXXX` are escapes, and a backslash
+/// before anything else stands for itself together with that next byte (so
+/// `\\u0041` is the six characters as written).
 fn raw_unicode_unescape(s: &[u8]) -> Result<String, Kind> {
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
         let c = s[i];
         i += 1;
-        let n = match (c, s.get(i)) {
-            (b'\\', Some(b'u')) => 4,
-            (b'\\', Some(b'U')) => 8,
-            _ => {
-                out.push(char::from(c));
+        if c != b'\\' {
+            out.push(char::from(c));
+            continue;
+        }
+        let n = match s.get(i) {
+            Some(b'u') => 4,
+            Some(b'U') => 8,
+            Some(&other) => {
+                out.push('\\');
+                out.push(char::from(other));
+                i += 1;
+                continue;
+            }
+            None => {
+                out.push('\\');
                 continue;
             }
         };
@@ -1087,4 +1099,490 @@ pub fn decode_record(data: &Bytes) -> Result<(Value, Value), PickleError> {
     let class = u.load()?;
     let state = u.load()?;
     Ok((class, state))
+}
+
+#[cfg(test)]
+mod tests {
+    //! Opcode-level tests: each opcode family, the memo aliasing rules, the
+    //! limits, and error positions. Whole-value round trips and the Python
+    //! cross-checks are in `pickle/tests.rs`.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn load(data: &[u8]) -> Result<Value, PickleError> {
+        Unpickler::new(Bytes::copy_from_slice(data)).load()
+    }
+
+    fn ok(data: &[u8]) -> Value {
+        load(data).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn err(data: &[u8]) -> PickleError {
+        load(data).expect_err("must not decode")
+    }
+
+    fn at(pos: usize, kind: Kind) -> PickleError {
+        PickleError { pos, kind }
+    }
+
+    fn int(i: i64) -> Value {
+        Value::Int(i)
+    }
+
+    fn g(module: &str, name: &str) -> Value {
+        Value::Global {
+            module: module.into(),
+            name: name.into(),
+        }
+    }
+
+    fn is_invalid(e: &PickleError) -> bool {
+        matches!(e.kind, Kind::Invalid(_))
+    }
+
+    fn is_limit(e: &PickleError) -> bool {
+        matches!(e.kind, Kind::Limit(_))
+    }
+
+    #[test]
+    fn text_int() {
+        assert_eq!(ok(b"I01\n."), Value::Bool(true));
+        assert_eq!(ok(b"I00\n."), Value::Bool(false));
+        assert_eq!(ok(b"I1\n."), int(1));
+        assert_eq!(ok(b"I0\n."), int(0));
+        assert_eq!(ok(b"I-5\n."), int(-5));
+        assert_eq!(ok(b"I 42 \n."), int(42));
+        assert_eq!(ok(b"I9223372036854775807\n."), int(i64::MAX));
+        assert_eq!(ok(b"I-9223372036854775808\n."), int(i64::MIN));
+        assert_eq!(
+            ok(b"I9223372036854775808\n."),
+            Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0x80, 0])
+        );
+        assert_eq!(
+            ok(b"I-9223372036854775809\n."),
+            Value::BigInt(vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0xff])
+        );
+        for bad in [&b"I12a\n."[..], b"I\n.", b"I-\n.", b"I0x10\n.", b"I1.5\n."] {
+            assert!(is_invalid(&err(bad)), "{bad:?}");
+        }
+        assert_eq!(err(b"I12"), at(0, Kind::Truncated));
+    }
+
+    #[test]
+    fn text_long() {
+        assert_eq!(ok(b"L123L\n."), int(123));
+        assert_eq!(ok(b"L123\n."), int(123));
+        assert_eq!(ok(b"L-18446744073709551616L\n."), {
+            let mut b = vec![0u8; 8];
+            b.push(0xff);
+            Value::BigInt(b)
+        });
+        let digits = "9".repeat(MAX_INT_DIGITS);
+        assert!(matches!(
+            ok(format!("L{digits}L\n.").as_bytes()),
+            Value::BigInt(_)
+        ));
+        let e = err(format!("L{digits}9L\n.").as_bytes());
+        assert!(is_limit(&e), "{e}");
+        assert!(is_invalid(&err(b"LL\n.")));
+    }
+
+    proptest! {
+        /// Decimal text agrees with i128 arithmetic, in and out of i64.
+        #[test]
+        fn text_int_matches_i128(x in any::<i128>()) {
+            let want = long_from_le(&x.to_le_bytes());
+            prop_assert_eq!(parse_int_text(x.to_string().as_bytes()).unwrap(), want.clone());
+            let pickled = format!("L{x}L\n.");
+            prop_assert_eq!(ok(pickled.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn binary_ints() {
+        assert_eq!(ok(b"K\xff."), int(255));
+        assert_eq!(ok(b"M\xff\xff."), int(65535));
+        assert_eq!(ok(b"J\xff\xff\xff\xff."), int(-1));
+        assert_eq!(ok(b"\x8a\x00."), int(0));
+        assert_eq!(ok(b"\x8a\x02\xff\x00."), int(255));
+        assert_eq!(ok(b"\x8a\x01\xff."), int(-1));
+        // Redundant sign bytes are dropped, then it fits in i64.
+        assert_eq!(
+            ok(b"\x8a\x0a\xfe\xff\xff\xff\xff\xff\xff\xff\xff\xff."),
+            int(-2)
+        );
+        assert_eq!(
+            ok(b"\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x01."),
+            Value::BigInt(vec![0, 0, 0, 0, 0, 0, 0, 0, 1])
+        );
+        assert_eq!(ok(b"\x8b\x01\x00\x00\x00\x05."), int(5));
+        // LONG4 with a negative length.
+        assert!(is_invalid(&err(b"\x8b\xff\xff\xff\xff.")));
+        assert_eq!(err(b"\x8b\xff\xff\xff\x7f."), at(0, Kind::Truncated));
+    }
+
+    #[test]
+    fn floats() {
+        assert_eq!(ok(b"F1.5\n."), Value::Float(1.5));
+        assert_eq!(ok(b"F-2.25e+300\n."), Value::Float(-2.25e300));
+        assert_eq!(ok(b"Finf\n."), Value::Float(f64::INFINITY));
+        assert!(matches!(ok(b"Fnan\n."), Value::Float(f) if f.is_nan()));
+        assert!(is_invalid(&err(b"Fx\n.")));
+        assert_eq!(ok(b"G\x3f\xf8\x00\x00\x00\x00\x00\x00."), Value::Float(1.5));
+    }
+
+    #[test]
+    fn huge_lengths_are_checked_before_use() {
+        for data in [
+            &b"B\xff\xff\xff\xff"[..],
+            b"X\xff\xff\xff\xff",
+            b"T\xff\xff\xff\x7f",
+            b"\x8e\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"\x8d\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"\x96\x00\x00\x00\x00\x00\x00\x00\x80",
+            b"\x95\xff\xff\xff\xff\xff\xff\xff\xff",
+            b"C\x05abc",
+            b"U\x05abc",
+            b"\x8c\x05abc",
+        ] {
+            assert_eq!(err(data), at(0, Kind::Truncated), "{data:?}");
+        }
+        assert!(is_invalid(&err(b"T\xff\xff\xff\xffabc")));
+    }
+
+    #[test]
+    fn byte_strings_are_slices_of_the_input() {
+        let mut data = vec![op::PROTO, 3, op::BINBYTES];
+        data.extend(2_097_152u32.to_le_bytes());
+        data.resize(data.len() + 2_097_152, 0xab);
+        data.push(op::STOP);
+        let data = Bytes::from(data);
+        let mut up = Unpickler::new(data.clone());
+        let Value::Bytes(b) = up.load().unwrap() else {
+            panic!()
+        };
+        assert_eq!(b.len(), 2_097_152);
+        assert_eq!(b.as_ptr(), data[7..].as_ptr());
+        assert!(up.at_end());
+
+        for data in [&b"U\x03abc."[..], b"T\x03\x00\x00\x00abc.", b"S'abc'\n."] {
+            let data = Bytes::copy_from_slice(data);
+            let v = Unpickler::new(data.clone()).load().unwrap();
+            let Value::Str8(b) = v else { panic!() };
+            assert_eq!(&b[..], b"abc");
+            assert!(data.as_ptr_range().contains(&b.as_ptr()));
+        }
+        assert_eq!(ok(b"C\x02ab."), Value::Bytes(Bytes::from_static(b"ab")));
+        assert_eq!(
+            ok(b"\x96\x02\x00\x00\x00\x00\x00\x00\x00ab."),
+            Value::Bytes(Bytes::from_static(b"ab"))
+        );
+    }
+
+    #[test]
+    fn text_string_escapes() {
+        let s = |data: &[u8]| match ok(data) {
+            Value::Str8(b) => b.to_vec(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(s(b"S'a\\x41\\n\\\\\\''\n."), b"aA\n\\'");
+        assert_eq!(s(b"S\"q\\\"\"\n."), b"q\"");
+        assert_eq!(s(b"S'\\101\\0\\7\\777'\n."), b"A\x00\x07\xff");
+        assert_eq!(s(b"S'\\q'\n."), b"\\q");
+        for bad in [
+            &b"Sabc\n."[..],
+            b"S'abc\"\n.",
+            b"S'\n.",
+            b"S'\\x4'\n.",
+            b"S'\\'\n.",
+        ] {
+            assert!(is_invalid(&err(bad)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn text_unicode_escapes() {
+        let u = |data: &[u8]| match ok(data) {
+            Value::Unicode(s) => s,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(u(b"V\\u0041\\U0001d11e\xe9\n."), "A\u{1d11e}\u{e9}");
+        assert_eq!(u(b"V\\x\\\\u0041\n."), "\\x\\\\u0041");
+        assert_eq!(u(b"Vend\\\n."), "end\\");
+        for bad in [
+            &b"V\\ud800\n."[..],
+            b"V\\U00110000\n.",
+            b"V\\u12\n.",
+            b"V\\uzzzz\n.",
+        ] {
+            assert!(is_invalid(&err(bad)), "{bad:?}");
+        }
+        assert_eq!(
+            ok(b"X\x02\x00\x00\x00\xc3\xa9."),
+            Value::Unicode("\u{e9}".into())
+        );
+        assert_eq!(ok(b"\x8c\x01a."), Value::Unicode("a".into()));
+        assert!(is_invalid(&err(b"X\x01\x00\x00\x00\xff.")));
+        // Surrogates, which Python writes with 'surrogatepass', cannot be a String.
+        assert!(is_invalid(&err(b"X\x03\x00\x00\x00\xed\xa0\x80.")));
+    }
+
+    #[test]
+    fn containers() {
+        assert_eq!(ok(b")."), Value::Tuple(vec![]));
+        assert_eq!(ok(b"(K\x01K\x02t."), Value::Tuple(vec![int(1), int(2)]));
+        assert_eq!(ok(b"K\x01\x85."), Value::Tuple(vec![int(1)]));
+        assert_eq!(
+            ok(b"K\x01K\x02K\x03\x87."),
+            Value::Tuple(vec![int(1), int(2), int(3)])
+        );
+        assert_eq!(ok(b"(K\x01l."), Value::List(vec![int(1)]));
+        assert_eq!(ok(b"]K\x01a."), Value::List(vec![int(1)]));
+        assert_eq!(ok(b"](K\x01K\x02e."), Value::List(vec![int(1), int(2)]));
+        assert_eq!(ok(b"(K\x01K\x02d."), Value::Dict(vec![(int(1), int(2))]));
+        assert_eq!(ok(b"}K\x01K\x02s."), Value::Dict(vec![(int(1), int(2))]));
+        assert_eq!(
+            ok(b"}(K\x01K\x02K\x03K\x04u."),
+            Value::Dict(vec![(int(1), int(2)), (int(3), int(4))])
+        );
+        // Sets are lists.
+        assert_eq!(
+            ok(b"\x8f(K\x01K\x02\x90."),
+            Value::List(vec![int(1), int(2)])
+        );
+        assert_eq!(ok(b"(K\x01\x91."), Value::List(vec![int(1)]));
+
+        assert!(is_invalid(&err(b"(K\x01d.")));
+        assert!(is_invalid(&err(b"}(K\x01u.")));
+        assert!(is_invalid(&err(b")K\x01a.")));
+        assert!(is_invalid(&err(b"](K\x01\x90.")));
+        assert!(is_invalid(&err(b"]K\x01K\x02s.")));
+        assert!(is_invalid(&err(b"\x8f(K\x01e.")));
+    }
+
+    #[test]
+    fn marks_and_stack() {
+        // POP of a mark on top pops the mark, as in Python.
+        assert_eq!(ok(b"N(0."), Value::None);
+        assert_eq!(ok(b"N(K\x011."), Value::None);
+        assert_eq!(ok(b"K\x012\x86."), Value::Tuple(vec![int(1), int(1)]));
+        assert_eq!(err(b"(."), at(1, Kind::StackUnderflow));
+        assert_eq!(err(b"."), at(0, Kind::StackUnderflow));
+        assert_eq!(err(b"N(\x85."), at(2, Kind::StackUnderflow));
+        assert_eq!(err(b"N(K\x01a."), at(4, Kind::StackUnderflow));
+        assert_eq!(err(b"(K\x01e."), at(3, Kind::StackUnderflow));
+        assert_eq!(err(b"Nt."), at(1, Kind::NoMark));
+        assert_eq!(err(b"N1."), at(1, Kind::NoMark));
+        assert_eq!(err(b"]e."), at(1, Kind::NoMark));
+        assert_eq!(err(b"0"), at(0, Kind::StackUnderflow));
+        assert_eq!(err(b"2"), at(0, Kind::StackUnderflow));
+        // Leftover items and marks are dropped at STOP, as Python does.
+        assert_eq!(ok(b"K\x01(K\x02."), int(2));
+    }
+
+    #[test]
+    fn memo_forms() {
+        assert_eq!(
+            ok(b"K\x07p5\ng5\n\x86."),
+            Value::Tuple(vec![int(7), int(7)])
+        );
+        assert_eq!(
+            ok(b"K\x07q\x09h\x09\x86."),
+            Value::Tuple(vec![int(7), int(7)])
+        );
+        assert_eq!(
+            ok(b"K\x07r\xff\xff\xff\xffj\xff\xff\xff\xff\x86."),
+            Value::Tuple(vec![int(7), int(7)])
+        );
+        // MEMOIZE numbers slots by the memo's size.
+        assert_eq!(
+            ok(b"\x80\x04K\x01\x94K\x02\x94h\x00h\x01\x86\x86."),
+            Value::Tuple(vec![int(2), Value::Tuple(vec![int(1), int(2)])])
+        );
+        assert_eq!(err(b"h\x07."), at(0, Kind::BadMemo(7)));
+        assert_eq!(err(b"g12\n."), at(0, Kind::BadMemo(12)));
+        assert_eq!(err(b"q\x00."), at(0, Kind::StackUnderflow));
+        assert!(is_invalid(&err(b"Np-1\n.")));
+    }
+
+    /// A container memoized while empty and filled afterwards is seen full
+    /// through the memo, as Python's object references make it.
+    #[test]
+    fn memo_aliases_mutated_containers() {
+        let l12 = Value::List(vec![int(1), int(2)]);
+        // EMPTY_LIST BINPUT 1 MARK 1 2 APPENDS POP BINGET 1
+        assert_eq!(ok(b"]q\x01(K\x01K\x02e0h\x01."), l12);
+        // The same through DUP, APPEND, SETITEM(S), ADDITEMS.
+        assert_eq!(ok(b"]2K\x05a0."), Value::List(vec![int(5)]));
+        assert_eq!(
+            ok(b"}q\x00K\x01K\x02s0h\x00."),
+            Value::Dict(vec![(int(1), int(2))])
+        );
+        assert_eq!(
+            ok(b"}q\x00(K\x01K\x02u0h\x00."),
+            Value::Dict(vec![(int(1), int(2))])
+        );
+        assert_eq!(ok(b"\x8fq\x00(K\x01\x900h\x00."), Value::List(vec![int(1)]));
+        // x = []; y = [x]; x.append(5) afterwards: y sees it.
+        assert_eq!(
+            ok(b"]q\x00(h\x00lh\x00K\x05a0."),
+            Value::List(vec![Value::List(vec![int(5)])])
+        );
+        // Two memo slots for one object, mutated through the second.
+        assert_eq!(
+            ok(b"]q\x00q\x010h\x01K\x09a0h\x00."),
+            Value::List(vec![int(9)])
+        );
+    }
+
+    /// BUILD replaces the object in place: its memo aliases see it built.
+    #[test]
+    fn build_is_seen_through_the_memo() {
+        let data = b"cm\nC\n)\x81q\x00}K\x01K\x02sbh\x00h\x00\x86.";
+        let built = Value::Build {
+            obj: Box::new(Value::NewObj {
+                cls: Box::new(g("m", "C")),
+                args: Box::new(Value::Tuple(vec![])),
+            }),
+            state: Box::new(Value::Dict(vec![(int(1), int(2))])),
+        };
+        // Stack after BUILD: [built]; then BINGET 0 twice and TUPLE2.
+        let mut up = Unpickler::new(Bytes::from_static(data));
+        assert_eq!(up.load().unwrap(), Value::Tuple(vec![built.clone(), built]));
+    }
+
+    /// The memo outlives `load`: ZODB's state pickle GETs the class pickle's PUTs.
+    #[test]
+    fn memo_is_shared_across_loads() {
+        let data = Bytes::from_static(b"\x80\x03cm\nC\nq\x00.\x80\x03h\x00K\x01\x86.");
+        let (class, state) = decode_record(&data).unwrap();
+        assert_eq!(class, g("m", "C"));
+        assert_eq!(state, Value::Tuple(vec![g("m", "C"), int(1)]));
+        let mut up = Unpickler::new(data.clone());
+        up.load().unwrap();
+        assert_eq!(up.position(), 10);
+        up.load().unwrap();
+        assert!(up.at_end());
+        // The stack is not: the second pickle cannot see the first one's items.
+        let mut up = Unpickler::new(Bytes::from_static(b"K\x01.0."));
+        up.load().unwrap();
+        assert_eq!(up.load(), Err(at(3, Kind::StackUnderflow)));
+    }
+
+    #[test]
+    fn cycles_and_depth_are_limited() {
+        // x = []; x.append(x)
+        assert!(is_limit(&err(b"]q\x00h\x00a.")));
+        assert!(is_limit(&err(b"]2a.")));
+        // BUILD with the object as its own state.
+        assert!(is_limit(&err(b"N2b.")));
+        let nest = |n: usize| {
+            let mut d = vec![b']'];
+            d.extend(std::iter::repeat_n(op::TUPLE1, n));
+            d.push(op::STOP);
+            d
+        };
+        assert!(load(&nest(MAX_DEPTH)).is_ok());
+        assert!(is_limit(&err(&nest(MAX_DEPTH + 1))));
+        // A million levels: no recursion anywhere, just the limit.
+        assert!(is_limit(&err(&nest(1_000_000))));
+    }
+
+    /// `x = (x, x)` 64 times is 2^64 nodes; the budget stops it early.
+    #[test]
+    fn memo_expansion_is_limited() {
+        let mut d = vec![b'N'];
+        for _ in 0..64 {
+            d.extend(b"q\x00h\x00\x86");
+        }
+        d.push(b'.');
+        let t = std::time::Instant::now();
+        assert!(is_limit(&err(&d)));
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+        // 2^12 nodes from 61 bytes fit in the budget.
+        assert!(load(
+            &d[..1 + 12 * 5]
+                .iter()
+                .chain(b".")
+                .copied()
+                .collect::<Vec<_>>()
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn globals_and_objects() {
+        assert_eq!(
+            ok(b"cBTrees.LOBTree\nLOBTree\n."),
+            g("BTrees.LOBTree", "LOBTree")
+        );
+        assert_eq!(ok(b"\x8c\x01m\x8c\x01C\x93."), g("m", "C"));
+        assert!(is_invalid(&err(b"K\x01\x8c\x01C\x93.")));
+        assert!(is_invalid(&err(b"c\xff\nC\n.")));
+        assert_eq!(err(b"cm\nC"), at(0, Kind::Truncated));
+
+        let reduce = |c: Value, a: Vec<Value>| Value::Reduce {
+            callable: Box::new(c),
+            args: Box::new(Value::Tuple(a)),
+        };
+        assert_eq!(ok(b"cm\nC\nK\x01\x85R."), reduce(g("m", "C"), vec![int(1)]));
+        assert_eq!(ok(b"(K\x01im\nC\n."), reduce(g("m", "C"), vec![int(1)]));
+        assert_eq!(ok(b"(cm\nC\nK\x01o."), reduce(g("m", "C"), vec![int(1)]));
+        assert_eq!(err(b"(o."), at(1, Kind::StackUnderflow));
+        assert_eq!(
+            ok(b"cm\nC\n)}\x92."),
+            Value::NewObj {
+                cls: Box::new(g("m", "C")),
+                args: Box::new(Value::Tuple(vec![])),
+            }
+        );
+        assert_eq!(
+            ok(b"cm\nC\n)}K\x01K\x02s\x92."),
+            reduce(
+                g("copyreg", "__newobj_ex__"),
+                vec![
+                    g("m", "C"),
+                    Value::Tuple(vec![]),
+                    Value::Dict(vec![(int(1), int(2))])
+                ]
+            )
+        );
+        assert_eq!(ok(b"NQ."), Value::PersId(Box::new(Value::None)));
+        assert_eq!(
+            ok(b"Pabc\n."),
+            Value::PersId(Box::new(Value::Unicode("abc".into())))
+        );
+        assert!(is_invalid(&err(b"P\xff\n.")));
+    }
+
+    #[test]
+    fn protocol_frame_and_refused_opcodes() {
+        for p in 0..=HIGHEST_PROTOCOL {
+            assert_eq!(ok(&[op::PROTO, p, b'N', b'.']), Value::None);
+        }
+        assert!(is_invalid(&err(b"\x80\x06N.")));
+        assert_eq!(
+            ok(b"\x80\x04\x95\x02\x00\x00\x00\x00\x00\x00\x00N."),
+            Value::None
+        );
+        assert!(is_invalid(&err(b"\x82\x01.")));
+        assert!(is_invalid(&err(b"\x83\x01\x00.")));
+        assert!(is_invalid(&err(b"\x84\x01\x00\x00\x00.")));
+        assert!(is_invalid(&err(b"\x97.")));
+        assert_eq!(ok(b"C\x01a\x98."), Value::Bytes(Bytes::from_static(b"a")));
+    }
+
+    #[test]
+    fn errors_carry_the_opcode_offset() {
+        assert_eq!(err(b"\x80\x03N\xff"), at(3, Kind::UnknownOpcode(0xff)));
+        assert_eq!(err(b"\x80\x03N"), at(3, Kind::Truncated));
+        assert_eq!(err(b""), at(0, Kind::Truncated));
+        assert_eq!(err(b"\x80\x03X\x05\x00\x00\x00ab"), at(2, Kind::Truncated));
+        assert_eq!(err(b"NNh\x07"), at(2, Kind::BadMemo(7)));
+        let mut up = Unpickler::new(Bytes::from_static(b"NN\xff"));
+        let e = up.load().unwrap_err();
+        assert_eq!(up.position(), e.pos);
+        assert_eq!(e.to_string(), "pickle: at byte 2: unknown opcode 0xff");
+    }
 }

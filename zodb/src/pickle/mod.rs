@@ -15,6 +15,8 @@
 
 mod decode;
 mod encode;
+#[cfg(test)]
+mod tests;
 mod value;
 
 pub use decode::{decode_record, PickleError, PickleErrorKind, Unpickler};
