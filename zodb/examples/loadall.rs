@@ -1,0 +1,27 @@
+//! Load every block of a ZBigFile and report the speed (a profiling aid for
+//! the load bench): `loadall <Data.fs> <oid> [passes]`.
+use std::time::Instant;
+use zodb::zbigfile::ZBigFile;
+use zodb::Storage;
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() < 3 {
+        eprintln!("usage: loadall <Data.fs> <oid> [passes]");
+        std::process::exit(2);
+    }
+    let stor = zodb::fs1::FileStorage::open(&a[1]).expect("open");
+    let oid = a[2].parse().expect("oid");
+    let passes: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let at = stor.last_tid().unwrap();
+    for _ in 0..passes {
+        let t = Instant::now();
+        let f = ZBigFile::load(&stor, oid, at).unwrap();
+        let n = (f.size(&stor, at).unwrap() / f.blksize) as i64;
+        for b in 0..n {
+            std::hint::black_box(f.load_blk(&stor, b, at).unwrap());
+        }
+        let s = t.elapsed().as_secs_f64();
+        println!("{:.0} MiB/s", (n as u64 * f.blksize) as f64 / (1 << 20) as f64 / s);
+    }
+}
