@@ -155,3 +155,43 @@ fn missing_and_empty() {
         Err(Error::Corrupt { offset: 0, .. })
     ));
 }
+
+/// Our writer continues a database Python wrote (magic kept, old states
+/// intact), and a Python-written `Data.fs.index`/`.lock` beside it is fine.
+#[test]
+fn writer_continues_fixture() {
+    for src in fixtures() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("zblk.fs");
+        std::fs::copy(&src, &path).unwrap();
+        std::fs::copy(
+            src.with_extension("fs.index"),
+            tmp.path().join("zblk.fs.index"),
+        )
+        .unwrap();
+        let magic = std::fs::read(&path).unwrap()[..4].to_vec();
+        let old1 = FileStorage::open(&path)
+            .unwrap()
+            .load(Oid(1), TID2)
+            .unwrap();
+        let mut w = zodb::fs1::Writer::open(&path, false).unwrap();
+        assert_eq!(w.last_tid(), TID2);
+        assert_eq!(w.new_oid(), Oid(0x48));
+        let t = w
+            .commit(zodb::fs1::NewTxn {
+                records: vec![(Oid(1), zodb::fs1::NewData::Data(b"new state".to_vec()))],
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(t > TID2);
+        let u = w.undo(t).unwrap();
+        drop(w);
+        let fs = FileStorage::open(&path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap()[..4], magic[..]);
+        assert_eq!(fs.last_tid().unwrap(), u);
+        assert_eq!(fs.load(Oid(1), TID2).unwrap(), old1);
+        assert_eq!(&fs.load(Oid(1), t).unwrap().data[..], b"new state");
+        let l = fs.load(Oid(1), u).unwrap();
+        assert_eq!((l.data.clone(), l.serial), (old1.data.clone(), u));
+    }
+}

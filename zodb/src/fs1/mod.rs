@@ -33,6 +33,17 @@
 //!    `tpc_vote`/`tpc_finish`: the whole record with status `'c'`, then the
 //!    status byte flipped to `' '`, `fsync`, and only then the index update.
 //!
+//! # Where we are stricter or simpler than ZODB
+//!
+//! - A transaction whose tid is not greater than the previous one, an
+//!   unknown status byte, or a data record with a version is
+//!   [`Error::Corrupt`]; ZODB only logs a warning for the first two. The
+//!   transaction table needs strictly increasing tids.
+//! - `Data.fs.index` is neither read nor written; opening always scans.
+//! - The scan does not compare each record's `prev` with the index (ZODB
+//!   logs mismatches); loads check every `prev` they follow.
+//! - Legacy `'u'` transactions are skipped, like ZODB's index builder does.
+//!
 //! # Invariants
 //!
 //! - `index[oid] = pos ⇒ pos < top` and the record at `pos` belongs to a

@@ -7,6 +7,8 @@
 //! inotify on the file (`IN_MODIFY | IN_CLOSE_WRITE | IN_ATTRIB`) with a
 //! periodic re-check every [`RECHECK`], so a missed or coalesced event, or an
 //! inotify that cannot be set up, delays a report by at most that much.
+//! The inotify instance is created on the first wait only (creating and
+//! closing one costs an RCU grace period in the kernel, milliseconds).
 
 use super::Core;
 use crate::error::{Error, Result};
@@ -28,8 +30,18 @@ pub struct FileWatcher {
     core: Arc<Core>,
     /// The last tid reported (or the starting point).
     last: Tid,
-    /// `None` if inotify could not be set up: then we only poll.
-    inotify: Option<Inotify>,
+    /// Set up on the first wait, so that a watcher that only drains what is
+    /// already there costs no inotify instance.
+    inotify: Notify,
+}
+
+/// The inotify state of a watcher.
+enum Notify {
+    /// Not needed yet.
+    Unset,
+    Ready(Inotify),
+    /// inotify could not be set up: we only poll.
+    Failed,
 }
 
 impl std::fmt::Debug for FileWatcher {
@@ -43,17 +55,10 @@ impl std::fmt::Debug for FileWatcher {
 
 impl FileWatcher {
     pub(super) fn new(core: Arc<Core>, after: Tid) -> Result<FileWatcher> {
-        let inotify = match Self::setup_inotify(&core) {
-            Ok(i) => Some(i),
-            Err(e) => {
-                tracing::warn!(path = %core.path.display(), error = %e, "inotify unavailable; polling only");
-                None
-            }
-        };
         Ok(FileWatcher {
             core,
             last: after,
-            inotify,
+            inotify: Notify::Unset,
         })
     }
 
@@ -85,9 +90,12 @@ impl FileWatcher {
 
     /// Wait for an inotify event or `d`, whichever comes first; drain events.
     fn wait(&self, d: Duration) -> Result<()> {
-        let Some(ino) = &self.inotify else {
-            std::thread::sleep(d);
-            return Ok(());
+        let ino = match &self.inotify {
+            Notify::Ready(ino) => ino,
+            Notify::Unset | Notify::Failed => {
+                std::thread::sleep(d);
+                return Ok(());
+            }
         };
         let ms = u16::try_from(d.as_millis().max(1)).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(ino.as_fd(), PollFlags::POLLIN)];
@@ -125,6 +133,18 @@ impl Watcher for FileWatcher {
                     return Ok(None);
                 }
                 d = d.min(deadline - now);
+            }
+            if let Notify::Unset = self.inotify {
+                // Set up inotify, then check again before the first wait:
+                // a change made before the watch was added has no event.
+                self.inotify = match Self::setup_inotify(&self.core) {
+                    Ok(i) => Notify::Ready(i),
+                    Err(e) => {
+                        tracing::warn!(path = %self.core.path.display(), error = %e, "inotify unavailable; polling only");
+                        Notify::Failed
+                    }
+                };
+                continue;
             }
             self.wait(d)?;
         }
