@@ -22,6 +22,9 @@ fn main() {
             std::hint::black_box(f.load_blk(&stor, b, at).unwrap());
         }
         let s = t.elapsed().as_secs_f64();
-        println!("{:.0} MiB/s", (n as u64 * f.blksize) as f64 / (1 << 20) as f64 / s);
+        println!(
+            "{:.0} MiB/s",
+            (n as u64 * f.blksize) as f64 / (1 << 20) as f64 / s
+        );
     }
 }

@@ -38,20 +38,30 @@ fn watch_python_commits() {
     let start = stor.last_tid().unwrap();
     let mut w = stor.watch(start).unwrap();
 
-    let child = py_cmd("committer.py", &[ps, "--txns", &N.to_string(), "--delay-ms", "5"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = py_cmd(
+        "committer.py",
+        &[ps, "--txns", &N.to_string(), "--delay-ms", "5"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().unwrap();
     let printed = std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map(|l| l.unwrap()).take_while(|l| l != "done").collect::<Vec<String>>()
+        BufReader::new(stdout)
+            .lines()
+            .map(|l| l.unwrap())
+            .take_while(|l| l != "done")
+            .collect::<Vec<String>>()
     });
 
     let mut seen: Vec<Tid> = Vec::new();
     while seen.len() < N {
-        let t = w.next(Some(Duration::from_secs(30))).unwrap().unwrap_or_else(|| panic!("no txn after {} seen", seen.len()));
+        let t = w
+            .next(Some(Duration::from_secs(30)))
+            .unwrap()
+            .unwrap_or_else(|| panic!("no txn after {} seen", seen.len()));
         assert!(seen.last().is_none_or(|&p| t.tid > p), "out of order");
         assert!(t.tid > start);
         // what the transaction wrote is visible at its tid

@@ -49,7 +49,10 @@ struct FileModel {
 
 impl FileModel {
     fn size(&self) -> u64 {
-        self.blocks.keys().next_back().map_or(0, |&k| (k as u64 + 1) * self.blksize as u64)
+        self.blocks
+            .keys()
+            .next_back()
+            .map_or(0, |&k| (k as u64 + 1) * self.blksize as u64)
     }
     fn block(&self, i: i64) -> Vec<u8> {
         let mut b = self.blocks.get(&i).cloned().unwrap_or_default();
@@ -77,7 +80,9 @@ fn random_block(rng: &mut Rng, blksize: usize) -> Vec<u8> {
             for _ in 0..3 {
                 let at = rng.below(blksize as u64) as usize;
                 let n = (rng.below(300) as usize).min(blksize - at);
-                b[at..at + n].iter_mut().for_each(|x| *x = rng.next() as u8 | 1);
+                b[at..at + n]
+                    .iter_mut()
+                    .for_each(|x| *x = rng.next() as u8 | 1);
             }
         }
         _ => {} // all zeros, but present
@@ -92,22 +97,50 @@ fn run(seed: u64) {
     let mut zw = ZWriter::open(&path).unwrap();
     let mut model: Model = BTreeMap::new();
     let mut history: Vec<(Tid, Model)> = vec![(zw.head(), model.clone())];
-    let fmt = |rng: &mut Rng| if rng.below(2) == 0 { ZBlkFormat::ZBlk0 } else { ZBlkFormat::ZBlk1 };
+    let fmt = |rng: &mut Rng| {
+        if rng.below(2) == 0 {
+            ZBlkFormat::ZBlk0
+        } else {
+            ZBlkFormat::ZBlk1
+        }
+    };
 
     // Files: one with 2 MiB blocks; several small; "deep" with a tiny tree
     // shape so that its blktab has several levels.
-    for (name, blksize, nblk) in [("big2m", 2 << 20, 3), ("a", 16384, 20), ("b", 512, 60), ("deep", 64, 400)] {
-        zw.blktab_shape = if name == "deep" { Shape { max_bucket: 4, max_tree: 3 } } else { Shape::default() };
+    for (name, blksize, nblk) in [
+        ("big2m", 2 << 20, 3),
+        ("a", 16384, 20),
+        ("b", 512, 60),
+        ("deep", 64, 400),
+    ] {
+        zw.blktab_shape = if name == "deep" {
+            Shape {
+                max_bucket: 4,
+                max_tree: 3,
+            }
+        } else {
+            Shape::default()
+        };
         let mut data: Vec<(i64, Vec<u8>, ZBlkFormat)> = Vec::new();
         for i in 0..nblk {
             if rng.below(4) != 0 {
                 data.push((i, random_block(&mut rng, blksize), fmt(&mut rng)));
             }
         }
-        let changes: Vec<_> = data.iter().map(|(i, d, f)| (*i, Some((*f, &d[..])))).collect();
+        let changes: Vec<_> = data
+            .iter()
+            .map(|(i, d, f)| (*i, Some((*f, &d[..]))))
+            .collect();
         let (oid, tid) = zw.create_file(name, blksize as u64, &changes).unwrap();
         let blocks = data.into_iter().map(|(i, d, _)| (i, d)).collect();
-        model.insert(name.to_owned(), FileModel { oid, blksize, blocks });
+        model.insert(
+            name.to_owned(),
+            FileModel {
+                oid,
+                blksize,
+                blocks,
+            },
+        );
         history.push((tid, model.clone()));
     }
 
@@ -117,8 +150,17 @@ fn run(seed: u64) {
     let names: Vec<String> = model.keys().cloned().collect();
     for step in 0..40 {
         let name = &names[rng.below(names.len() as u64) as usize];
-        let Some(f) = model.get_mut(name) else { continue };
-        zw.blktab_shape = if name == "deep" { Shape { max_bucket: 4, max_tree: 3 } } else { Shape::default() };
+        let Some(f) = model.get_mut(name) else {
+            continue;
+        };
+        zw.blktab_shape = if name == "deep" {
+            Shape {
+                max_bucket: 4,
+                max_tree: 3,
+            }
+        } else {
+            Shape::default()
+        };
         let nmax = (f.size() / f.blksize as u64) as i64 + 3;
         let mut changes: Vec<(i64, Option<(ZBlkFormat, Vec<u8>)>)> = Vec::new();
         for _ in 0..1 + rng.below(6) {
@@ -129,10 +171,16 @@ fn run(seed: u64) {
             if rng.below(4) == 0 {
                 changes.push((blk, None));
             } else {
-                changes.push((blk, Some((fmt(&mut rng), random_block(&mut rng, f.blksize)))));
+                changes.push((
+                    blk,
+                    Some((fmt(&mut rng), random_block(&mut rng, f.blksize))),
+                ));
             }
         }
-        let borrowed: Vec<_> = changes.iter().map(|(b, c)| (*b, c.as_ref().map(|(f, d)| (*f, &d[..])))).collect();
+        let borrowed: Vec<_> = changes
+            .iter()
+            .map(|(b, c)| (*b, c.as_ref().map(|(f, d)| (*f, &d[..]))))
+            .collect();
         let tid = zw.update_file(f.oid, &borrowed).unwrap();
         for (b, c) in changes {
             match c {
@@ -158,13 +206,26 @@ fn run(seed: u64) {
 
     // Our reader agrees with the model at every revision.
     let stor = FileStorage::open(&path).unwrap();
-    let tids: Vec<Tid> = stor.iterate(Tid::ZERO, Tid::MAX).unwrap().map(|t| t.unwrap().tid).collect();
-    assert_eq!(tids, history.iter().map(|h| h.0).collect::<Vec<_>>(), "seed {seed}");
+    let tids: Vec<Tid> = stor
+        .iterate(Tid::ZERO, Tid::MAX)
+        .unwrap()
+        .map(|t| t.unwrap().tid)
+        .collect();
+    assert_eq!(
+        tids,
+        history.iter().map(|h| h.0).collect::<Vec<_>>(),
+        "seed {seed}"
+    );
     let mut files = Vec::new();
     for (at, m) in &history {
         for (name, f) in m {
-            let zf = ZBigFile::load(&stor, f.oid, *at).unwrap_or_else(|e| panic!("seed {seed}: {name} @{at}: {e}"));
-            assert_eq!(zf.size(&stor, *at).unwrap(), f.size(), "seed {seed}: {name} @{at}");
+            let zf = ZBigFile::load(&stor, f.oid, *at)
+                .unwrap_or_else(|e| panic!("seed {seed}: {name} @{at}: {e}"));
+            assert_eq!(
+                zf.size(&stor, *at).unwrap(),
+                f.size(),
+                "seed {seed}: {name} @{at}"
+            );
             let n = f.size() / f.blksize as u64;
             let mut blocks = Vec::new();
             for i in 0..n as i64 {
@@ -181,24 +242,48 @@ fn run(seed: u64) {
     }
     // the deleted file is gone at head
     let head = stor.last_tid().unwrap();
-    assert!(matches!(ZBigFile::load(&stor, a_oid, head), Err(zodb::Error::Deleted { .. })));
-    assert!(!zodb::zbigfile::list(&stor, head).unwrap().iter().any(|f| f.oid == a_oid));
+    assert!(matches!(
+        ZBigFile::load(&stor, a_oid, head),
+        Err(zodb::Error::Deleted { .. })
+    ));
+    assert!(!zodb::zbigfile::list(&stor, head)
+        .unwrap()
+        .iter()
+        .any(|f| f.oid == a_oid));
 
     // Python reads the same, BTrees.check and fstest are happy.
     let expect = dir.path().join("expect.json");
     let doc = json!({ "format": "wcfs-interop-dump/1", "head": stor.last_tid().unwrap().to_string(), "files": files });
     std::fs::write(&expect, serde_json::to_vec(&doc).unwrap()).unwrap();
-    let out = py_cmd("check_db.py", &[path.to_str().unwrap(), expect.to_str().unwrap()]).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "seed {seed}: check_db failed:\n{text}");
+    let out = py_cmd(
+        "check_db.py",
+        &[path.to_str().unwrap(), expect.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "seed {seed}: check_db failed:\n{text}"
+    );
     assert!(text.contains("check_db: OK"), "{text}");
 }
 
 #[test]
 fn python_reads_what_rust_wrote() {
-    let seed = std::env::var("WCFS_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = std::env::var("WCFS_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
     eprintln!("seed {seed} (replay with WCFS_TEST_SEED={seed})");
     run(seed);
 }

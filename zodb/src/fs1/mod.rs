@@ -16,8 +16,9 @@
 //!    (voted, not finished), or a header or record that extends beyond the
 //!    end of the file (a write in progress, or crash garbage). Everything
 //!    before that point is the *committed part*, ending at `top`.
-//! 2. **Load** (`reader.rs`): look the oid up in the index, `pread` the record
-//!    there; if it is newer than `at`, follow `prev` pointers back; then
+//! 2. **Load** (`reader.rs`): look the oid up in the index, read the record
+//!    there from the read-only mapping of the committed part (`map.rs`;
+//!    data comes back as zero-copy `Bytes`); if it is newer than `at`, follow `prev` pointers back; then
 //!    follow backpointers to the record holding the data. Every header read
 //!    is checked (oid, tid is a committed transaction that contains the
 //!    record, pointers go strictly backwards), so corrupt files give
@@ -57,7 +58,9 @@
 //!
 //! | who | takes | for how long |
 //! |---|---|---|
-//! | `load`, `iterate`, `txn_info` | `state` read | one map lookup or table probe, never across I/O |
+//! | `load` | `state` read, then `map` (wait-free load) | one index lookup or table probe, never across I/O |
+//! | `load` finding `top` past the mapping | `map_mu` | one `mmap` call |
+//! | `iterate`, `txn_info` | `state` read | one table probe, never across I/O |
 //! | `sync`, watchers | `scan_mu`, then `state` write | `scan_mu` for the whole scan; `state` write only to merge the result |
 //! | `Writer::commit` | `scan_mu`, then `state` write | `scan_mu` from before the write to after the index update |
 //!
@@ -69,10 +72,12 @@
 //!
 //! # Lock order
 //!
-//! `Core::scan_mu` > `Core::state`. Nothing else is locked.
+//! `Core::scan_mu` > `Core::state`. `Core::map_mu` is taken alone (a load
+//! that finds `top` beyond the mapping remaps after releasing `state`).
 
 pub mod format;
 mod index;
+mod map;
 mod reader;
 mod watch;
 mod writer;
@@ -86,11 +91,13 @@ pub use writer::{NewData, NewTxn, Writer};
 use crate::error::{Error, Result};
 use crate::storage::{Loaded, Storage, TxnInfo, Watcher};
 use crate::types::{Oid, Tid};
+use arc_swap::ArcSwap;
 use format::{FIRST_TXN_POS, MAGIC_FS21, MAGIC_FS30};
 use index::{scan_forward, ScanOut, State, Stop};
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -117,6 +124,17 @@ struct Core {
     /// (sync, commit) hold it only to merge a finished scan or commit, and
     /// only while holding `scan_mu`.
     state: RwLock<State>,
+    /// Read-only mapping covering at least `[0, top)` (see `map.rs`); loads
+    /// read through it. Published with a wait-free swap when `top` outgrows
+    /// it; old mappings stay alive while data from them is held.
+    map: ArcSwap<map::Mapping>,
+    /// Serializes remapping (taken only when `top` is beyond the mapping,
+    /// never while holding `state`; held across the `mmap` call).
+    map_mu: Mutex<()>,
+    /// Set (Release) when a sync finds the file shrunk below `top`; loads
+    /// check it (Acquire) and stop touching the mapping, whose pages past the
+    /// new end would fault.
+    broken: AtomicBool,
     /// Serializes scanning and appending; holds what a scan must remember
     /// between attempts. Order: `scan_mu` > `state`.
     scan_mu: Mutex<ScanState>,
@@ -203,6 +221,9 @@ impl Core {
             url: path.display().to_string(),
             ident: (meta.dev(), meta.ino()),
             file,
+            map: ArcSwap::from_pointee(map::Mapping::empty()),
+            map_mu: Mutex::new(()),
+            broken: AtomicBool::new(false),
             state: RwLock::new(state),
             scan_mu: Mutex::new(ScanState {
                 have_magic,
@@ -254,6 +275,7 @@ impl Core {
             scan.have_magic = true;
         }
         if size < top {
+            self.broken.store(true, Ordering::Release);
             return Err(self.corrupt(
                 size,
                 format!(

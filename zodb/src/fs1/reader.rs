@@ -5,17 +5,16 @@
 //! and then reads the file with `pread`.
 
 use super::format::{check_back, decode_u64, DataHeader, DATA_HDR_LEN};
-use super::index::{read_full_at, read_txn, BufAt, TxnEntry, TxnRead};
+use super::index::{read_txn, BufAt, TxnEntry, TxnRead};
+use super::map::{self, Mapping};
 use super::Core;
 use crate::error::{Error, Result};
 use crate::storage::{Loaded, TxnInfo};
 use crate::types::{Oid, Tid};
 use bytes::Bytes;
 use hashbrown::HashSet;
-
-/// How much of a data record the first `pread` of a load fetches: the
-/// header and, for small objects, the data too.
-const FIRST_READ: usize = 4096;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 /// Read-ahead when reading committed transactions (iteration, watchers).
 const TXN_READ_CHUNK: usize = 64 * 1024;
@@ -27,8 +26,8 @@ pub(super) struct Record {
     pub(super) hdr: DataHeader,
     /// The backpointer, if `plen == 0`.
     pub(super) back: u64,
-    /// Bytes of the record read so far, starting at `pos`.
-    head: Vec<u8>,
+    /// The mapping the record was read from.
+    map: Arc<Mapping>,
 }
 
 impl Core {
@@ -40,24 +39,18 @@ impl Core {
     /// backwards; no version.
     pub(super) fn read_record(&self, pos: u64, oid: Oid) -> Result<Record> {
         let corrupt = |off: u64, what: String| Error::corrupt(&self.path, off, what);
-        let top = self.state().top;
-        let avail = top.saturating_sub(pos);
-        let mut head = vec![0u8; FIRST_READ.min(usize::try_from(avail).unwrap_or(usize::MAX))];
-        if head.len() < DATA_HDR_LEN as usize {
+        let top = self.state().top; // a short read lock, released at once
+        if pos.checked_add(DATA_HDR_LEN).is_none_or(|end| end > top) {
             return Err(corrupt(
                 pos,
                 format!("data record of {oid} is beyond the committed end {top}"),
             ));
         }
-        let n = read_full_at(&self.file, &mut head, pos)
-            .map_err(|e| Error::io(&self.path, "read", e))?;
-        head.truncate(n);
-        let hdr = DataHeader::decode_slice(&head).ok_or_else(|| {
-            corrupt(
-                pos,
-                "file ends inside a committed data record header".into(),
-            )
-        })?;
+        let map = self.mapping(top)?;
+        let hdr_bytes = map
+            .get(pos..pos + DATA_HDR_LEN)
+            .expect("pos + header <= top <= mapped");
+        let hdr = DataHeader::decode_slice(hdr_bytes).expect("header length");
         if hdr.oid != oid {
             return Err(corrupt(
                 pos,
@@ -91,11 +84,12 @@ impl Core {
                 format!("data record is not inside its transaction {}", hdr.tid),
             ));
         }
+        // From here the whole record lies in [pos, tend) with tend <= top.
         let mut back = 0;
         if hdr.plen == 0 {
-            let b = head
-                .get(DATA_HDR_LEN as usize..DATA_HDR_LEN as usize + 8)
-                .ok_or_else(|| corrupt(pos, "file ends inside a committed backpointer".into()))?;
+            let b = map
+                .get(pos + DATA_HDR_LEN..pos + DATA_HDR_LEN + 8)
+                .expect("record inside its committed transaction");
             back = decode_u64(b.try_into().expect("8 bytes"));
             check_back(back, pos).map_err(|w| corrupt(pos + DATA_HDR_LEN, w))?;
         }
@@ -103,35 +97,55 @@ impl Core {
             pos,
             hdr,
             back,
-            head,
+            map,
         })
     }
 
-    /// The data of a record with `plen > 0`: taken from what the header read
-    /// brought, or read straight into its final buffer by one more `pread`.
-    fn record_data(&self, mut rec: Record) -> Result<Bytes> {
-        let plen = rec.hdr.plen as usize; // fits: checked against the file size
-        let dstart = DATA_HDR_LEN as usize;
-        if rec.head.len() >= dstart + plen {
-            rec.head.truncate(dstart + plen);
-            // Small record: move the data to the front, no new allocation.
-            rec.head.drain(..dstart);
-            return Ok(Bytes::from(rec.head));
-        }
-        let mut data = vec![0u8; plen];
-        let have = rec.head.len() - dstart;
-        data[..have].copy_from_slice(&rec.head[dstart..]);
-        let off = rec.pos + DATA_HDR_LEN + have as u64;
-        let n = read_full_at(&self.file, &mut data[have..], off)
-            .map_err(|e| Error::io(&self.path, "read", e))?;
-        if n != plen - have {
+    /// A mapping that covers `[0, top)`: the current one, or a new one if
+    /// the committed part has grown past it.
+    fn mapping(&self, top: u64) -> Result<Arc<Mapping>> {
+        // Acquire pairs with the Release store in sync: once broken, the
+        // pages past the shrunk end must not be touched.
+        if self.broken.load(Ordering::Acquire) {
             return Err(Error::corrupt(
                 &self.path,
-                off + n as u64,
-                "file ends inside committed object data",
+                top,
+                "the file shrank below its committed part; reopen it",
             ));
         }
-        Ok(Bytes::from(data))
+        let cur = self.map.load_full();
+        if cur.len() >= top {
+            return Ok(cur);
+        }
+        let _g = self.map_mu.lock().unwrap_or_else(|p| p.into_inner());
+        let cur = self.map.load_full();
+        if cur.len() >= top {
+            return Ok(cur); // another thread remapped meanwhile
+        }
+        let size = self
+            .file
+            .metadata()
+            .map_err(|e| Error::io(&self.path, "stat", e))?
+            .len();
+        if size < top {
+            return Err(Error::corrupt(
+                &self.path,
+                size,
+                format!("the file shrank to {size} bytes, below its committed end {top}"),
+            ));
+        }
+        let m =
+            Arc::new(Mapping::new(&self.file, size).map_err(|e| Error::io(&self.path, "mmap", e))?);
+        self.map.store(m.clone());
+        Ok(m)
+    }
+
+    /// The data of a record with `plen > 0`, as bytes sharing the mapping.
+    fn record_data(&self, rec: Record) -> Result<Bytes> {
+        let start = rec.pos + DATA_HDR_LEN;
+        // read_record checked that the record lies inside its committed
+        // transaction, hence inside the mapping.
+        Ok(map::bytes(&rec.map, start..start + rec.hdr.plen).expect("record inside the mapping"))
     }
 
     /// `load(oid, at)`: see [`crate::Storage::load`] and spec §2.4.
