@@ -32,9 +32,9 @@
 //! is no bytes type before protocol 3; Python 2 reads it as `str`), `NewObj`
 //! under protocol 1 comes back as `Reduce(copy_reg.__newobj__, (cls, *args))`
 //! (the same object for Python; if `args` is not a tuple the fallback is
-//! `(cls, args)`), and an `Int` that does not fit in i64 / a `BigInt` that does
-//! comes back in the other variant (the decoder normalizes). `BigInt` bytes are
-//! written as given, so they should be in minimal form. The protocol 1 form of
+//! `(cls, args)`), and a `BigInt` comes back normalized by the decoder: as
+//! `Int` if it fits in i64, else in minimal form (its bytes are written as
+//! given; the decoder only makes normalized ones). The protocol 1 form of
 //! `NewObj` is one level deeper, so a value right at the decoder's nesting
 //! limit (512) can come back as a `Limit` error under protocol 1.
 //!

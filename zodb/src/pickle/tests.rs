@@ -595,10 +595,7 @@ json.dump(out, sys.stdout)
             let got = up.load();
             if name == "toodeep" {
                 let e = got.expect_err(&ctx);
-                assert!(
-                    matches!(e.kind, PickleErrorKind::Limit(_)),
-                    "{ctx}: {e}"
-                );
+                assert!(matches!(e.kind, PickleErrorKind::Limit(_)), "{ctx}: {e}");
                 continue;
             }
             let got = got.unwrap_or_else(|e| panic!("{ctx}: {e}"));
@@ -644,10 +641,7 @@ json.dump(out, sys.stdout)
         let got = alone.load();
         if p < 4 {
             let e = got.unwrap_err();
-            assert!(
-                matches!(e.kind, PickleErrorKind::BadMemo(_)),
-                "{e}"
-            );
+            assert!(matches!(e.kind, PickleErrorKind::BadMemo(_)), "{e}");
         } else {
             assert_ne!(got, Ok(state));
         }
