@@ -53,18 +53,23 @@
 //! `OrderedDict`; [`Value`] has no way to say that), `EXT1/2/4` (no extension
 //! registry), `NEXT_BUFFER` (no out-of-band buffers), and text whose UTF-8 or
 //! escapes encode lone surrogates (a Rust [`String`] cannot hold them).
+//! `READONLY_BUFFER` is accepted and does nothing (values are immutable).
 //!
 //! # Limits
 //!
-//! No input makes the decoder panic, allocate more than a small multiple of
-//! the input size, or recurse without bound:
+//! No input makes the decoder panic, recurse without bound, or allocate more
+//! than a fixed multiple of the input size:
 //! - every read is bounds-checked and every length is checked against the
-//!   remaining input before anything is allocated or sliced;
+//!   remaining input before anything is allocated or sliced; step 1 makes at
+//!   most three arena nodes per opcode (so per input byte);
 //! - decoding is a loop, and the conversion of step 2 recurses at most
 //!   [`MAX_DEPTH`] containers deep (deeper or cyclic values are an error);
 //! - memo `GET`s can make a small pickle stand for a huge tree (a DAG of
-//!   shared tuples); step 2 stops with an error once it has produced more
-//!   than `64 Ki + 16 × input length` nodes over the unpickler's life;
+//!   shared tuples, one long string referenced many times); step 2 pays one
+//!   unit per node plus one per 16 bytes of copied text, and stops with an
+//!   error past `64 Ki + 16 × input length` units over the unpickler's life
+//!   (so at most ~16 nodes or ~256 bytes of text per input byte; unshared
+//!   data costs about one unit per input byte);
 //! - text integers longer than [`MAX_INT_DIGITS`] digits are refused, as
 //!   Python 3.11 does by default.
 

@@ -32,9 +32,11 @@
 //! is no bytes type before protocol 3; Python 2 reads it as `str`), `NewObj`
 //! under protocol 1 comes back as `Reduce(copy_reg.__newobj__, (cls, *args))`
 //! (the same object for Python; if `args` is not a tuple the fallback is
-//! `(cls, args)`), and an `Int` that does not fit in i64 / a `BigInt` that does
-//! comes back in the other variant (the decoder normalizes). `BigInt` bytes are
-//! written as given, so they should be in minimal form.
+//! `(cls, args)`), and a `BigInt` comes back normalized by the decoder: as
+//! `Int` if it fits in i64, else in minimal form (its bytes are written as
+//! given; the decoder only makes normalized ones). The protocol 1 form of
+//! `NewObj` is one level deeper, so a value right at the decoder's nesting
+//! limit (512) can come back as a `Limit` error under protocol 1.
 //!
 //! Limits that have no encoding in protocols 1-3 (none occurs in ZODB data):
 //! `Global` names must not contain `\n`; a `Str8` longer than 2 GiB - 1 and a
