@@ -20,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import shutil
 import tempfile
 import time
 
@@ -82,12 +83,23 @@ def brute_force(path, doc):
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument('--keep', action='store_true', help='keep a temporary WORKDIR')
     ap.add_argument('workdir', nargs='?')
     ap.add_argument('--txns', type=int, default=60)
     ap.add_argument('--seed', type=int, default=1)
     args = ap.parse_args()
-    wd = args.workdir or tempfile.mkdtemp(prefix='wcfs-pytest-')
-    os.makedirs(wd, exist_ok=True)
+    if args.workdir:
+        os.makedirs(args.workdir, exist_ok=True)
+        return run_all(args, args.workdir)
+    wd = tempfile.mkdtemp(prefix='wcfs-pytest-')
+    try:
+        return run_all(args, wd)
+    finally:
+        if not args.keep:
+            shutil.rmtree(wd, ignore_errors=True)
+
+
+def run_all(args, wd):
     npass = nfail = 0
 
     def result(name, ok, detail=''):

@@ -63,6 +63,9 @@ impl FileModel {
 
 type Model = BTreeMap<String, FileModel>;
 
+/// A block change with owned data: write (format, bytes), or `None` = hole.
+type OwnedChange = (i64, Option<(ZBlkFormat, Vec<u8>)>);
+
 fn sha(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -162,7 +165,7 @@ fn run(seed: u64) {
             Shape::default()
         };
         let nmax = (f.size() / f.blksize as u64) as i64 + 3;
-        let mut changes: Vec<(i64, Option<(ZBlkFormat, Vec<u8>)>)> = Vec::new();
+        let mut changes: Vec<OwnedChange> = Vec::new();
         for _ in 0..1 + rng.below(6) {
             let blk = rng.below(nmax as u64) as i64;
             if changes.iter().any(|c| c.0 == blk) {
