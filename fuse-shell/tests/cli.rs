@@ -18,7 +18,7 @@ fn wcfs(args: &[&str]) -> Output {
 
 fn fixture(kind: &str) -> (tempfile::TempDir, PathBuf) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/zblk")
+        .join("../testdata/zblk")
         .join(kind)
         .join("zblk.fs");
     let dir = tempfile::tempdir().unwrap();

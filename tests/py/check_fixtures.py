@@ -3,8 +3,7 @@
 written by the real wendelin.core (shared/testdata/zblk/*/zblk.fs).
 
 Usage: check_fixtures.py [TESTDATA_DIR]
-    TESTDATA_DIR defaults to $WCFS_ZBLK_TESTDATA or <repo>/../shared/testdata/zblk,
-    falling back to /work/shared/testdata/zblk.
+    TESTDATA_DIR defaults to $WCFS_ZBLK_TESTDATA or <repo>/testdata/zblk.
 Each database is copied to a temporary directory and opened read-only with
 Python ZODB; the sha256 of the whole ZBigFile and of each block must equal the
 values from shared/testdata/zblk/README.md. Exit 1 on any mismatch.
@@ -40,12 +39,11 @@ def default_testdata():
         return env
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.dirname(os.path.dirname(here))
-    for cand in (os.path.join(repo, '..', 'shared', 'testdata', 'zblk'),
-                 os.path.join(repo, 'shared', 'testdata', 'zblk'),
-                 '/work/shared/testdata/zblk'):
+    for cand in (os.path.join(repo, 'testdata', 'zblk'),
+                 os.path.join(repo, '..', 'shared', 'testdata', 'zblk')):
         if os.path.isdir(cand):
             return os.path.abspath(cand)
-    return '/work/shared/testdata/zblk'
+    return os.path.join(repo, 'testdata', 'zblk')
 
 
 def check_one(fsdir, errs):

@@ -78,7 +78,7 @@ fn assert_typed(e: &Error, what: &str) {
 
 fn fixture(kind: &str) -> Mem {
     let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/testdata/zblk")
+        .join("../testdata/zblk")
         .join(kind)
         .join("zblk.fs");
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ const SHA_BLK1: &str = "ef707ce8ef33f13b4fa2761e9f8f1af5fad5f5ac55b0f13536dcec12
 const SHA_BLK3: &str = "af8030ee7eb050d7679286cb0ba3731f57ac6692ad1652efc11aeb205cde103e";
 
 fn testdata() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/zblk")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/zblk")
 }
 
 /// The fixture kinds present, each copied into its own temp dir (the

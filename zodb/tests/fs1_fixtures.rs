@@ -11,12 +11,7 @@ const TID1: Tid = Tid(0x0285cbac20da7419);
 const TID2: Tid = Tid(0x0285cbac3851eb99);
 
 fn fixtures() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/zblk");
-    let dir = if dir.exists() {
-        dir
-    } else {
-        PathBuf::from("/work/shared/testdata/zblk")
-    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/zblk");
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.unwrap().path().join("zblk.fs"))

@@ -830,7 +830,7 @@ mod fixtures {
     const FLAVOURS: [&str; 4] = ["py2_pickle1", "py2_pickle2", "py2_pickle3", "py3_pickle3"];
 
     fn testdata() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata/zblk")
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/zblk")
     }
 
     fn be64(b: &[u8], at: usize) -> u64 {
