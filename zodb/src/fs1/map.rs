@@ -53,8 +53,8 @@ impl Mapping {
         // changes or truncates (see the module docs for the full argument and
         // for the one hazard left: a foreign process breaking the format).
         let mmap = unsafe { MmapOptions::new().len(len).map(file)? };
-        // Object data is read mostly once and in large runs.
-        let _ = mmap.advise(memmap2::Advice::WillNeed);
+        // No madvise(WILLNEED): on a database of many GiB it would start
+        // reading all of it; faults bring in what loads touch.
         Ok(Mapping { mmap: Some(mmap) })
     }
 
