@@ -1,0 +1,1 @@
+//! Read-copy-update snapshots and in-progress job registry (being written).
