@@ -68,7 +68,8 @@ impl ZWriter {
         self.w.last_tid()
     }
 
-    fn commit(&mut self, desc: &str, objs: Vec<NewObject>) -> Result<Tid> {
+    /// Store `objs` in one transaction described by `desc`.
+    pub fn commit_objects(&mut self, desc: &str, objs: Vec<NewObject>) -> Result<Tid> {
         let records = objs
             .into_iter()
             .map(|o| (o.oid, NewData::Data(record::encode(o.class, &o.state))))
@@ -117,8 +118,13 @@ impl ZWriter {
             &mut || self.w.new_oid(),
         ));
         objs.push(self.root_with(name, Some(oid))?);
-        let tid = self.commit(&format!("create {name}"), objs)?;
+        let tid = self.commit_objects(&format!("create {name}"), objs)?;
         Ok((oid, tid))
+    }
+
+    /// Allocate a new oid.
+    pub fn new_oid(&mut self) -> Oid {
+        self.w.new_oid()
     }
 
     /// Apply block changes to ZBigFile `oid` in one transaction. A block
@@ -166,7 +172,7 @@ impl ZWriter {
             f.blktab,
             &mut || self.w.new_oid(),
         ));
-        self.commit(&format!("update {oid}"), objs)
+        self.commit_objects(&format!("update {oid}"), objs)
     }
 
     /// Remove file `name` from the root and delete the ZBigFile object
@@ -188,6 +194,17 @@ impl ZWriter {
 
     /// The root object with `name` bound to `file` (or unbound if `None`).
     fn root_with(&mut self, name: &str, file: Option<Oid>) -> Result<NewObject> {
+        self.root_with_entry(name, file.map(|f| Ref::new(f, ZBIGFILE).to_value()))
+    }
+
+    /// The root object (a `PersistentMapping`) as of now with `name` bound
+    /// to `value`, or unbound if `None`; to be stored with other objects.
+    pub fn root_with_entry(&mut self, name: &str, value: Option<Value>) -> Result<NewObject> {
+        self.root_with_entries(vec![(name, value)])
+    }
+
+    /// Like [`ZWriter::root_with_entry`] for several entries at once.
+    pub fn root_with_entries(&mut self, set: Vec<(&str, Option<Value>)>) -> Result<NewObject> {
         let stor = &self.w.storage();
         let root = record::load(stor, Oid(0), stor.last_tid()?)?;
         let bad = || Error::bad_state(Oid(0), "root is not a PersistentMapping {'data': {...}}");
@@ -201,12 +218,11 @@ impl ZWriter {
         let Value::Dict(entries) = &mut data.1 else {
             return Err(bad());
         };
-        entries.retain(|(k, _)| k.as_bytes().is_none_or(|k| &k[..] != name.as_bytes()));
-        if let Some(f) = file {
-            entries.push((
-                Value::Unicode(name.into()),
-                Ref::new(f, ZBIGFILE).to_value(),
-            ));
+        for (name, value) in set {
+            entries.retain(|(k, _)| k.as_bytes().is_none_or(|k| &k[..] != name.as_bytes()));
+            if let Some(v) = value {
+                entries.push((Value::Unicode(name.into()), v));
+            }
         }
         Ok(NewObject {
             oid: Oid(0),
