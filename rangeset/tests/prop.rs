@@ -343,11 +343,13 @@ fn wide_key() -> impl Strategy<Value = i64> {
     ]
 }
 
+/// Up to 24 ranges: a few long ones, mostly short ones (so that many stay
+/// disjoint after coalescing and the merge paths run, not only the
+/// small-operand ones).
 fn wide_set() -> impl Strategy<Value = Vec<KeyRange>> {
-    prop::collection::vec(
-        (wide_key(), wide_key()).prop_map(|(a, b)| KeyRange::new(a.min(b), a.max(b))),
-        0..12,
-    )
+    let long = (wide_key(), wide_key()).prop_map(|(a, b)| KeyRange::new(a.min(b), a.max(b)));
+    let short = (wide_key(), 0..3i64).prop_map(|(k, n)| KeyRange::new(k, k.saturating_add(n)));
+    prop::collection::vec(prop_oneof![1 => long, 6 => short], 0..24)
 }
 
 /// Keys where membership can change: every range end and its neighbours.
