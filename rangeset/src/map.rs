@@ -297,9 +297,23 @@ impl<V: Clone + PartialEq> RangedMap<V> {
 
     /// Replaces entries `[start, end)` with `pieces` in one `memmove`.
     fn splice(&mut self, start: usize, end: usize, pieces: Pieces<V>) {
-        #[cfg(debug_assertions)]
+        let mut pieces = pieces;
         let added = pieces.len();
-        self.entries.splice(start..end, pieces);
+        let removed = end - start;
+        let reuse = added.min(removed);
+        for (slot, e) in self.entries[start..start + reuse].iter_mut().zip(&mut pieces) {
+            *slot = e;
+        }
+        let at = start + reuse;
+        if removed > added {
+            self.entries.drain(at..end);
+        } else if added == removed + 1 {
+            if let Some(e) = pieces.next() {
+                self.entries.insert(at, e);
+            }
+        } else if added > removed {
+            self.entries.splice(at..at, pieces);
+        }
         #[cfg(debug_assertions)]
         {
             // Only the window around the change can have been broken: keep
