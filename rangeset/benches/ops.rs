@@ -178,10 +178,8 @@ fn bench_union(c: &mut Criterion) {
     let mut g = c.benchmark_group("union");
     for n in SIZES {
         let (ra, rb) = (ranges(n, 4), ranges(n, 5));
-        let (a, b): (RangedKeySet, RangedKeySet) = (
-            ra.iter().copied().collect(),
-            rb.iter().copied().collect(),
-        );
+        let (a, b): (RangedKeySet, RangedKeySet) =
+            (ra.iter().copied().collect(), rb.iter().copied().collect());
         let (ba, bb) = (BTreeRanges::from_ranges(&ra), BTreeRanges::from_ranges(&rb));
         g.bench_with_input(BenchmarkId::new("vec", n), &n, |bn, _| {
             bn.iter(|| a.union(&b))

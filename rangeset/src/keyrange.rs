@@ -58,16 +58,13 @@ impl KeyRange {
 
     /// Whether the two ranges share at least one key (false if either is
     /// empty).
-    pub const fn intersects(&self, other: &KeyRange) -> bool {
-        let lo = if self.lo > other.lo { self.lo } else { other.lo };
-        let hi = if self.hi < other.hi { self.hi } else { other.hi };
-        lo <= hi
+    pub fn intersects(&self, other: &KeyRange) -> bool {
+        self.lo.max(other.lo) <= self.hi.min(other.hi)
     }
 
     /// The keys in both ranges; [`KeyRange::EMPTY`] when there are none.
-    pub const fn intersection(&self, other: &KeyRange) -> KeyRange {
-        let lo = if self.lo > other.lo { self.lo } else { other.lo };
-        let hi = if self.hi < other.hi { self.hi } else { other.hi };
+    pub fn intersection(&self, other: &KeyRange) -> KeyRange {
+        let (lo, hi) = (self.lo.max(other.lo), self.hi.min(other.hi));
         if lo <= hi {
             KeyRange { lo, hi }
         } else {

@@ -301,7 +301,10 @@ impl<V: Clone + PartialEq> RangedMap<V> {
         let added = pieces.len();
         let removed = end - start;
         let reuse = added.min(removed);
-        for (slot, e) in self.entries[start..start + reuse].iter_mut().zip(&mut pieces) {
+        for (slot, e) in self.entries[start..start + reuse]
+            .iter_mut()
+            .zip(&mut pieces)
+        {
             *slot = e;
         }
         let at = start + reuse;

@@ -190,10 +190,7 @@ impl RangedKeySet {
 
     /// `self ∩ other` as a new set. `O(n + m)`.
     pub fn intersection(&self, other: &RangedKeySet) -> RangedKeySet {
-        Self::from_merged(merge_intersection(
-            &self.map.entries,
-            &other.map.entries,
-        ))
+        Self::from_merged(merge_intersection(&self.map.entries, &other.map.entries))
     }
 
     /// `self ← self ∩ other`. `O(n + m)`.
