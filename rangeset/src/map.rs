@@ -301,11 +301,11 @@ impl<V: Clone + PartialEq> RangedMap<V> {
         let added = pieces.len();
         let removed = end - start;
         let reuse = added.min(removed);
-        for (slot, e) in self.entries[start..start + reuse]
-            .iter_mut()
-            .zip(&mut pieces)
-        {
-            *slot = e;
+        // overwrite the slots both sides have, then grow or shrink once
+        for slot in &mut self.entries[start..start + reuse] {
+            if let Some(e) = pieces.next() {
+                *slot = e;
+            }
         }
         let at = start + reuse;
         if removed > added {

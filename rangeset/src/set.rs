@@ -395,3 +395,18 @@ impl DoubleEndedIterator for SetRanges<'_> {
 impl ExactSizeIterator for SetRanges<'_> {}
 
 impl FusedIterator for SetRanges<'_> {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A set entry is exactly a `KeyRange`: the `RangedMap<()>` costs
+    /// nothing over a standalone set type.
+    #[test]
+    fn entry_is_a_bare_range() {
+        assert_eq!(
+            std::mem::size_of::<Entry<()>>(),
+            std::mem::size_of::<KeyRange>()
+        );
+    }
+}

@@ -499,3 +499,15 @@ fn map_queries() {
     z.clear();
     assert!(z.is_empty() && z == RangedMap::default());
 }
+
+/// The concurrency contract: plain data, `Send + Sync` as `V` is.
+#[test]
+fn send_sync() {
+    fn plain<T: Send + Sync + Clone>() {}
+    plain::<KeyRange>();
+    plain::<RangedKeySet>();
+    plain::<RangedMap<u64>>();
+    plain::<rangeset::SetRanges<'static>>();
+    plain::<rangeset::MapRanges<'static, u64>>();
+    plain::<rangeset::ParseError>();
+}
