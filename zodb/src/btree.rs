@@ -21,6 +21,10 @@ use crate::storage::Storage;
 use crate::types::{Oid, Tid};
 use rayon::prelude::*;
 
+/// Closed key ranges `[lo, hi]`, shared with the engine (from the
+/// `rangeset` crate).
+pub use rangeset::KeyRange;
+
 /// Trees deeper than this are taken as corrupt (a reference cycle, say).
 /// Real trees with fanout >= 2 and 2^64 keys are at most 64 deep.
 pub const MAX_DEPTH: usize = 64;
@@ -70,33 +74,6 @@ impl Family {
             "BTrees.IOBTree.IOBucket" => (Family::IO, false),
             _ => return None,
         })
-    }
-}
-
-/// A closed key range `[lo, hi]`; empty when `lo > hi`.
-#[derive(Debug, Copy, Clone, PartialEq, Eq, Hash)]
-pub struct KeyRange {
-    /// Smallest key inside.
-    pub lo: i64,
-    /// Largest key inside.
-    pub hi: i64,
-}
-
-impl KeyRange {
-    /// Every key.
-    pub const FULL: KeyRange = KeyRange {
-        lo: i64::MIN,
-        hi: i64::MAX,
-    };
-
-    /// Whether `k` lies inside.
-    pub fn contains(&self, k: i64) -> bool {
-        self.lo <= k && k <= self.hi
-    }
-
-    /// Whether the range holds no key.
-    pub fn is_empty(&self) -> bool {
-        self.lo > self.hi
     }
 }
 
