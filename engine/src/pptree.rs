@@ -62,7 +62,7 @@
 //! [`Display`](std::fmt::Display) prints `{oid:parent …}` sorted by oid,
 //! oids in hex without padding, `ø` for no parent: the tree `1 → {2 → 4,
 //! 3}` is `{1:ø 2:1 3:1 4:2}`. `nchild` follows from the links and is not
-//! printed; [`FromStr`](std::str::FromStr) parses the same form back (and
+//! printed; [`FromStr`] parses the same form back (and
 //! checks it). [`Debug`](std::fmt::Debug) adds nchild: `{1:ø/2 2:1/1 …}`.
 //!
 //! [`DeltaPPTreeSubSet`] (ΔPPTreeSubSet) documents how a change of tracked
@@ -576,10 +576,9 @@ impl<'a> Edit<'a> {
     /// `Δ(p) = #{journaled m now under p} - #{journaled m before under p}`,
     /// and must now be `nchild₀(p) + Δ(p)` (its nchild before, 0 if it was
     /// not a member). Checking that for every journaled `p` and every `p`
-    /// with `Δ(p) ≠ 0` covers everything: a member that must have a parent
-    /// node lost it (the parent gone while children remain, `p ∉ S ∧ want
-    /// > 0`), a node linked under a non-member, and every nchild that may
-    /// have moved.
+    /// with `Δ(p) ≠ 0` covers everything: a parent removed while members
+    /// remain under it (`p ∉ S` with `nchild₀(p) + Δ(p) > 0`), a node linked
+    /// under a non-member, and every nchild that may have moved.
     fn check(&self) -> Result<()> {
         let mut delta: HashMap<Oid, i64> = HashMap::new();
         for (oid, old) in &self.undo {

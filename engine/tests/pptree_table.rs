@@ -207,7 +207,10 @@ fn pptree_difference() {
     let a = s("{1:ø 2:1 3:2 4:2 5:1}"); // 1-2-3, 1-2-4, 1-5
 
     // a leaf goes, its parent stays (still has 4)
-    check(&a.difference(&pp(&[&[1, 2, 3]])).unwrap(), "{1:ø 2:1 4:2 5:1}");
+    check(
+        &a.difference(&pp(&[&[1, 2, 3]])).unwrap(),
+        "{1:ø 2:1 4:2 5:1}",
+    );
     // both leaves under 2 go: 2 is collected too, 1 stays (has 5)
     check(
         &a.difference(&pp(&[&[1, 2, 3], &[1, 2, 4]])).unwrap(),
@@ -216,18 +219,31 @@ fn pptree_difference() {
     // everything: the root is collected too (upstream's bug 66bc41ce kept it)
     check(&a.difference(&a).unwrap(), "{}");
     check(
-        &a.difference(&pp(&[&[1, 2, 3], &[1, 2, 4], &[1, 5]])).unwrap(),
+        &a.difference(&pp(&[&[1, 2, 3], &[1, 2, 4], &[1, 5]]))
+            .unwrap(),
         "{}",
     );
     // a leaf of the other that is an inner node here stays: it is still on
     // the path to 3 and 4 (PP(leaves(A) \ leaves(B)) = A)
-    check(&a.difference(&pp(&[&[1, 2]])).unwrap(), "{1:ø 2:1 3:2 4:2 5:1}");
-    check(&a.difference(&pp(&[&[1]])).unwrap(), "{1:ø 2:1 3:2 4:2 5:1}");
+    check(
+        &a.difference(&pp(&[&[1, 2]])).unwrap(),
+        "{1:ø 2:1 3:2 4:2 5:1}",
+    );
+    check(
+        &a.difference(&pp(&[&[1]])).unwrap(),
+        "{1:ø 2:1 3:2 4:2 5:1}",
+    );
     // leaves of the other that are not here: nothing happens
-    check(&a.difference(&pp(&[&[1, 2, 9], &[8]])).unwrap(), "{1:ø 2:1 3:2 4:2 5:1}");
+    check(
+        &a.difference(&pp(&[&[1, 2, 9], &[8]])).unwrap(),
+        "{1:ø 2:1 3:2 4:2 5:1}",
+    );
     // several roots: a whole tree goes
     let b = pp(&[&[1, 2], &[7, 8, 9], &[7, 0xa]]);
-    check(&b.difference(&pp(&[&[7, 8, 9], &[7, 0xa]])).unwrap(), "{1:ø 2:1}");
+    check(
+        &b.difference(&pp(&[&[7, 8, 9], &[7, 0xa]])).unwrap(),
+        "{1:ø 2:1}",
+    );
     // in place
     let mut x = a.clone();
     x.difference_in_place(&pp(&[&[1, 5]])).unwrap();
@@ -248,7 +264,10 @@ fn pptree_intersection() {
     assert_eq!(a.intersection(&a).unwrap(), a);
     check(&a.intersection(&PPTreeSubSet::new()).unwrap(), "{}");
     // leaf sets: 2 is a leaf only of the left; node sets would give {1 2}
-    check(&pp(&[&[1, 2]]).intersection(&pp(&[&[1, 2, 3]])).unwrap(), "{}");
+    check(
+        &pp(&[&[1, 2]]).intersection(&pp(&[&[1, 2, 3]])).unwrap(),
+        "{}",
+    );
     // (A \ B) ∪ (A ∩ B) = A
     let d = a.difference(&b).unwrap();
     assert_eq!(d.union(&i).unwrap(), a);
@@ -396,15 +415,18 @@ fn pptree_text_form() {
     assert_eq!(format!("{a:?}"), "{1:ø/1 2:1/2 3:2/0 ab:2/0}");
     assert_eq!(a, pp(&[&[1, 2, 3], &[1, 2, 0xab]]));
     // tokens in any order, spaces free
-    assert_eq!(" { 3:2  2:1 1:ø } ".parse::<PPTreeSubSet>().unwrap(), pp(&[&[1, 2, 3]]));
+    assert_eq!(
+        " { 3:2  2:1 1:ø } ".parse::<PPTreeSubSet>().unwrap(),
+        pp(&[&[1, 2, 3]])
+    );
     for bad in [
-        "1:ø",         // no braces
-        "{1}",         // no parent
-        "{1:2}",       // parent not listed
-        "{1:ø 1:ø}",   // twice
-        "{1:2 2:1}",   // a cycle: never reaches a root
-        "{x:ø}",       // not hex
-        "{1:ø 2:zz}",  // not hex
+        "1:ø",                  // no braces
+        "{1}",                  // no parent
+        "{1:2}",                // parent not listed
+        "{1:ø 1:ø}",            // twice
+        "{1:2 2:1}",            // a cycle: never reaches a root
+        "{x:ø}",                // not hex
+        "{1:ø 2:zz}",           // not hex
         "{ffffffffffffffff:ø}", // ø is not a node
     ] {
         let err = bad.parse::<PPTreeSubSet>().unwrap_err();

@@ -232,8 +232,7 @@ fn ztail_random_vs_model() {
                     } else {
                         m.head + rng.range(1, 3)
                     };
-                    let changed: Vec<u64> =
-                        (0..rng.below(5)).map(|_| rng.below(noids)).collect();
+                    let changed: Vec<u64> = (0..rng.below(5)).map(|_| rng.below(noids)).collect();
                     let res = z.append(t(rev), oids(&changed));
                     if rev > m.head {
                         res.unwrap();
@@ -276,10 +275,12 @@ fn ztail_random_vs_model() {
             z.verify().unwrap();
             assert_eq!((z.head(), z.tail()), (t(m.head), t(m.tail)));
             assert_eq!(z.len(), m.entries.len());
-            let got: Vec<(u64, Vec<Oid>)> =
-                z.entries().iter().map(|e| (e.rev.0, e.oids.clone())).collect();
-            let want: Vec<(u64, Vec<Oid>)> =
-                m.entries.iter().map(|(r, o)| (*r, oids(o))).collect();
+            let got: Vec<(u64, Vec<Oid>)> = z
+                .entries()
+                .iter()
+                .map(|e| (e.rev.0, e.oids.clone()))
+                .collect();
+            let want: Vec<(u64, Vec<Oid>)> = m.entries.iter().map(|(r, o)| (*r, oids(o))).collect();
             assert_eq!(got, want);
         }
     }
