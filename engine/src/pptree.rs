@@ -24,9 +24,10 @@
 //! leaves(S) = { n ∈ S : n.nchild = 0 },   S = PP(leaves(S))
 //! ```
 //!
-//! No cycles: a cycle of parent links never reaches a root, and `add_path`
-//! / `union` (the only ways in) only link a node under a parent that itself
-//! leads to a root. Every public mutator keeps the invariants or fails with
+//! No cycles: a cycle of parent links never reaches a root, and the
+//! mutators only link a node under a parent taken from a valid path or set
+//! (`add_path`, the other operand of `union`, `δ.add`), which leads to a
+//! root within that path or set. Every public mutator keeps the invariants or fails with
 //! the set unchanged: the changes are journaled and checked locally (in time
 //! proportional to the change, not to the set; see `Edit::check`), and
 //! rolled back on error. [`PPTreeSubSet::verify`] re-checks everything from
@@ -67,6 +68,12 @@
 //!
 //! [`DeltaPPTreeSubSet`] (ΔPPTreeSubSet) documents how a change of tracked
 //! paths is applied, and why its `delta_nchild_non_leafs` fixup exists.
+//!
+//! # Concurrency
+//!
+//! Plain data: queries take `&self`, mutators `&mut self`. ΔBtail's
+//! concurrent Track/rebuild (engine-semantics §7) works on clones and
+//! merges changes with `union`/`apply_delta`.
 
 use crate::error::{Error, Result};
 use std::collections::hash_map::Entry;
@@ -809,10 +816,15 @@ impl<'a> Edit<'a> {
 /// {c:ø 41:c 42:c 22:41 43:42 44:43}  →  {c:ø 41:c 46:41 22:46 43:41 44:43}
 /// ```
 ///
-/// So `delta_nchild_non_leafs[n]` must be the number of members under `n`
-/// that the change keeps (treediff takes `nchild(n)` from the tracked set).
-/// Only the complete sequence gives a consistent set; `apply_delta` checks
-/// the result and refuses a δ that does not fit ([`Error::DeltaMismatch`]).
+/// So `delta_nchild_non_leafs[n]` must be the number of children of `n`
+/// that stay members under `n` all through the apply: a child that `del`
+/// removes, or that is collected because all of its own children go, is
+/// not counted (`add` brings it back and counts it itself). treediff
+/// reports such an `n` only when nothing under it changes, and takes
+/// `nchild(n)` from the tracked set. The same number serves the reverse
+/// change, hence [`reverse`](Self::reverse) keeps it. Only the complete
+/// sequence gives a consistent set; `apply_delta` checks the result and
+/// refuses a δ that does not fit ([`Error::DeltaMismatch`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DeltaPPTreeSubSet {
     /// Paths removed.
