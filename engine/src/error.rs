@@ -102,6 +102,26 @@ pub enum Error {
         head: Tid,
     },
 
+    /// Reading the database failed (I/O, corruption, an object that is not
+    /// what the tree says it is).
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+
+    /// A query named keys or a tree that were never passed to `track`.
+    #[error("not tracked: {what}")]
+    NotTracked {
+        /// What was asked.
+        what: String,
+    },
+
+    /// A rebuild of history that this query waited for failed in another
+    /// thread; that thread's caller got the error itself.
+    #[error("history rebuild for {what} failed in another thread")]
+    RebuildFailed {
+        /// Which tree and keys.
+        what: String,
+    },
+
     /// A text form (as printed by a `Display` impl) does not parse.
     #[error("parse {text:?}: {why}")]
     Parse {
@@ -118,5 +138,26 @@ fn parent_str(p: Oid) -> String {
         "ø".to_owned()
     } else {
         p.to_string()
+    }
+}
+
+/// A [`zodb::Error`], shared so that [`Error`] stays `Clone` (one failed
+/// load can be reported to several waiting queries). Two are equal when
+/// they print the same.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct StorageError(pub std::sync::Arc<zodb::Error>);
+
+impl PartialEq for StorageError {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for StorageError {}
+
+impl From<zodb::Error> for Error {
+    fn from(e: zodb::Error) -> Error {
+        Error::Storage(StorageError(std::sync::Arc::new(e)))
     }
 }

@@ -17,8 +17,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod btail;
 pub mod error;
 pub mod pptree;
+mod shim;
+pub mod treediff;
 pub mod ztail;
 
 pub use error::Error;

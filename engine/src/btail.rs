@@ -1,0 +1,575 @@
+//! ΔBtail: the history of tracked BTree keys over a window of revisions.
+//!
+//! [`DeltaBTail`] semantically is
+//!
+//! ```text
+//! []δB            rev ∈ (tail, head]
+//! δB = {rev, {root -> {key -> ΔValue}}}
+//! ```
+//!
+//! complete and exact for the *tracked* keys: a key is tracked once a
+//! [`track`](DeltaBTail::track) call named it (its tree root and a key
+//! range), and from then on every query sees its full history back to
+//! `tail`, including the part before the `track` call (rebuilt on demand
+//! from the raw history, ΔZtail, by walking the tree backwards from head;
+//! see [`treediff`](crate::treediff)). Untracked keys never appear.
+//!
+//! # Concurrency
+//!
+//! As engine-semantics §7: one writer ([`update`](DeltaBTail::update),
+//! [`forget_past`](DeltaBTail::forget_past)) *or* any number of readers
+//! ([`track`](DeltaBTail::track) and the queries) at a time; the caller
+//! guarantees it (wcfs holds its head lock for writing around `update`).
+//! Writers are also serialized among themselves by `wmu`.
+//!
+//! Per tree, the history of built keys lives in an RCU cell ([`rcu::RcuCell`]):
+//! a query for keys whose history is built loads a snapshot and answers from
+//! it, taking no lock. Keys tracked but not built yet are *pending*; a query
+//! that needs some of them claims them as a rebuild job in the tree's job
+//! registry ([`rcu::JobRegistry`]), computes their history with no lock
+//! held, and publishes it (merging into the history and the tracked nodes
+//! under the registry's short lock). A query that needs keys another query
+//! is rebuilding waits for exactly that job. So Track calls and queries for
+//! different keys run in parallel, and rebuilds of disjoint keys too, which
+//! rests on `history(T₁ ∪ T₂) = history(T₁) ∪ history(T₂)`.
+//!
+//! Locks, in the order they may nest:
+//! 1. `wmu` (writers only);
+//! 2. a tree's registry lock (short: set algebra on key sets and the merge
+//!    of a finished rebuild; never held across storage I/O);
+//! 3. the writer mutexes inside the RCU cells (held while publishing).
+
+use crate::error::{Error, Result};
+use crate::shim::{self as rcu, JobRegistry, RcuCell};
+use crate::treediff::{self, DeltaKV, DeltaValue, Direction, TrackTree};
+use crate::ztail::DeltaZTail;
+use hashbrown::HashMap;
+use rangeset::{KeyRange, RangedKeySet};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use zodb::{Oid, Storage, Tid};
+
+/// One tree's change at one revision: the tracked keys that changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaTree {
+    /// The revision.
+    pub rev: Tid,
+    /// Changed keys with old and new value; never empty in a history.
+    pub kv: DeltaKV,
+}
+
+/// δB: what one revision changed in every tracked tree.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeltaB {
+    /// The revision.
+    pub rev: Tid,
+    /// Trees with a non-empty change, by root.
+    pub by_root: BTreeMap<Oid, DeltaKV>,
+}
+
+/// The answer of [`DeltaBTail::get_at`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GetAt {
+    /// The key's value as of `at` (`ø` = absent) when `value_exact`.
+    pub value: Oid,
+    /// The revision of the last change `≤ at`, or `tail` if none is known.
+    pub rev: Tid,
+    /// Whether `value` is known (from a change in the window); otherwise the
+    /// value did not change in `(tail, head]` and the caller knows it from
+    /// head.
+    pub value_exact: bool,
+    /// Whether `rev` is the exact revision of the last change (`false`: it
+    /// is `tail`, an upper bound).
+    pub rev_exact: bool,
+}
+
+/// The built part of one tree's history: an immutable snapshot.
+#[derive(Debug, Clone, Default)]
+struct Hist {
+    /// Keys whose history is complete over `(tail, head]`.
+    built: RangedKeySet,
+    /// `rev↑`, no empty entries.
+    entries: Vec<Arc<DeltaTree>>,
+}
+
+/// What a tree's registry lock protects.
+#[derive(Debug)]
+struct Meta {
+    /// Tracked, not built, not being rebuilt.
+    pending: RangedKeySet,
+    /// The tracked nodes at head for the built keys.
+    nodes: TrackTree,
+}
+
+/// One tracked tree.
+struct TreeTail {
+    root: Oid,
+    hist: RcuCell<Hist>,
+    /// In-progress rebuild jobs over key ranges; the state under its lock
+    /// is [`Meta`]. Job results are `Err` only for the waiters of a failed
+    /// rebuild.
+    jobs: JobRegistry<Meta, std::result::Result<(), Error>>,
+}
+
+/// Shared state readers see: replaced as a whole by writers, and by the
+/// first Track of a new tree.
+#[derive(Clone)]
+struct Shared {
+    ztail: Arc<DeltaZTail>,
+    trees: Arc<HashMap<Oid, Arc<TreeTail>>>,
+}
+
+/// ΔBtail; see the [module docs](self).
+pub struct DeltaBTail {
+    db: Arc<dyn Storage>,
+    shared: RcuCell<Shared>,
+    /// Serializes writers (Update, ForgetPast); see the lock order above.
+    wmu: Mutex<()>,
+}
+
+impl std::fmt::Debug for DeltaBTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.shared.load();
+        f.debug_struct("DeltaBTail")
+            .field("tail", &s.ztail.tail())
+            .field("head", &s.ztail.head())
+            .field("trees", &s.trees.len())
+            .finish()
+    }
+}
+
+impl DeltaBTail {
+    /// An empty ΔBtail with coverage `(at0, at0]` over database `db`.
+    pub fn new(at0: Tid, db: Arc<dyn Storage>) -> DeltaBTail {
+        DeltaBTail {
+            db,
+            shared: RcuCell::new(Shared {
+                ztail: Arc::new(DeltaZTail::new(at0)),
+                trees: Arc::new(HashMap::new()),
+            }),
+            wmu: Mutex::new(()),
+        }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Arc<dyn Storage> {
+        &self.db
+    }
+
+    /// The newest covered revision.
+    pub fn head(&self) -> Tid {
+        self.shared.load().ztail.head()
+    }
+
+    /// The oldest covered revision (history is kept for `(tail, head]`).
+    pub fn tail(&self) -> Tid {
+        self.shared.load().ztail.tail()
+    }
+
+    /// A snapshot of the raw history.
+    pub fn ztail(&self) -> Arc<DeltaZTail> {
+        self.shared.load().ztail.clone()
+    }
+
+    /// Start tracking the keys `keycov` of the tree whose root is `path[0]`.
+    ///
+    /// `path` is the lookup path at head (root first) that led to a leaf
+    /// covering `keycov`; only its root is used: the tracked nodes are
+    /// derived from the keys when their history is built. A no-op for keys
+    /// already tracked. Cheap: the history of new keys is computed by the
+    /// first query that needs it.
+    pub fn track(&self, path: &[Oid], keycov: KeyRange) -> Result<()> {
+        let Some(&root) = path.first() else {
+            return Err(Error::BadPath {
+                path: path.to_vec(),
+                why: "empty",
+            });
+        };
+        if root == Oid::INVALID {
+            return Err(Error::BadPath {
+                path: path.to_vec(),
+                why: "no root",
+            });
+        }
+        let mut keys = RangedKeySet::new();
+        keys.add_range(keycov);
+        self.track_keys(root, &keys);
+        Ok(())
+    }
+
+    /// [`track`](Self::track) for a set of keys of the tree `root`.
+    pub fn track_keys(&self, root: Oid, keys: &RangedKeySet) {
+        if keys.is_empty() {
+            return;
+        }
+        let tree = self.tree_or_new(root);
+        // fast path: nothing new
+        if keys.difference(&tree.hist.load().built).is_empty() {
+            return;
+        }
+        let mut g = tree.jobs.lock();
+        let built = tree.hist.load().built.clone();
+        let mut new = keys.difference(&built);
+        new.difference_in_place(&g.in_progress());
+        g.state_mut().pending.union_in_place(&new);
+    }
+
+    fn tree_or_new(&self, root: Oid) -> Arc<TreeTail> {
+        if let Some(t) = self.shared.load().trees.get(&root) {
+            return t.clone();
+        }
+        let mut made = None;
+        self.shared.update(|s| {
+            let mut s = s.clone();
+            if !s.trees.contains_key(&root) {
+                let mut trees = (*s.trees).clone();
+                trees.insert(
+                    root,
+                    Arc::new(TreeTail {
+                        root,
+                        hist: RcuCell::new(Hist::default()),
+                        jobs: JobRegistry::new(Meta {
+                            pending: RangedKeySet::new(),
+                            nodes: TrackTree::new(root),
+                        }),
+                    }),
+                );
+                s.trees = Arc::new(trees);
+            }
+            made = Some(s.trees[&root].clone());
+            s
+        });
+        made.expect("set in update")
+    }
+
+    /// The tracked nodes of tree `root` at head for the keys whose history
+    /// is built (for tests: they must equal a fresh walk of the tree).
+    pub fn tracked_nodes(&self, root: Oid) -> Option<(RangedKeySet, TrackTree)> {
+        let s = self.shared.load();
+        let tree = s.trees.get(&root)?;
+        let g = tree.jobs.lock();
+        Some((tree.hist.load().built.clone(), g.state().nodes.clone()))
+    }
+
+    /// Apply transaction `δZ` (its tid and every object it stored): appends
+    /// it to the raw history and computes the change of every tracked tree.
+    /// Returns the trees whose tracked keys changed. Writer.
+    pub fn update(&self, rev: Tid, oids: &[Oid]) -> Result<DeltaB> {
+        let _w = self.wmu.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.shared.load();
+        if rev <= s.ztail.head() {
+            return Err(Error::RevNotAfterHead {
+                rev,
+                head: s.ztail.head(),
+            });
+        }
+        // keys tracked but not built: build them as of the old head first,
+        // so that the forward diff below covers them
+        for tree in s.trees.values() {
+            self.build(tree, &s.ztail, None)?;
+        }
+        let mut z = (*s.ztail).clone();
+        z.append(rev, oids.to_vec())?;
+
+        let mut delta_b = DeltaB {
+            rev,
+            by_root: BTreeMap::new(),
+        };
+        for tree in s.trees.values() {
+            let mut g = tree.jobs.lock();
+            let built = tree.hist.load().built.clone();
+            let nodes = &mut g.state_mut().nodes;
+            // on error the tree's nodes are left as they were
+            let mut nn = nodes.clone();
+            let dkv = treediff::step(&*self.db, &mut nn, &built, rev, oids, Direction::Forward)?;
+            *nodes = nn;
+            if !dkv.is_empty() {
+                delta_b.by_root.insert(tree.root, dkv.clone());
+                tree.hist.update(|h| {
+                    let mut h = h.clone();
+                    h.entries.push(Arc::new(DeltaTree { rev, kv: dkv }));
+                    h
+                });
+            }
+        }
+        let trees = s.trees.clone();
+        self.shared.store(Shared {
+            ztail: Arc::new(z),
+            trees,
+        });
+        Ok(delta_b)
+    }
+
+    /// Forget history `≤ rev_cut` (ΔZtail semantics: `tail` becomes
+    /// `rev_cut`). Snapshots already returned are not changed. Writer.
+    pub fn forget_past(&self, rev_cut: Tid) -> Result<()> {
+        let _w = self.wmu.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.shared.load();
+        if rev_cut <= s.ztail.tail() {
+            return Ok(());
+        }
+        let mut z = (*s.ztail).clone();
+        z.forget_past(rev_cut)?;
+        for tree in s.trees.values() {
+            let _g = tree.jobs.lock();
+            tree.hist.update(|h| {
+                let mut h = h.clone();
+                h.entries.retain(|e| e.rev > rev_cut);
+                h
+            });
+        }
+        self.shared.store(Shared {
+            ztail: Arc::new(z),
+            trees: s.trees.clone(),
+        });
+        Ok(())
+    }
+
+    /// The changes of tree `root` with `rev ∈ (lo, hi]`, ascending, no empty
+    /// entries, for every key tracked so far. Needs `tail ≤ lo ≤ hi ≤ head`.
+    /// Reader.
+    pub fn slice_by_root_rev(&self, root: Oid, lo: Tid, hi: Tid) -> Result<Vec<Arc<DeltaTree>>> {
+        let s = self.shared.load();
+        check_slice(&s.ztail, lo, hi)?;
+        let Some(tree) = s.trees.get(&root) else {
+            return Ok(vec![]);
+        };
+        let h = self.build(tree, &s.ztail, None)?;
+        Ok(slice(&h.entries, lo, hi).to_vec())
+    }
+
+    /// The changes of every tracked tree with `rev ∈ (lo, hi]`, ascending.
+    /// Reader.
+    pub fn slice_by_rev(&self, lo: Tid, hi: Tid) -> Result<Vec<DeltaB>> {
+        let s = self.shared.load();
+        check_slice(&s.ztail, lo, hi)?;
+        let mut by_rev: BTreeMap<Tid, DeltaB> = BTreeMap::new();
+        for tree in s.trees.values() {
+            let h = self.build(tree, &s.ztail, None)?;
+            for e in slice(&h.entries, lo, hi) {
+                by_rev
+                    .entry(e.rev)
+                    .or_insert_with(|| DeltaB {
+                        rev: e.rev,
+                        by_root: BTreeMap::new(),
+                    })
+                    .by_root
+                    .insert(tree.root, e.kv.clone());
+            }
+        }
+        Ok(by_rev.into_values().collect())
+    }
+
+    /// `root[key]` as of `at ∈ [tail, head]`, and when it last changed; see
+    /// [`GetAt`]. The key must be tracked ([`Error::NotTracked`]
+    /// otherwise). Reader; for a key whose history is built it takes no
+    /// lock.
+    pub fn get_at(&self, root: Oid, key: i64, at: Tid) -> Result<GetAt> {
+        let s = self.shared.load();
+        let (tail, head) = (s.ztail.tail(), s.ztail.head());
+        if at < tail || at > head {
+            return Err(Error::RevOutOfRange {
+                op: "GetAt",
+                rev: at,
+                tail,
+                head,
+            });
+        }
+        let not_tracked = || Error::NotTracked {
+            what: format!("{root}[{key}]"),
+        };
+        let Some(tree) = s.trees.get(&root) else {
+            return Err(not_tracked());
+        };
+        let mut h = tree.hist.load();
+        if !h.built.has(key) {
+            let mut want = RangedKeySet::new();
+            want.add(key);
+            h = self.build(tree, &s.ztail, Some(&want))?;
+            if !h.built.has(key) {
+                return Err(not_tracked());
+            }
+        }
+        Ok(get_at(&h.entries, key, at, tail))
+    }
+
+    /// Make the history of `want` (all tracked keys if `None`) built, and
+    /// return a snapshot that has it. Rebuilds pending keys that overlap
+    /// (whole pending ranges), waits for rebuilds in progress that overlap.
+    fn build(
+        &self,
+        tree: &TreeTail,
+        ztail: &DeltaZTail,
+        want: Option<&RangedKeySet>,
+    ) -> Result<rcu::Snapshot<Hist>> {
+        let all;
+        let want = match want {
+            Some(w) => w,
+            None => {
+                all = RangedKeySet::from_iter([KeyRange::FULL]);
+                &all
+            }
+        };
+        loop {
+            let h = tree.hist.load();
+            if want.difference(&h.built).is_empty() {
+                return Ok(h);
+            }
+            let (job, waits) = {
+                let mut g = tree.jobs.lock();
+                let waits = g.overlapping(want);
+                let claim: RangedKeySet = g
+                    .state()
+                    .pending
+                    .ranges()
+                    .filter(|r| want.intersects_range(*r))
+                    .collect();
+                let job = if claim.is_empty() {
+                    None
+                } else {
+                    g.state_mut().pending.difference_in_place(&claim);
+                    Some((
+                        g.start(claim.clone())
+                            .expect("pending is disjoint from jobs"),
+                        claim,
+                    ))
+                };
+                (job, waits)
+            };
+            if job.is_none() && waits.is_empty() {
+                // what is left of `want` is not tracked
+                return Ok(tree.hist.load());
+            }
+            if let Some((job, claim)) = job {
+                match self.rebuild(tree.root, ztail, &claim) {
+                    Ok((nodes, entries)) => job.finish_with(
+                        |m: &mut Meta| {
+                            m.nodes.union_in_place(&nodes);
+                            tree.hist.update(|h| merge(h, &claim, entries));
+                        },
+                        Ok(()),
+                    ),
+                    Err(e) => {
+                        job.finish_with(
+                            |m: &mut Meta| m.pending.union_in_place(&claim),
+                            Err(Error::RebuildFailed {
+                                what: format!("{}{:?}", tree.root, claim),
+                            }),
+                        );
+                        return Err(e);
+                    }
+                }
+            }
+            for w in waits {
+                match w.wait() {
+                    Ok(r) => r?,
+                    Err(_abandoned) => {
+                        return Err(Error::RebuildFailed {
+                            what: format!("{}", tree.root),
+                        })
+                    }
+                }
+            }
+        }
+    }
+
+    /// The history of `keys` of tree `root` over the window of `ztail`, and
+    /// their tracked nodes at head. No lock held: reads only the storage and
+    /// the given snapshot.
+    fn rebuild(
+        &self,
+        root: Oid,
+        ztail: &DeltaZTail,
+        keys: &RangedKeySet,
+    ) -> Result<(TrackTree, Vec<DeltaTree>)> {
+        let db = &*self.db;
+        let at_head = TrackTree::walk(db, root, ztail.head(), keys)?;
+        let mut tt = at_head.clone();
+        let mut out = Vec::new();
+        for dz in ztail.entries().iter().rev() {
+            let kv = treediff::step(db, &mut tt, keys, dz.rev, &dz.oids, Direction::Backward)?;
+            if !kv.is_empty() {
+                out.push(DeltaTree { rev: dz.rev, kv });
+            }
+        }
+        out.reverse();
+        Ok((at_head, out))
+    }
+}
+
+/// `h` with the history of `keys` (disjoint from `h.built`) merged in.
+fn merge(h: &Hist, keys: &RangedKeySet, add: Vec<DeltaTree>) -> Hist {
+    let mut entries = Vec::with_capacity(h.entries.len() + add.len());
+    let mut a = h.entries.iter().peekable();
+    let mut b = add.into_iter().peekable();
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => entries.push(a.next().expect("peeked").clone()),
+            (None, Some(_)) => entries.push(Arc::new(b.next().expect("peeked"))),
+            (Some(x), Some(y)) => {
+                if x.rev < y.rev {
+                    entries.push(a.next().expect("peeked").clone());
+                } else if y.rev < x.rev {
+                    entries.push(Arc::new(b.next().expect("peeked")));
+                } else {
+                    let mut e = (**a.next().expect("peeked")).clone();
+                    e.kv.extend(b.next().expect("peeked").kv);
+                    entries.push(Arc::new(e));
+                }
+            }
+        }
+    }
+    Hist {
+        built: h.built.union(keys),
+        entries,
+    }
+}
+
+fn check_slice(z: &DeltaZTail, lo: Tid, hi: Tid) -> Result<()> {
+    let (tail, head) = (z.tail(), z.head());
+    if !(tail <= lo && lo <= hi && hi <= head) {
+        return Err(Error::BadSlice { lo, hi, tail, head });
+    }
+    Ok(())
+}
+
+/// The entries with `rev ∈ (lo, hi]`.
+fn slice(entries: &[Arc<DeltaTree>], lo: Tid, hi: Tid) -> &[Arc<DeltaTree>] {
+    let i = entries.partition_point(|e| e.rev <= lo);
+    let j = entries.partition_point(|e| e.rev <= hi);
+    &entries[i..j.max(i)]
+}
+
+fn get_at(entries: &[Arc<DeltaTree>], key: i64, at: Tid, tail: Tid) -> GetAt {
+    let i = entries.partition_point(|e| e.rev <= at);
+    if let Some(e) = entries[..i].iter().rev().find(|e| e.kv.contains_key(&key)) {
+        return GetAt {
+            value: e.kv[&key].new,
+            rev: e.rev,
+            value_exact: true,
+            rev_exact: true,
+        };
+    }
+    if let Some(e) = entries[i..].iter().find(|e| e.kv.contains_key(&key)) {
+        return GetAt {
+            value: e.kv[&key].old,
+            rev: tail,
+            value_exact: true,
+            rev_exact: false,
+        };
+    }
+    GetAt {
+        value: Oid::INVALID,
+        rev: tail,
+        value_exact: false,
+        rev_exact: false,
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<DeltaBTail>();
+    is::<DeltaValue>();
+}
