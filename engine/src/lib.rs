@@ -19,6 +19,7 @@
 
 pub mod btail;
 pub mod error;
+pub mod ftail;
 pub mod pptree;
 mod shim;
 pub mod treediff;

@@ -161,6 +161,50 @@ impl TreeGen {
         self.zw.commit_objects("treegen: data", objs)
     }
 
+    /// Store the ZBigFile again with block size `blksize` and its current
+    /// blktab (an epoch if `blksize` differs; a re-save with no change of
+    /// state otherwise). Re-creates the file if it was deleted.
+    pub fn set_file(&mut self, blksize: u64) -> Result<Tid> {
+        let objs = vec![NewObject {
+            oid: self.file,
+            class: ZBIGFILE,
+            state: zbigfile::zbigfile_state(blksize, self.tree),
+        }];
+        self.zw.commit_objects("treegen: file", objs)
+    }
+
+    /// Replace the file's blktab by a new, empty tree (an epoch); later
+    /// commits reshape the new tree. The old tree stays as it is.
+    pub fn new_tree(&mut self, blksize: u64) -> Result<Tid> {
+        self.tree = self.zw.new_oid();
+        self.cur_trees.clear();
+        self.cur_buckets.clear();
+        let mut objs = vec![
+            NewObject {
+                oid: self.tree,
+                class: Family::LO.tree_class(),
+                state: Value::None,
+            },
+            NewObject {
+                oid: self.file,
+                class: ZBIGFILE,
+                state: zbigfile::zbigfile_state(blksize, self.tree),
+            },
+        ];
+        self.root_entries(&mut objs)?;
+        self.zw.commit_objects("treegen: new tree", objs)
+    }
+
+    /// Delete the ZBigFile object (a deletion record); [`TreeGen::set_file`]
+    /// brings it back.
+    pub fn delete_file(&mut self) -> Result<Tid> {
+        self.zw.writer().commit(zodb::fs1::NewTxn {
+            description: b"treegen: delete file".to_vec(),
+            records: vec![(self.file, zodb::fs1::NewData::Delete)],
+            ..Default::default()
+        })
+    }
+
     /// Reshape the tree to `topo` (which must have values). Values not seen
     /// before get a ZBlk0 whose data is their name. Returns the new head
     /// (the old head if nothing changed: no empty transaction is made).

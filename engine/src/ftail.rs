@@ -1,0 +1,582 @@
+//! ΔFtail: which blocks of which ZBigFiles changed when.
+//!
+//! [`DeltaFTail`] semantically is
+//!
+//! ```text
+//! []δF            rev ∈ (tail, head]
+//! δF = {rev, {file -> δfile}}
+//! δfile = {blocks, epoch, size}
+//! ```
+//!
+//! built from [`DeltaBTail`] (the blktab trees: which block is bound to
+//! which ZBlk when) and ΔZtail (the ZBlk objects and the ZBigFile objects
+//! themselves). A block changes at `r` when its blktab binding changes at `r`
+//! or the ZBlk it is bound to as of `r` is stored at `r`. Only the history
+//! ΔFtail keeps itself is the file *epochs*: a transaction that creates or
+//! deletes a file, or changes its block size or its blktab root; at an epoch
+//! the whole file counts as changed and earlier explicit tracking of it is
+//! forgotten.
+//!
+//! Everything else is merged on the fly from the ΔBtail and ΔZtail
+//! snapshots at query time, so tracking more blocks later needs no
+//! recomputation here (ΔBtail rebuilds what it must).
+//!
+//! # Concurrency
+//!
+//! The ΔBtail contract: one writer ([`update`](DeltaFTail::update),
+//! [`forget_past`](DeltaFTail::forget_past)) or many readers
+//! ([`track`](DeltaFTail::track), the queries). Per-file epoch histories
+//! are RCU snapshots: [`blk_rev_at`](DeltaFTail::blk_rev_at) for a block
+//! whose ΔBtail history is built takes no lock (snapshot loads, the ΔBtail
+//! fast path, and at most a read of the storage for a block whose binding did
+//! not change in the window). `mu` guards the track bookkeeping (which
+//! files use which root, the explicitly tracked blocks, the ZBlk ->
+//! blocks bindings); it is held briefly by Track and by writers, and by
+//! slices while they copy what they need, never across storage I/O.
+//!
+//! Lock order: `mu`, then ΔBtail's locks (see [`crate::btail`]).
+
+use crate::btail::DeltaBTail;
+use crate::error::{Error, Result};
+use crate::shim::RcuCell;
+use crate::treediff::DeltaKV;
+use hashbrown::{HashMap, HashSet};
+use rangeset::{KeyRange, RangedKeySet};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use zodb::btree::{self, Family};
+use zodb::zbigfile::ZBigFile;
+use zodb::{Oid, Storage, Tid};
+
+/// What a file is at one state: `(blksize, blktab root)`, `None` if the
+/// object is absent, deleted or not a ZBigFile.
+pub type FileState = Option<(u64, Oid)>;
+
+/// One file's change at one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeltaFile {
+    /// The revision.
+    pub rev: Tid,
+    /// Changed blocks (empty for an epoch).
+    pub blocks: BTreeSet<i64>,
+    /// An epoch: the whole file changed.
+    pub epoch: bool,
+    /// The file's size may have changed (set on any blktab change).
+    pub size: bool,
+}
+
+/// δF: every tracked file's change at one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeltaF {
+    /// The revision.
+    pub rev: Tid,
+    /// Files with a change.
+    pub by_file: BTreeMap<Oid, DeltaFile>,
+}
+
+/// An epoch of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Epoch {
+    rev: Tid,
+    old: FileState,
+    new: FileState,
+}
+
+/// A file's epoch history: an immutable snapshot.
+#[derive(Debug, Clone)]
+struct FileHist {
+    /// The file at head.
+    head: FileState,
+    /// Epochs in `(tail, head]`, `rev↑`.
+    epochs: Vec<Epoch>,
+}
+
+impl FileHist {
+    /// The file as of `at`, and the revision of the epoch covering `at`.
+    fn state_at(&self, at: Tid) -> (FileState, Option<Tid>) {
+        let i = self.epochs.partition_point(|e| e.rev <= at);
+        if i > 0 {
+            let e = &self.epochs[i - 1];
+            (e.new, Some(e.rev))
+        } else if let Some(e) = self.epochs.first() {
+            (e.old, None)
+        } else {
+            (self.head, None)
+        }
+    }
+}
+
+/// Track bookkeeping of one blktab root.
+#[derive(Debug, Default, Clone)]
+struct RootIdx {
+    /// Files whose blktab this is at head.
+    files: BTreeSet<Oid>,
+    /// Block -> ZBlk at head, for the blocks whose binding is known
+    /// (tracked with their ZBlk, or changed since).
+    zblk_of: HashMap<i64, Oid>,
+    /// The inverse of `zblk_of`.
+    blks_of: HashMap<Oid, BTreeSet<i64>>,
+}
+
+impl RootIdx {
+    fn bind(&mut self, blk: i64, zblk: Oid) {
+        if let Some(old) = self.zblk_of.remove(&blk) {
+            if let Some(s) = self.blks_of.get_mut(&old) {
+                s.remove(&blk);
+                if s.is_empty() {
+                    self.blks_of.remove(&old);
+                }
+            }
+        }
+        if zblk != Oid::INVALID {
+            self.zblk_of.insert(blk, zblk);
+            self.blks_of.entry(zblk).or_default().insert(blk);
+        }
+    }
+}
+
+/// What `mu` protects.
+#[derive(Debug, Default)]
+struct Index {
+    by_root: HashMap<Oid, RootIdx>,
+    /// Blocks passed to `track` with `blk ≥ 0` since the file's last epoch.
+    explicit: HashMap<Oid, RangedKeySet>,
+}
+
+/// ΔFtail; see the [module docs](self).
+pub struct DeltaFTail {
+    btail: DeltaBTail,
+    files: RcuCell<HashMap<Oid, Arc<RcuCell<FileHist>>>>,
+    mu: Mutex<Index>,
+}
+
+impl std::fmt::Debug for DeltaFTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaFTail")
+            .field("btail", &self.btail)
+            .field("files", &self.files.load().len())
+            .finish()
+    }
+}
+
+/// Options of [`DeltaFTail::slice_by_file_rev_ex`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SliceOpts {
+    /// Report only blocks passed to `track` (with `blk ≥ 0`) since the
+    /// file's last epoch.
+    pub only_explicitly_tracked: bool,
+}
+
+impl DeltaFTail {
+    /// An empty ΔFtail with coverage `(at0, at0]` over `db`.
+    pub fn new(at0: Tid, db: Arc<dyn Storage>) -> DeltaFTail {
+        DeltaFTail {
+            btail: DeltaBTail::new(at0, db),
+            files: RcuCell::new(HashMap::new()),
+            mu: Mutex::new(Index::default()),
+        }
+    }
+
+    /// The ΔBtail underneath.
+    pub fn btail(&self) -> &DeltaBTail {
+        &self.btail
+    }
+
+    /// The newest covered revision.
+    pub fn head(&self) -> Tid {
+        self.btail.head()
+    }
+
+    /// The oldest covered revision.
+    pub fn tail(&self) -> Tid {
+        self.btail.tail()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.mu.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Track block `blk` of `file` (loaded at head), reached through the
+    /// blktab `path` (root first) whose leaf covers `keycov`, bound to
+    /// `zblk` (`None` for a hole). `blk < 0` tracks only the path (as for
+    /// the lookup of the last block, which gives the file size). Reader.
+    pub fn track(
+        &self,
+        file: &ZBigFile,
+        blk: i64,
+        path: &[Oid],
+        keycov: KeyRange,
+        zblk: Option<Oid>,
+    ) -> Result<()> {
+        if path.first() != Some(&file.blktab) {
+            return Err(Error::BadPath {
+                path: path.to_vec(),
+                why: "does not start at the file's blktab",
+            });
+        }
+        self.file_or_new(file)?;
+        self.btail.track(path, keycov)?;
+        let mut ix = self.lock();
+        let r = ix.by_root.entry(file.blktab).or_default();
+        r.files.insert(file.oid);
+        if blk >= 0 {
+            r.bind(blk, zblk.unwrap_or(Oid::INVALID));
+            ix.explicit.entry(file.oid).or_default().add(blk);
+        }
+        Ok(())
+    }
+
+    /// The blocks of `file` passed to [`track`](Self::track) since its last
+    /// epoch.
+    pub fn explicitly_tracked(&self, file: Oid) -> RangedKeySet {
+        self.lock().explicit.get(&file).cloned().unwrap_or_default()
+    }
+
+    /// The file's epoch history, made on its first Track: the window's
+    /// revisions that stored the file object, replayed from the storage.
+    fn file_or_new(&self, file: &ZBigFile) -> Result<Arc<RcuCell<FileHist>>> {
+        if let Some(f) = self.files.load().get(&file.oid) {
+            return Ok(f.clone());
+        }
+        let db = self.btail.db();
+        let ztail = self.btail.ztail();
+        let mut prev = load_state(&**db, file.oid, ztail.tail())?;
+        let mut epochs = Vec::new();
+        for dz in ztail.entries() {
+            if dz.oids.contains(&file.oid) {
+                let st = load_state(&**db, file.oid, dz.rev)?;
+                if st != prev {
+                    epochs.push(Epoch {
+                        rev: dz.rev,
+                        old: prev,
+                        new: st,
+                    });
+                    prev = st;
+                }
+            }
+        }
+        let hist = FileHist { head: prev, epochs };
+        let mut out = None;
+        self.files.update(|m| {
+            let mut m = m.clone();
+            let f = m
+                .entry(file.oid)
+                .or_insert_with(|| Arc::new(RcuCell::new(hist)))
+                .clone();
+            out = Some(f);
+            m
+        });
+        Ok(out.expect("set in update"))
+    }
+
+    /// Apply transaction `rev` that stored `oids`: returns the changes of
+    /// the tracked files. Writer.
+    pub fn update(&self, rev: Tid, oids: &[Oid]) -> Result<DeltaF> {
+        let db = self.btail.db().clone();
+        let delta_b = self.btail.update(rev, oids)?;
+        let changed: HashSet<Oid> = oids.iter().copied().collect();
+        let files = self.files.load();
+        let mut ix = self.lock();
+        let mut out = DeltaF {
+            rev,
+            by_file: BTreeMap::new(),
+        };
+
+        // bindings follow the blktab changes
+        for (root, kv) in &delta_b.by_root {
+            if let Some(r) = ix.by_root.get_mut(root) {
+                for (k, dv) in kv {
+                    r.bind(*k, dv.new);
+                }
+            }
+        }
+        // epochs
+        for (foid, fh) in files.iter() {
+            if !changed.contains(foid) {
+                continue;
+            }
+            let new = load_state(&*db, *foid, rev)?;
+            let h = fh.load();
+            if new == h.head {
+                continue; // re-saved unchanged
+            }
+            fh.update(|h| {
+                let mut h = h.clone();
+                h.epochs.push(Epoch {
+                    rev,
+                    old: h.head,
+                    new,
+                });
+                h.head = new;
+                h
+            });
+            if let Some((_, root)) = h.head {
+                if let Some(r) = ix.by_root.get_mut(&root) {
+                    r.files.remove(foid);
+                }
+            }
+            if let Some((_, root)) = new {
+                ix.by_root.entry(root).or_default().files.insert(*foid);
+            }
+            ix.explicit.remove(foid);
+            out.by_file.insert(
+                *foid,
+                DeltaFile {
+                    rev,
+                    epoch: true,
+                    ..DeltaFile::default()
+                },
+            );
+        }
+        // blocks: blktab changes and changed ZBlks
+        for (root, r) in &ix.by_root {
+            let mut blocks: BTreeSet<i64> = BTreeSet::new();
+            let tree = delta_b.by_root.get(root);
+            if let Some(kv) = tree {
+                blocks.extend(kv.keys());
+            }
+            for o in oids {
+                if let Some(bs) = r.blks_of.get(o) {
+                    blocks.extend(bs);
+                }
+            }
+            if blocks.is_empty() && tree.is_none() {
+                continue;
+            }
+            for foid in &r.files {
+                let e = out.by_file.entry(*foid).or_insert_with(|| DeltaFile {
+                    rev,
+                    ..DeltaFile::default()
+                });
+                if e.epoch {
+                    continue;
+                }
+                e.blocks.extend(&blocks);
+                e.size |= tree.is_some();
+            }
+        }
+        out.by_file
+            .retain(|_, d| d.epoch || !d.blocks.is_empty() || d.size);
+        Ok(out)
+    }
+
+    /// Forget history `≤ rev_cut`. Writer.
+    pub fn forget_past(&self, rev_cut: Tid) -> Result<()> {
+        self.btail.forget_past(rev_cut)?;
+        for fh in self.files.load().values() {
+            fh.update(|h| {
+                let mut h = h.clone();
+                h.epochs.retain(|e| e.rev > rev_cut);
+                h
+            });
+        }
+        Ok(())
+    }
+
+    /// The last revision `≤ at` that changed block `blk` of `file`, for
+    /// `at ∈ [tail, head]`: `(rev, exact)`; `(tail, false)` when the last
+    /// change is at or before `tail`. The file must have been tracked
+    /// ([`Error::NotTracked`] otherwise); the block need not be: its history
+    /// is then rebuilt first. Reader.
+    pub fn blk_rev_at(&self, file: Oid, blk: i64, at: Tid) -> Result<(Tid, bool)> {
+        let fh = self
+            .files
+            .load()
+            .get(&file)
+            .cloned()
+            .ok_or_else(|| Error::NotTracked {
+                what: format!("file {file}"),
+            })?
+            .load();
+        let ztail = self.btail.ztail();
+        let (tail, head) = (ztail.tail(), ztail.head());
+        if at < tail || at > head {
+            return Err(Error::RevOutOfRange {
+                op: "BlkRevAt",
+                rev: at,
+                tail,
+                head,
+            });
+        }
+        let (state, epoch) = fh.state_at(at);
+        let mut rev = epoch.unwrap_or(tail);
+        let Some((_, root)) = state else {
+            return Ok((rev, rev > tail));
+        };
+        let g = match self.btail.get_at(root, blk, at) {
+            Ok(g) => g,
+            Err(Error::NotTracked { .. }) => {
+                let mut k = RangedKeySet::new();
+                k.add(blk);
+                self.btail.track_keys(root, &k);
+                self.btail.get_at(root, blk, at)?
+            }
+            Err(e) => return Err(e),
+        };
+        rev = rev.max(g.rev);
+        let zblk = if g.value_exact {
+            g.value
+        } else {
+            // no binding change in the window: as at head
+            let db = self.btail.db();
+            let l = btree::lookup(&**db, Family::LO, root, blk, head)?;
+            match l.value {
+                Some(v) => zodb::record::decode_ref(root, &v)?.oid,
+                None => Oid::INVALID,
+            }
+        };
+        if zblk != Oid::INVALID {
+            let (zrev, _) = ztail.last_rev_of(zblk, at)?;
+            rev = rev.max(zrev);
+        }
+        Ok((rev, rev > tail))
+    }
+
+    /// The changes of `file` with `rev ∈ (lo, hi]`, ascending, no empty
+    /// entries. Reader.
+    pub fn slice_by_file_rev(&self, file: Oid, lo: Tid, hi: Tid) -> Result<Vec<DeltaFile>> {
+        self.slice_by_file_rev_ex(file, lo, hi, SliceOpts::default())
+    }
+
+    /// [`slice_by_file_rev`](Self::slice_by_file_rev) with options.
+    ///
+    /// Blocks tracked only implicitly (in the same blktab bucket as a
+    /// tracked one) are reported uniformly: at every revision of the slice
+    /// where they changed, or never.
+    pub fn slice_by_file_rev_ex(
+        &self,
+        file: Oid,
+        lo: Tid,
+        hi: Tid,
+        opts: SliceOpts,
+    ) -> Result<Vec<DeltaFile>> {
+        let ztail = self.btail.ztail();
+        let (tail, head) = (ztail.tail(), ztail.head());
+        if !(tail <= lo && lo <= hi && hi <= head) {
+            return Err(Error::BadSlice { lo, hi, tail, head });
+        }
+        let Some(fh) = self.files.load().get(&file).cloned() else {
+            return Ok(vec![]);
+        };
+        let fh = fh.load();
+        let mut out: BTreeMap<Tid, DeltaFile> = BTreeMap::new();
+        // intervals of constant root: (a, b] with the file's state there
+        let mut bounds: Vec<(Tid, Tid, FileState)> = Vec::new();
+        let mut a = lo;
+        let (mut st, _) = fh.state_at(lo);
+        for e in fh.epochs.iter().filter(|e| e.rev > lo && e.rev <= hi) {
+            // the epoch's own revision belongs to no interval: the whole
+            // file changed there
+            bounds.push((a, Tid(e.rev.0 - 1), st));
+            out.insert(
+                e.rev,
+                DeltaFile {
+                    rev: e.rev,
+                    epoch: true,
+                    ..DeltaFile::default()
+                },
+            );
+            a = e.rev;
+            st = e.new;
+        }
+        bounds.push((a, hi, st));
+
+        let explicit = self.lock().explicit.get(&file).cloned();
+        for (a, b, st) in bounds {
+            let Some((_, root)) = st else { continue };
+            if a >= b {
+                continue;
+            }
+            // bindings at head, rolled back through the tree's history
+            let vdt = self.btail.slice_by_root_rev(root, a, head)?;
+            let mut idx = self.lock().by_root.get(&root).cloned().unwrap_or_default();
+            // a binding that changed in the window is known from its
+            // latest change, tracked explicitly or not
+            let mut latest: BTreeMap<i64, Oid> = BTreeMap::new();
+            for e in vdt.iter() {
+                for (k, dv) in &e.kv {
+                    latest.insert(*k, dv.new);
+                }
+            }
+            for (k, v) in latest {
+                idx.bind(k, v);
+            }
+            let vdz = ztail.slice_by_rev(a, head)?;
+            let mut ti = vdt.len();
+            for dz in vdz.iter().rev() {
+                let r = dz.rev;
+                let dt: Option<&DeltaKV> = if ti > 0 && vdt[ti - 1].rev == r {
+                    ti -= 1;
+                    Some(&vdt[ti].kv)
+                } else {
+                    None
+                };
+                if r <= b {
+                    let mut blocks = BTreeSet::new();
+                    for o in &dz.oids {
+                        if let Some(bs) = idx.blks_of.get(o) {
+                            blocks.extend(bs);
+                        }
+                    }
+                    if let Some(kv) = dt {
+                        blocks.extend(kv.keys());
+                    }
+                    if opts.only_explicitly_tracked {
+                        match &explicit {
+                            Some(ex) => blocks.retain(|k| ex.has(*k)),
+                            None => blocks.clear(),
+                        }
+                    }
+                    if !blocks.is_empty() || dt.is_some() {
+                        let d = out.entry(r).or_insert_with(|| DeltaFile {
+                            rev: r,
+                            ..DeltaFile::default()
+                        });
+                        if !d.epoch {
+                            d.blocks.extend(blocks);
+                            d.size |= dt.is_some();
+                        }
+                    }
+                }
+                if let Some(kv) = dt {
+                    for (k, dv) in kv {
+                        idx.bind(*k, dv.old);
+                    }
+                }
+            }
+        }
+        Ok(out
+            .into_values()
+            .filter(|d| d.epoch || !d.blocks.is_empty() || d.size)
+            .collect())
+    }
+
+    /// The changes of every tracked file with `rev ∈ (lo, hi]`. Reader.
+    pub fn slice_by_rev(&self, lo: Tid, hi: Tid) -> Result<Vec<DeltaF>> {
+        let mut by_rev: BTreeMap<Tid, DeltaF> = BTreeMap::new();
+        let files: Vec<Oid> = self.files.load().keys().copied().collect();
+        for f in files {
+            for d in self.slice_by_file_rev(f, lo, hi)? {
+                by_rev
+                    .entry(d.rev)
+                    .or_insert_with(|| DeltaF {
+                        rev: d.rev,
+                        by_file: BTreeMap::new(),
+                    })
+                    .by_file
+                    .insert(f, d);
+            }
+        }
+        Ok(by_rev.into_values().collect())
+    }
+}
+
+/// The file `oid` as of `at`.
+fn load_state(db: &dyn Storage, oid: Oid, at: Tid) -> Result<FileState> {
+    match ZBigFile::load(db, oid, at) {
+        Ok(f) => Ok(Some((f.blksize, f.blktab))),
+        Err(e) if e.is_no_object() => Ok(None),
+        Err(zodb::Error::WrongClass { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
