@@ -112,7 +112,7 @@ fn query(reg: &JobRegistry<Track, ()>, want: &RangedKeySet, rng: &mut Rng, build
 
 #[test]
 fn loads_updates_and_jobs() {
-    let (threads, rounds) = if cfg!(miri) { (3, 10) } else { (6, 20_000) };
+    let (threads, rounds) = if cfg!(miri) { (3, 10) } else { (6, 5000) };
     let seed = seed();
     let cell = RcuCell::new(Version {
         rev: 0,
