@@ -83,8 +83,14 @@
 //!
 //! # Backend: arc-swap, not crossbeam-epoch
 //!
-//! See [`docs::backend`]: measured, `arc_swap::ArcSwap` wins for "load on
-//! every read, replace on every commit" and needs no `unsafe`.
+//! Measured with one writer publishing (`./dev bench rcu`, ns per keepable
+//! load per reader thread, 1 / 2 readers): writer back to back, arc-swap
+//! 20.3 / 34.5, crossbeam-epoch + `Arc` 20.9 / 36.2, `RwLock<Arc<T>>` 22.1 /
+//! 55.5; writer every 50 µs, 13.3 / 26.2, 10.6 / 18.0, 14.3 / 23.4. The two
+//! RCU backends are within noise to a few ns of each other; arc-swap is
+//! chosen for immediate, deterministic reclamation of replaced versions
+//! and for needing no `unsafe`. The full table and the reasoning are in
+//! [`docs::backend`].
 //!
 //! # Testing
 //!
@@ -96,7 +102,9 @@
 //! cannot see inside arc-swap): loom checks our writer mutex, publish
 //! sequence, release of old versions and the whole job registry, and the
 //! real arc-swap path is covered by Miri (`cargo +nightly miri test -p rcu`)
-//! and the stress test.
+//! and the stress test. The loom models were checked to fail when the
+//! writer mutex is removed from `update` (lost update) and when `finish`
+//! does not notify (deadlock).
 //!
 //! # Notation
 //!
