@@ -40,11 +40,11 @@
 //! 3. the writer mutexes inside the RCU cells (held while publishing).
 
 use crate::error::{Error, Result};
-use crate::shim::{self as rcu, JobRegistry, RcuCell};
 use crate::treediff::{self, DeltaKV, DeltaValue, Direction, TrackTree};
 use crate::ztail::DeltaZTail;
 use hashbrown::HashMap;
 use rangeset::{KeyRange, RangedKeySet};
+use rcu::{JobRegistry, RcuCell};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use zodb::{Oid, Storage, Tid};
@@ -210,8 +210,8 @@ impl DeltaBTail {
         let mut g = tree.jobs.lock();
         let built = tree.hist.load().built.clone();
         let mut new = keys.difference(&built);
-        new.difference_in_place(&g.in_progress());
-        g.state_mut().pending.union_in_place(&new);
+        new.difference_in_place(g.in_progress());
+        g.pending.union_in_place(&new);
     }
 
     fn tree_or_new(&self, root: Oid) -> Arc<TreeTail> {
@@ -248,7 +248,7 @@ impl DeltaBTail {
         let s = self.shared.load();
         let tree = s.trees.get(&root)?;
         let g = tree.jobs.lock();
-        Some((tree.hist.load().built.clone(), g.state().nodes.clone()))
+        Some((tree.hist.load().built.clone(), g.nodes.clone()))
     }
 
     /// Apply transaction `δZ` (its tid and every object it stored): appends
@@ -278,7 +278,7 @@ impl DeltaBTail {
         for tree in s.trees.values() {
             let mut g = tree.jobs.lock();
             let built = tree.hist.load().built.clone();
-            let nodes = &mut g.state_mut().nodes;
+            let nodes = &mut g.nodes;
             // on error the tree's nodes are left as they were
             let mut nn = nodes.clone();
             let dkv = treediff::step(&*self.db, &mut nn, &built, rev, oids, Direction::Forward)?;
@@ -419,7 +419,6 @@ impl DeltaBTail {
                 let mut g = tree.jobs.lock();
                 let waits = g.overlapping(want);
                 let claim: RangedKeySet = g
-                    .state()
                     .pending
                     .ranges()
                     .filter(|r| want.intersects_range(*r))
@@ -427,12 +426,14 @@ impl DeltaBTail {
                 let job = if claim.is_empty() {
                     None
                 } else {
-                    g.state_mut().pending.difference_in_place(&claim);
-                    Some((
-                        g.start(claim.clone())
-                            .expect("pending is disjoint from jobs"),
-                        claim,
-                    ))
+                    g.pending.difference_in_place(&claim);
+                    let mut job = g
+                        .start(claim.clone())
+                        .expect("pending is disjoint from jobs");
+                    // a panicking rebuild gives its keys back to pending
+                    let back = claim.clone();
+                    job.on_abandon(move |m: &mut Meta| m.pending.union_in_place(&back));
+                    Some((job, claim))
                 };
                 (job, waits)
             };

@@ -38,10 +38,10 @@
 
 use crate::btail::DeltaBTail;
 use crate::error::{Error, Result};
-use crate::shim::RcuCell;
 use crate::treediff::DeltaKV;
 use hashbrown::{HashMap, HashSet};
 use rangeset::{KeyRange, RangedKeySet};
+use rcu::RcuCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use zodb::btree::{self, Family};

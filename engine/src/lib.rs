@@ -21,7 +21,6 @@ pub mod btail;
 pub mod error;
 pub mod ftail;
 pub mod pptree;
-mod shim;
 pub mod treediff;
 pub mod ztail;
 

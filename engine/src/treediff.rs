@@ -267,6 +267,13 @@ impl TrackTree {
     }
 }
 
+/// A node as walks report it: `(oid, parent, coverage)`.
+type NodeEntry = (Oid, Oid, KeyRange);
+
+/// A diffed region: the other side's nodes, and `(key, (known value, other
+/// value))` of every key that differs.
+type Region = (Vec<NodeEntry>, Vec<(i64, (Oid, Oid))>);
+
 /// Order `(oid, parent, cov)` entries so that parents present in the list
 /// come before their children.
 fn parents_first(mut v: Vec<(Oid, Oid, KeyRange)>) -> Vec<(Oid, Oid, KeyRange)> {
@@ -391,7 +398,7 @@ fn diff_region(
     other_at: Tid,
     changed: &HashSet<Oid>,
     dirty: &HashSet<Oid>,
-) -> Result<(Vec<(Oid, Oid, KeyRange)>, Vec<(i64, (Oid, Oid))>)> {
+) -> Result<Region> {
     let tn = &tt.nodes[&n];
     let (parent, cov) = (tn.parent, tn.cov);
     let root = tt.root;

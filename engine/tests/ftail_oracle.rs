@@ -27,6 +27,8 @@ use zodb::{Oid, Storage, Tid};
 
 type FileState = Option<(u64, Oid)>;
 type BlkState = (FileState, Oid, Tid);
+/// A file at one revision: its state, and block -> (zblk, zblk serial).
+type FileAt = (FileState, BTreeMap<i64, (Oid, Tid)>);
 
 struct FHistory {
     _dir: tempfile::TempDir,
@@ -36,7 +38,7 @@ struct FHistory {
     oids: Vec<Vec<Oid>>,
     what: Vec<String>,
     /// per revision: file state, and block -> (zblk, zblk serial)
-    states: Vec<(FileState, BTreeMap<i64, (Oid, Tid)>)>,
+    states: Vec<FileAt>,
 }
 
 impl FHistory {
@@ -62,7 +64,7 @@ impl FHistory {
         Arc::new(zodb::fs1::FileStorage::open(&self.path).unwrap())
     }
 
-    fn load(&mut self, at: Tid) -> (FileState, BTreeMap<i64, (Oid, Tid)>) {
+    fn load(&mut self, at: Tid) -> FileAt {
         let stor = self.gen.storage();
         let f = match ZBigFile::load(&stor, self.gen.file(), at) {
             Ok(f) => f,

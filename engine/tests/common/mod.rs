@@ -317,3 +317,31 @@ pub fn random_keys(rng: &mut Rng, kmax: i64) -> RangedKeySet {
     }
     s
 }
+
+/// Oracle GetAt: `root[key]` as of state `i` with the window `(it, ih]`.
+pub fn get_at(h: &History, key: i64, i: usize, it: usize, ih: usize) -> engine::btail::GetAt {
+    use engine::btail::GetAt;
+    let tail = h.revs[it];
+    let ch = |j: usize| h.states[j - 1].get(&key) != h.states[j].get(&key);
+    let val = |j: usize| h.states[j].get(&key).copied().unwrap_or(Oid::INVALID);
+    match (it + 1..=i).rev().find(|&j| ch(j)) {
+        Some(j) => GetAt {
+            value: val(j),
+            rev: h.revs[j],
+            value_exact: true,
+            rev_exact: true,
+        },
+        None if (i + 1..=ih).any(ch) => GetAt {
+            value: val(i),
+            rev: tail,
+            value_exact: true,
+            rev_exact: false,
+        },
+        None => GetAt {
+            value: Oid::INVALID,
+            rev: tail,
+            value_exact: false,
+            rev_exact: false,
+        },
+    }
+}
