@@ -90,6 +90,63 @@ struct Hist {
     built: RangedKeySet,
     /// `rev↑`, no empty entries.
     entries: Vec<Arc<DeltaTree>>,
+    /// The same history by key, for GetAt.
+    by_key: KeyIndex,
+}
+
+/// Number of [`KeyIndex`] shards.
+const SHARDS: usize = 64;
+
+/// key -> `[(rev, ΔValue)]` (`rev↑`), in shards shared between versions:
+/// a new version copies only the shards it changes (copy-on-write), so an
+/// Update costs in proportion to the keys it changes and to a shard, not to
+/// the whole index.
+#[derive(Debug, Clone)]
+struct KeyIndex {
+    shards: Vec<Arc<HashMap<i64, Vec<(Tid, DeltaValue)>>>>,
+}
+
+impl Default for KeyIndex {
+    fn default() -> Self {
+        KeyIndex {
+            shards: (0..SHARDS).map(|_| Arc::default()).collect(),
+        }
+    }
+}
+
+impl KeyIndex {
+    fn shard(k: i64) -> usize {
+        ((k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % SHARDS
+    }
+
+    fn get(&self, k: i64) -> &[(Tid, DeltaValue)] {
+        self.shards[Self::shard(k)]
+            .get(&k)
+            .map(|v| &v[..])
+            .unwrap_or(&[])
+    }
+
+    /// Record the changes of one revision, newer than all recorded for
+    /// those keys.
+    fn push(&mut self, rev: Tid, kv: &DeltaKV) {
+        for (k, dv) in kv {
+            let sh = Arc::make_mut(&mut self.shards[Self::shard(*k)]);
+            sh.entry(*k).or_default().push((rev, *dv));
+        }
+    }
+
+    /// Drop changes `≤ rev_cut`.
+    fn forget(&mut self, rev_cut: Tid) {
+        for sh in &mut self.shards {
+            if sh.values().any(|v| v[0].0 <= rev_cut) {
+                let sh = Arc::make_mut(sh);
+                sh.retain(|_, v| {
+                    v.retain(|e| e.0 > rev_cut);
+                    !v.is_empty()
+                });
+            }
+        }
+    }
 }
 
 /// What a tree's registry lock protects.
@@ -278,15 +335,21 @@ impl DeltaBTail {
         for tree in s.trees.values() {
             let mut g = tree.jobs.lock();
             let built = tree.hist.load().built.clone();
-            let nodes = &mut g.nodes;
-            // on error the tree's nodes are left as they were
-            let mut nn = nodes.clone();
-            let dkv = treediff::step(&*self.db, &mut nn, &built, rev, oids, Direction::Forward)?;
-            *nodes = nn;
+            // on error step leaves the nodes as they were (it diffs every
+            // region before changing any)
+            let dkv = treediff::step(
+                &*self.db,
+                &mut g.nodes,
+                &built,
+                rev,
+                oids,
+                Direction::Forward,
+            )?;
             if !dkv.is_empty() {
                 delta_b.by_root.insert(tree.root, dkv.clone());
                 tree.hist.update(|h| {
                     let mut h = h.clone();
+                    h.by_key.push(rev, &dkv);
                     h.entries.push(Arc::new(DeltaTree { rev, kv: dkv }));
                     h
                 });
@@ -315,6 +378,7 @@ impl DeltaBTail {
             tree.hist.update(|h| {
                 let mut h = h.clone();
                 h.entries.retain(|e| e.rev > rev_cut);
+                h.by_key.forget(rev_cut);
                 h
             });
         }
@@ -390,7 +454,7 @@ impl DeltaBTail {
                 return Err(not_tracked());
             }
         }
-        Ok(get_at(&h.entries, key, at, tail))
+        Ok(get_at(h.by_key.get(key), at, tail))
     }
 
     /// Make the history of `want` (all tracked keys if `None`) built, and
@@ -500,6 +564,11 @@ impl DeltaBTail {
 
 /// `h` with the history of `keys` (disjoint from `h.built`) merged in.
 fn merge(h: &Hist, keys: &RangedKeySet, add: Vec<DeltaTree>) -> Hist {
+    // the keys of `add` are new to the index: their lists are `add`'s revs
+    let mut by_key = h.by_key.clone();
+    for e in &add {
+        by_key.push(e.rev, &e.kv);
+    }
     let mut entries = Vec::with_capacity(h.entries.len() + add.len());
     let mut a = h.entries.iter().peekable();
     let mut b = add.into_iter().peekable();
@@ -524,6 +593,7 @@ fn merge(h: &Hist, keys: &RangedKeySet, add: Vec<DeltaTree>) -> Hist {
     Hist {
         built: h.built.union(keys),
         entries,
+        by_key,
     }
 }
 
@@ -542,19 +612,21 @@ fn slice(entries: &[Arc<DeltaTree>], lo: Tid, hi: Tid) -> &[Arc<DeltaTree>] {
     &entries[i..j.max(i)]
 }
 
-fn get_at(entries: &[Arc<DeltaTree>], key: i64, at: Tid, tail: Tid) -> GetAt {
-    let i = entries.partition_point(|e| e.rev <= at);
-    if let Some(e) = entries[..i].iter().rev().find(|e| e.kv.contains_key(&key)) {
+/// GetAt over one key's changes (`rev↑`).
+fn get_at(changes: &[(Tid, DeltaValue)], at: Tid, tail: Tid) -> GetAt {
+    let i = changes.partition_point(|e| e.0 <= at);
+    if i > 0 {
+        let (rev, dv) = changes[i - 1];
         return GetAt {
-            value: e.kv[&key].new,
-            rev: e.rev,
+            value: dv.new,
+            rev,
             value_exact: true,
             rev_exact: true,
         };
     }
-    if let Some(e) = entries[i..].iter().find(|e| e.kv.contains_key(&key)) {
+    if let Some((_, dv)) = changes.first() {
         return GetAt {
-            value: e.kv[&key].old,
+            value: dv.old,
             rev: tail,
             value_exact: true,
             rev_exact: false,

@@ -379,6 +379,21 @@ impl DeltaFTail {
     /// ([`Error::NotTracked`] otherwise); the block need not be: its history
     /// is then rebuilt first. Reader.
     pub fn blk_rev_at(&self, file: Oid, blk: i64, at: Tid) -> Result<(Tid, bool)> {
+        self.blk_rev_at_hint(file, blk, at, None)
+    }
+
+    /// [`blk_rev_at`](Self::blk_rev_at) for a caller that knows the block's
+    /// ZBlk at head (the server, which just loaded the block to serve it):
+    /// `head_zblk` is `Some(zblk)` (`Some(Oid::INVALID)` for a hole). Saves
+    /// the blktab lookup for a block whose binding did not change in the
+    /// window. A wrong hint gives a wrong answer.
+    pub fn blk_rev_at_hint(
+        &self,
+        file: Oid,
+        blk: i64,
+        at: Tid,
+        head_zblk: Option<Oid>,
+    ) -> Result<(Tid, bool)> {
         let fh = self
             .files
             .load()
@@ -414,8 +429,11 @@ impl DeltaFTail {
             Err(e) => return Err(e),
         };
         rev = rev.max(g.rev);
+        let head_root = fh.head.map(|(_, r)| r);
         let zblk = if g.value_exact {
             g.value
+        } else if let (Some(z), true) = (head_zblk, head_root == Some(root)) {
+            z
         } else {
             // no binding change in the window: as at head
             let db = self.btail.db();

@@ -312,7 +312,8 @@ pub enum Direction {
 ///
 /// `tt` holds the tracked nodes for `keys` at the known state and is turned
 /// into those at the other state. `rev` is the transaction, `changed` the
-/// objects it stored. Returns the exact change of the keys in `keys`.
+/// objects it stored. Returns the exact change of the keys in `keys`. On
+/// error `tt` is unchanged: every region is diffed before any is replaced.
 pub fn step(
     stor: &dyn Storage,
     tt: &mut TrackTree,
