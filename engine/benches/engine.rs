@@ -94,8 +94,17 @@ fn make_db(nblocks: i64, nupdates: usize) -> Db {
         class: ZBIGFILE,
         state: zbigfile::zbigfile_state(2 << 20, blktab),
     }];
-    objs.extend(btree::build(Family::LO, &items, Shape::default(), blktab, &mut || zw.new_oid()));
-    objs.push(zw.root_with_entry("bench", Some(Ref::new(file, ZBIGFILE).to_value())).unwrap());
+    objs.extend(btree::build(
+        Family::LO,
+        &items,
+        Shape::default(),
+        blktab,
+        &mut || zw.new_oid(),
+    ));
+    objs.push(
+        zw.root_with_entry("bench", Some(Ref::new(file, ZBIGFILE).to_value()))
+            .unwrap(),
+    );
     let t0 = zw.commit_objects("bench: create", objs).unwrap();
     let mut rng = Rng(0x9e3779b97f4a7c15);
     let mut txns = Vec::new();
@@ -134,10 +143,20 @@ fn make_db(nblocks: i64, nupdates: usize) -> Db {
 /// Track every block of the file at `at`, as the server does on READ
 /// (path, leaf coverage, ZBlk), walking the tree once.
 fn track_all(ft: &DeltaFTail, db: &Db, at: Tid) -> usize {
-    fn walk(ft: &DeltaFTail, db: &Db, at: Tid, oid: Oid, cov: KeyRange, path: &mut Vec<Oid>) -> usize {
+    fn walk(
+        ft: &DeltaFTail,
+        db: &Db,
+        at: Tid,
+        oid: Oid,
+        cov: KeyRange,
+        path: &mut Vec<Oid>,
+    ) -> usize {
         path.push(oid);
         let n = match btree::load_node(&*db.stor, oid, at).unwrap() {
-            Node::Tree { state: TreeState::Children(c), .. } => (0..c.children.len())
+            Node::Tree {
+                state: TreeState::Children(c),
+                ..
+            } => (0..c.children.len())
                 .map(|i| walk(ft, db, at, c.children[i].oid, c.child_cov(i, cov), path))
                 .sum(),
             Node::Bucket { bucket, .. } => {
@@ -169,7 +188,9 @@ fn setup(db: &Db, nblocks: i64) -> Setup {
     let n = track_all(&ft, db, db.t0);
     assert_eq!(n as i64, nblocks);
     // build the history of everything tracked (walks the tree once)
-    ft.slice_by_file_rev(db.file.oid, db.t0, db.t0).unwrap();
+    ft.btail()
+        .slice_by_root_rev(db.file.blktab, db.t0, db.t0)
+        .unwrap();
     let track_time = start.elapsed();
     let bytes_per_block = (LIVE.load(Ordering::Relaxed) - before) as f64 / nblocks as f64;
 
@@ -179,6 +200,22 @@ fn setup(db: &Db, nblocks: i64) -> Setup {
         assert_eq!(d.by_file[&db.file.oid].blocks.len(), 1);
     }
     let update_us = start.elapsed().as_secs_f64() * 1e6 / db.txns.len() as f64;
+    if std::env::var("WCFS_BENCH_DEBUG").is_ok() {
+        let bt = engine::btail::DeltaBTail::new(db.t0, db.stor.clone());
+        bt.track_keys(
+            db.file.blktab,
+            &rangeset::RangedKeySet::from_iter([KeyRange::FULL]),
+        );
+        bt.slice_by_root_rev(db.file.blktab, db.t0, db.t0).unwrap();
+        let start = Instant::now();
+        for (tid, oids) in &db.txns {
+            bt.update(*tid, oids).unwrap();
+        }
+        eprintln!(
+            "btail alone: {:.1} µs/update",
+            start.elapsed().as_secs_f64() * 1e6 / db.txns.len() as f64
+        );
+    }
     Setup {
         ft,
         track_time,
@@ -190,7 +227,9 @@ fn setup(db: &Db, nblocks: i64) -> Setup {
 /// ns per BlkRevAt with `nthreads` threads, each doing `n` calls over
 /// random blocks and revisions (with the head ZBlk hint when `hint`).
 fn blk_rev_at(s: &Setup, db: &Db, nblocks: i64, nthreads: usize, n: usize, hint: bool) -> f64 {
-    let revs: Vec<Tid> = std::iter::once(db.t0).chain(db.txns.iter().map(|t| t.0)).collect();
+    let revs: Vec<Tid> = std::iter::once(db.t0)
+        .chain(db.txns.iter().map(|t| t.0))
+        .collect();
     let start = Instant::now();
     std::thread::scope(|sc| {
         for t in 0..nthreads {
@@ -231,7 +270,15 @@ fn main() {
         let q1 = blk_rev_at(&s, &db, nblocks, 1, n, true);
         let q2 = blk_rev_at(&s, &db, nblocks, 2, n, true);
         let u1 = blk_rev_at(&s, &db, nblocks, 1, n / 20, false);
-        rows.push((nblocks, s.update_us, q1, q2, u1, s.bytes_per_block, s.track_time));
+        rows.push((
+            nblocks,
+            s.update_us,
+            q1,
+            q2,
+            u1,
+            s.bytes_per_block,
+            s.track_time,
+        ));
     }
     println!();
     println!("| blocks (all tracked) | Update, µs/txn | BlkRevAt 1 thread, ns | BlkRevAt 2 threads, ns/call/thread | 2-thread throughput | BlkRevAt without hint, ns | heap bytes / tracked block | track + build all |");

@@ -215,17 +215,24 @@ impl DeltaBTail {
 
     /// The newest covered revision.
     pub fn head(&self) -> Tid {
-        self.shared.load().ztail.head()
+        self.shared.with(|s| s.ztail.head())
     }
 
     /// The oldest covered revision (history is kept for `(tail, head]`).
     pub fn tail(&self) -> Tid {
-        self.shared.load().ztail.tail()
+        self.shared.with(|s| s.ztail.tail())
     }
 
     /// A snapshot of the raw history.
     pub fn ztail(&self) -> Arc<DeltaZTail> {
-        self.shared.load().ztail.clone()
+        self.shared.with(|s| s.ztail.clone())
+    }
+
+    /// Run `f` on the current raw history without taking a reference to
+    /// it (no shared reference count is touched: the cheap form for hot
+    /// paths).
+    pub fn with_ztail<R>(&self, f: impl FnOnce(&DeltaZTail) -> R) -> R {
+        self.shared.with(|s| f(&s.ztail))
     }
 
     /// Start tracking the keys `keycov` of the tree whose root is `path[0]`.
@@ -429,30 +436,41 @@ impl DeltaBTail {
     /// otherwise). Reader; for a key whose history is built it takes no
     /// lock.
     pub fn get_at(&self, root: Oid, key: i64, at: Tid) -> Result<GetAt> {
-        let s = self.shared.load();
-        let (tail, head) = (s.ztail.tail(), s.ztail.head());
-        if at < tail || at > head {
-            return Err(Error::RevOutOfRange {
-                op: "GetAt",
-                rev: at,
-                tail,
-                head,
-            });
+        // fast path: snapshots read in place, no lock, no shared counter
+        let fast = self.shared.with(|s| {
+            let (tail, head) = (s.ztail.tail(), s.ztail.head());
+            if at < tail || at > head {
+                return Some(Err(Error::RevOutOfRange {
+                    op: "GetAt",
+                    rev: at,
+                    tail,
+                    head,
+                }));
+            }
+            let tree = s.trees.get(&root)?;
+            tree.hist.with(|h| {
+                h.built
+                    .has(key)
+                    .then(|| Ok(get_at(h.by_key.get(key), at, tail)))
+            })
+        });
+        if let Some(r) = fast {
+            return r;
         }
+        // slow path: the key's history is not built (or it is not tracked)
+        let s = self.shared.load();
+        let tail = s.ztail.tail();
         let not_tracked = || Error::NotTracked {
             what: format!("{root}[{key}]"),
         };
         let Some(tree) = s.trees.get(&root) else {
             return Err(not_tracked());
         };
-        let mut h = tree.hist.load();
+        let mut want = RangedKeySet::new();
+        want.add(key);
+        let h = self.build(tree, &s.ztail, Some(&want))?;
         if !h.built.has(key) {
-            let mut want = RangedKeySet::new();
-            want.add(key);
-            h = self.build(tree, &s.ztail, Some(&want))?;
-            if !h.built.has(key) {
-                return Err(not_tracked());
-            }
+            return Err(not_tracked());
         }
         Ok(get_at(h.by_key.get(key), at, tail))
     }

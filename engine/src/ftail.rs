@@ -394,17 +394,22 @@ impl DeltaFTail {
         at: Tid,
         head_zblk: Option<Oid>,
     ) -> Result<(Tid, bool)> {
-        let fh = self
-            .files
-            .load()
-            .get(&file)
-            .cloned()
-            .ok_or_else(|| Error::NotTracked {
+        // snapshots are read in place (no lock, no shared counter touched):
+        // the file's state as of `at`, the epoch covering it, its head root
+        let file_at = self.files.with(|m| {
+            m.get(&file).map(|f| {
+                f.with(|fh| {
+                    let (st, e) = fh.state_at(at);
+                    (st, e, fh.head.map(|(_, r)| r))
+                })
+            })
+        });
+        let Some((state, epoch, head_root)) = file_at else {
+            return Err(Error::NotTracked {
                 what: format!("file {file}"),
-            })?
-            .load();
-        let ztail = self.btail.ztail();
-        let (tail, head) = (ztail.tail(), ztail.head());
+            });
+        };
+        let (tail, head) = self.btail.with_ztail(|z| (z.tail(), z.head()));
         if at < tail || at > head {
             return Err(Error::RevOutOfRange {
                 op: "BlkRevAt",
@@ -413,7 +418,6 @@ impl DeltaFTail {
                 head,
             });
         }
-        let (state, epoch) = fh.state_at(at);
         let mut rev = epoch.unwrap_or(tail);
         let Some((_, root)) = state else {
             return Ok((rev, rev > tail));
@@ -429,7 +433,6 @@ impl DeltaFTail {
             Err(e) => return Err(e),
         };
         rev = rev.max(g.rev);
-        let head_root = fh.head.map(|(_, r)| r);
         let zblk = if g.value_exact {
             g.value
         } else if let (Some(z), true) = (head_zblk, head_root == Some(root)) {
@@ -444,7 +447,7 @@ impl DeltaFTail {
             }
         };
         if zblk != Oid::INVALID {
-            let (zrev, _) = ztail.last_rev_of(zblk, at)?;
+            let (zrev, _) = self.btail.with_ztail(|z| z.last_rev_of(zblk, at))?;
             rev = rev.max(zrev);
         }
         Ok((rev, rev > tail))

@@ -195,6 +195,15 @@ fn check_all(h: &FHistory, ft: &DeltaFTail, kmax: i64, explicit: &BTreeSet<i64>,
     for blk in 0..kmax + 2 {
         for i in it..=ih {
             let got = ft.blk_rev_at(file, blk, h.revs[i]).unwrap();
+            // the server's form, with the block's ZBlk at head as a hint
+            let hint = h.states[ih].1.get(&blk).map_or(Oid::INVALID, |b| b.0);
+            let got_hint = ft
+                .blk_rev_at_hint(file, blk, h.revs[i], Some(hint))
+                .unwrap();
+            assert_eq!(
+                got_hint, got,
+                "{ctx}: BlkRevAt(#{blk}, @{i}) with head hint"
+            );
             let want = match (it + 1..=i).rev().find(|&j| h.changed(j, blk)) {
                 Some(j) => (h.revs[j], true),
                 None => (tail, false),
