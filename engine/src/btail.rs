@@ -94,6 +94,9 @@ struct Hist {
     by_key: KeyIndex,
 }
 
+/// One [`KeyIndex`] shard: key -> its changes, `rev↑`.
+type Shard = HashMap<i64, Vec<(Tid, DeltaValue)>>;
+
 /// Number of [`KeyIndex`] shards.
 const SHARDS: usize = 64;
 
@@ -103,7 +106,7 @@ const SHARDS: usize = 64;
 /// the whole index.
 #[derive(Debug, Clone)]
 struct KeyIndex {
-    shards: Vec<Arc<HashMap<i64, Vec<(Tid, DeltaValue)>>>>,
+    shards: Vec<Arc<Shard>>,
 }
 
 impl Default for KeyIndex {
