@@ -235,7 +235,7 @@ fn blk_rev_at(s: &Setup, db: &Db, nblocks: i64, nthreads: usize, n: usize, hint:
         for t in 0..nthreads {
             let revs = &revs;
             sc.spawn(move || {
-                let mut rng = Rng(0x1234_5678_9abc_def1 ^ (t as u64 + 1) * 0x9e37_79b9);
+                let mut rng = Rng(0x1234_5678_9abc_def1 ^ ((t as u64 + 1) * 0x9e37_79b9));
                 for _ in 0..n {
                     let blk = rng.below(nblocks as u64) as i64;
                     let at = revs[rng.below(revs.len() as u64) as usize];
