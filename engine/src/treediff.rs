@@ -322,9 +322,35 @@ pub fn step(
     changed: &[Oid],
     dir: Direction,
 ) -> Result<DeltaKV> {
+    Ok(step_ex(stor, tt, keys, rev, changed, dir)?.kv)
+}
+
+/// What [`step_ex`] computed: the change of the keys and of the tracked
+/// set. (The tracked *keys* never change here, see the [module
+/// docs](self), so there is no key-coverage change to report.)
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepDelta {
+    /// The exact change of the tracked keys.
+    pub kv: DeltaKV,
+    /// Nodes that left the tracked set, sorted.
+    pub track_del: Vec<Oid>,
+    /// Nodes that joined it, sorted.
+    pub track_add: Vec<Oid>,
+}
+
+/// [`step`], also reporting how the tracked node set changed.
+pub fn step_ex(
+    stor: &dyn Storage,
+    tt: &mut TrackTree,
+    keys: &RangedKeySet,
+    rev: Tid,
+    changed: &[Oid],
+    dir: Direction,
+) -> Result<StepDelta> {
+    let mut out = StepDelta::default();
     let mut dkv = DeltaKV::new();
     if keys.is_empty() {
-        return Ok(dkv);
+        return Ok(out);
     }
     let before = Tid(rev.0 - 1);
     let (known_at, other_at) = match dir {
@@ -337,7 +363,7 @@ pub fn step(
         .filter(|o| tt.contains(*o))
         .collect();
     if hit.is_empty() {
-        return Ok(dkv);
+        return Ok(out);
     }
     let changed: HashSet<Oid> = changed.iter().copied().collect();
     // dirty: tracked ancestors of changed tracked nodes
@@ -374,16 +400,25 @@ pub fn step(
         }
         regions.push((n, region));
     }
+    let mut removed: HashSet<Oid> = HashSet::new();
     for &n in &tops {
         for o in &tt.subtree(n)[1..] {
             tt.nodes.remove(o);
+            removed.insert(*o);
         }
         tt.nodes.get_mut(&n).expect("n tracked").kids.clear();
     }
+    let mut added: HashSet<Oid> = HashSet::new();
     for (_, region) in regions {
+        added.extend(region.iter().map(|e| e.0));
         tt.insert_nodes(region);
     }
-    Ok(dkv)
+    out.track_del = removed.difference(&added).copied().collect();
+    out.track_add = added.difference(&removed).copied().collect();
+    out.track_del.sort();
+    out.track_add.sort();
+    out.kv = dkv;
+    Ok(out)
 }
 
 /// Diff the region below tracked node `n` (topmost changed): returns the
