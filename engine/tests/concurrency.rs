@@ -9,10 +9,12 @@ mod common;
 
 use common::{History, Rng, Step};
 use engine::btail::DeltaBTail;
+use engine::ftail::DeltaFTail;
 use rangeset::{KeyRange, RangedKeySet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
+use zodb::zbigfile::ZBigFile;
 
 #[test]
 fn btail_concurrent_track_query_update() {
@@ -112,4 +114,104 @@ fn run(h: &History, seed: u64, kmax: i64) {
         done.store(true, Ordering::Release);
     });
     assert!(queries.load(Ordering::Relaxed) > 0);
+}
+
+/// The same for ΔFtail: readers Track blocks as the server does on READ
+/// (path and ZBlk of the block loaded at head) and ask BlkRevAt, with and
+/// without the head hint, while one thread Updates.
+#[test]
+fn ftail_concurrent_track_blkrevat_update() {
+    common::with_seed("ftail_concurrent_track_blkrevat_update", |seed| {
+        let mut rng = Rng::new(seed);
+        let deadline = Instant::now() + common::budget(Duration::from_secs(10));
+        let mut rounds = 0;
+        while rounds < 2 || Instant::now() < deadline {
+            rounds += 1;
+            let kmax = 10 + rng.below(30) as i64;
+            let mut h = History::new();
+            for _ in 0..20 + rng.below(20) {
+                let kv = common::random_kv(&mut rng, kmax, 6);
+                let s = if rng.chance(1, 5) {
+                    Step::Data(vec!["b".into(), "d".into()])
+                } else {
+                    Step::Tree(common::random_topology(&mut rng, &kv, 3, 3))
+                };
+                h.step(&s);
+            }
+            run_ftail(&h, rng.next(), kmax);
+        }
+        eprintln!("ftail concurrency: {rounds} rounds, seed {seed}");
+    });
+}
+
+/// Oracle: last revision in `(it, i]` that changed block `k` (binding
+/// changed, or the bound ZBlk stored); no epochs in these histories.
+fn blk_rev(h: &History, k: i64, i: usize, it: usize) -> (zodb::Tid, bool) {
+    for j in (it + 1..=i).rev() {
+        let z = h.states[j].get(&k);
+        if h.states[j - 1].get(&k) != z || z.is_some_and(|z| h.oids[j].contains(z)) {
+            return (h.revs[j], true);
+        }
+    }
+    (h.revs[it], false)
+}
+
+fn run_ftail(h: &History, seed: u64, kmax: i64) {
+    let ft = DeltaFTail::new(h.revs[0], h.storage());
+    let db = h.storage();
+    let fileoid = h.gen.file();
+    let zhead = RwLock::new(());
+    let pos = Pos {
+        head: AtomicUsize::new(0),
+        tail: AtomicUsize::new(0),
+    };
+    let done = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (ft, db, zhead, pos, done) = (&ft, &db, &zhead, &pos, &done);
+            s.spawn(move || {
+                let mut rng = Rng::new(seed ^ ((t + 1) * 0x8765_4321));
+                while !done.load(Ordering::Acquire) {
+                    let _r = zhead.read().unwrap();
+                    let (ih, it) = (
+                        pos.head.load(Ordering::Relaxed),
+                        pos.tail.load(Ordering::Relaxed),
+                    );
+                    let head = h.revs[ih];
+                    let f = ZBigFile::load(&**db, fileoid, head).unwrap();
+                    let k = rng.below(kmax as u64 + 2) as i64;
+                    let b = f.load_blk(&**db, k, head).unwrap();
+                    ft.track(&f, k, &b.path, b.keycov, b.zblk).unwrap();
+                    for _ in 0..4 {
+                        let i = it + rng.below((ih - it + 1) as u64) as usize;
+                        let want = blk_rev(h, k, i, it);
+                        let got = ft.blk_rev_at(fileoid, k, h.revs[i]).unwrap();
+                        assert_eq!(got, want, "BlkRevAt(#{k}, @{i}) window ({it}, {ih}]");
+                        let hint = Some(b.zblk.unwrap_or(zodb::Oid::INVALID));
+                        let got = ft.blk_rev_at_hint(fileoid, k, h.revs[i], hint).unwrap();
+                        assert_eq!(got, want, "BlkRevAt(#{k}, @{i}) with hint");
+                        // a block nobody tracked: BlkRevAt tracks it itself
+                        let u = rng.below(kmax as u64 + 2) as i64;
+                        let got = ft.blk_rev_at(fileoid, u, h.revs[i]).unwrap();
+                        assert_eq!(got, blk_rev(h, u, i, it), "BlkRevAt(#{u}, @{i}) untracked");
+                    }
+                }
+            });
+        }
+        let mut rng = Rng::new(seed);
+        for i in 1..h.revs.len() {
+            std::thread::sleep(Duration::from_micros(rng.below(2000)));
+            let _w = zhead.write().unwrap();
+            ft.update(h.revs[i], &h.oids[i]).unwrap();
+            pos.head.store(i, Ordering::Relaxed);
+            if rng.chance(1, 8) {
+                let t = pos.tail.load(Ordering::Relaxed);
+                let cut = t + rng.below((i - t) as u64 / 2 + 1) as usize;
+                ft.forget_past(h.revs[cut]).unwrap();
+                pos.tail.store(cut, Ordering::Relaxed);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        done.store(true, Ordering::Release);
+    });
 }
