@@ -41,6 +41,17 @@ fn check_queries(h: &History, bt: &DeltaBTail, keys: &RangedKeySet, ctx: &str) {
     }
     let got: Vec<(Tid, _)> = full.iter().map(|e| (e.rev, e.kv.clone())).collect();
     assert_eq!(got, want, "{ctx}: SliceByRootRev(tail, head], keys {keys}");
+    // one tree: SliceByRev is the same history
+    let all: Vec<(Tid, _)> = bt
+        .slice_by_rev(tail, head)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            assert_eq!(d.by_root.len(), 1);
+            (d.rev, d.by_root[&root].clone())
+        })
+        .collect();
+    assert_eq!(all, want, "{ctx}: SliceByRev(tail, head]");
     for lo in it..=ih {
         for hi in lo..=ih {
             let s = bt.slice_by_root_rev(root, h.revs[lo], h.revs[hi]).unwrap();

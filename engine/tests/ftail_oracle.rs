@@ -218,6 +218,18 @@ fn check_all(h: &FHistory, ft: &DeltaFTail, kmax: i64, explicit: &BTreeSet<i64>,
             }
         }
     }
+    // one file: SliceByRev is SliceByFileRev
+    let all: Vec<_> = ft
+        .slice_by_rev(tail, head)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.by_file[&file].clone())
+        .collect();
+    assert_eq!(
+        all,
+        ft.slice_by_file_rev(file, tail, head).unwrap(),
+        "{ctx}: SliceByRev"
+    );
     // slices
     for lo in it..=ih {
         for hi in lo..=ih {
