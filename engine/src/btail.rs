@@ -269,11 +269,16 @@ impl DeltaBTail {
         if keys.is_empty() {
             return;
         }
-        let tree = self.tree_or_new(root);
-        // fast path: nothing new
-        if keys.difference(&tree.hist.load().built).is_empty() {
+        // fast path: nothing new (snapshots read in place, no allocation)
+        let known = self.shared.with(|s| {
+            s.trees
+                .get(&root)
+                .is_some_and(|t| t.hist.with(|h| covers(&h.built, keys)))
+        });
+        if known {
             return;
         }
+        let tree = self.tree_or_new(root);
         let mut g = tree.jobs.lock();
         let built = tree.hist.load().built.clone();
         let mut new = keys.difference(&built);
@@ -497,7 +502,7 @@ impl DeltaBTail {
         };
         loop {
             let h = tree.hist.load();
-            if want.difference(&h.built).is_empty() {
+            if covers(&h.built, want) {
                 return Ok(h);
             }
             let (job, waits) = {
@@ -581,6 +586,11 @@ impl DeltaBTail {
         out.reverse();
         Ok((at_head, out))
     }
+}
+
+/// Whether every key of `want` is in `have`.
+fn covers(have: &RangedKeySet, want: &RangedKeySet) -> bool {
+    want.ranges().all(|r| have.has_range(r))
 }
 
 /// `h` with the history of `keys` (disjoint from `h.built`) merged in.

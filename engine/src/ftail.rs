@@ -510,7 +510,23 @@ impl DeltaFTail {
             }
             // bindings at head, rolled back through the tree's history
             let vdt = self.btail.slice_by_root_rev(root, a, head)?;
-            let mut idx = self.lock().by_root.get(&root).cloned().unwrap_or_default();
+            let vdz = ztail.slice_by_rev(a, head)?;
+            // Only blocks bound to objects stored in (a, b] can be reported
+            // for a data change: copy just their head bindings (not the
+            // whole index, which holds every tracked block).
+            let stored: HashSet<Oid> = vdz
+                .iter()
+                .filter(|dz| dz.rev <= b)
+                .flat_map(|dz| dz.oids.iter().copied())
+                .collect();
+            let mut idx = RootIdx::default();
+            if let Some(r) = self.lock().by_root.get(&root) {
+                for z in &stored {
+                    for blk in r.blks_of.get(z).into_iter().flatten() {
+                        idx.bind(*blk, *z);
+                    }
+                }
+            }
             // a binding that changed in the window is known from its
             // latest change, tracked explicitly or not
             let mut latest: BTreeMap<i64, Oid> = BTreeMap::new();
@@ -522,7 +538,6 @@ impl DeltaFTail {
             for (k, v) in latest {
                 idx.bind(k, v);
             }
-            let vdz = ztail.slice_by_rev(a, head)?;
             let mut ti = vdt.len();
             for dz in vdz.iter().rev() {
                 let r = dz.rev;
