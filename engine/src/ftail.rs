@@ -115,23 +115,82 @@ struct RootIdx {
     /// (tracked with their ZBlk, or changed since).
     zblk_of: HashMap<i64, Oid>,
     /// The inverse of `zblk_of`.
-    blks_of: HashMap<Oid, BTreeSet<i64>>,
+    blks_of: HashMap<Oid, Blks>,
+}
+
+/// The blocks bound to one ZBlk: nearly always one (wendelin.core makes a
+/// ZBlk per block), so that case takes no allocation of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Blks {
+    One(i64),
+    /// Sorted, at least two.
+    Many(Vec<i64>),
+}
+
+impl Blks {
+    fn as_slice(&self) -> &[i64] {
+        match self {
+            Blks::One(b) => std::slice::from_ref(b),
+            Blks::Many(v) => v,
+        }
+    }
+
+    fn insert(&mut self, blk: i64) {
+        match self {
+            Blks::One(b) if *b == blk => {}
+            Blks::One(b) => {
+                let mut v = vec![*b, blk];
+                v.sort_unstable();
+                *self = Blks::Many(v);
+            }
+            Blks::Many(v) => {
+                if let Err(i) = v.binary_search(&blk) {
+                    v.insert(i, blk);
+                }
+            }
+        }
+    }
+
+    /// Remove `blk`; `false` if nothing is left.
+    fn remove(&mut self, blk: i64) -> bool {
+        match self {
+            Blks::One(b) => *b != blk,
+            Blks::Many(v) => {
+                if let Ok(i) = v.binary_search(&blk) {
+                    v.remove(i);
+                }
+                if v.len() == 1 {
+                    *self = Blks::One(v[0]);
+                }
+                true
+            }
+        }
+    }
 }
 
 impl RootIdx {
     fn bind(&mut self, blk: i64, zblk: Oid) {
         if let Some(old) = self.zblk_of.remove(&blk) {
             if let Some(s) = self.blks_of.get_mut(&old) {
-                s.remove(&blk);
-                if s.is_empty() {
+                if !s.remove(blk) {
                     self.blks_of.remove(&old);
                 }
             }
         }
         if zblk != Oid::INVALID {
             self.zblk_of.insert(blk, zblk);
-            self.blks_of.entry(zblk).or_default().insert(blk);
+            match self.blks_of.entry(zblk) {
+                hashbrown::hash_map::Entry::Occupied(mut e) => e.get_mut().insert(blk),
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(Blks::One(blk));
+                }
+            }
         }
+    }
+
+    /// The blocks bound to `zblk` at head.
+    fn blks(&self, zblk: Oid) -> &[i64] {
+        self.blks_of.get(&zblk).map_or(&[], |b| b.as_slice())
     }
 }
 
@@ -336,9 +395,7 @@ impl DeltaFTail {
                 blocks.extend(kv.keys());
             }
             for o in oids {
-                if let Some(bs) = r.blks_of.get(o) {
-                    blocks.extend(bs);
-                }
+                blocks.extend(r.blks(*o));
             }
             if blocks.is_empty() && tree.is_none() {
                 continue;
@@ -522,7 +579,7 @@ impl DeltaFTail {
             let mut idx = RootIdx::default();
             if let Some(r) = self.lock().by_root.get(&root) {
                 for z in &stored {
-                    for blk in r.blks_of.get(z).into_iter().flatten() {
+                    for blk in r.blks(*z) {
                         idx.bind(*blk, *z);
                     }
                 }
@@ -550,9 +607,7 @@ impl DeltaFTail {
                 if r <= b {
                     let mut blocks = BTreeSet::new();
                     for o in &dz.oids {
-                        if let Some(bs) = idx.blks_of.get(o) {
-                            blocks.extend(bs);
-                        }
+                        blocks.extend(idx.blks(*o));
                     }
                     if let Some(kv) = dt {
                         blocks.extend(kv.keys());
