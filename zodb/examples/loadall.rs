@@ -18,11 +18,13 @@ fn main() {
         eprintln!("usage: loadall <Data.fs> <oid> [passes]");
         std::process::exit(2);
     }
-    let stor = zodb::fs1::FileStorage::open(&a[1]).expect("open");
     let oid = a[2].parse().expect("oid");
     let passes: usize = a.get(3).and_then(|s| s.parse().ok()).unwrap_or(3);
-    let at = stor.last_tid().unwrap();
     for _ in 0..passes {
+        // a fresh storage per pass, as the bench does (its mapping's pages
+        // fault in again)
+        let stor = zodb::fs1::FileStorage::open(&a[1]).expect("open");
+        let at = stor.last_tid().unwrap();
         let t = Instant::now();
         let f = ZBigFile::load(&stor, oid, at).unwrap();
         let n = (f.size(&stor, at).unwrap() / f.blksize) as i64;

@@ -408,12 +408,14 @@ pub fn lookup(stor: &dyn Storage, family: Family, root: Oid, key: i64, at: Tid) 
 /// All `(key, value)` items of the tree, in key order. Sibling subtrees are
 /// loaded in parallel. Keys are checked against their node's coverage.
 pub fn items(stor: &dyn Storage, family: Family, root: Oid, at: Tid) -> Result<Vec<(i64, Value)>> {
-    walk_items::<Value>(stor, family, root, at)
+    walk_items::<Value>(stor, family, root, at, true)
 }
 
 /// [`items`] of a tree whose values are all persistent references (a
 /// chunktab, a blktab), as oids: what [`record::decode_ref_oid`] makes of
-/// each value. Buckets of the usual shape are decoded by
+/// each value. Nodes are loaded one after the other: the caller (ZBlk1
+/// loading) parallelizes what follows, the chunk loads, and a chunktab has a
+/// handful of buckets, not worth a cross-thread hand-off each. Buckets of the usual shape are decoded by
 /// [`pickle::ref_bucket`](crate::pickle::ref_bucket) without building values.
 pub fn items_oids(
     stor: &dyn Storage,
@@ -421,7 +423,7 @@ pub fn items_oids(
     root: Oid,
     at: Tid,
 ) -> Result<Vec<(i64, Oid)>> {
-    walk_items::<Oid>(stor, family, root, at)
+    walk_items::<Oid>(stor, family, root, at, false)
 }
 
 fn walk_items<T: Leaf>(
@@ -429,6 +431,7 @@ fn walk_items<T: Leaf>(
     family: Family,
     root: Oid,
     at: Tid,
+    parallel: bool,
 ) -> Result<Vec<(i64, T)>> {
     let mut out = Vec::new();
     let w = Walk {
@@ -436,6 +439,7 @@ fn walk_items<T: Leaf>(
         family,
         at,
         seen: Seen::default(),
+        parallel,
     };
     w.collect(root, KeyRange::FULL, &mut out)?;
     Ok(out)
@@ -510,6 +514,8 @@ struct Walk<'a> {
     family: Family,
     at: Tid,
     seen: Seen,
+    /// Load sibling subtrees in parallel.
+    parallel: bool,
 }
 
 impl Walk<'_> {
@@ -527,6 +533,12 @@ impl Walk<'_> {
                     Node::Tree { state, .. } => match state {
                         TreeState::Empty => return Ok(()),
                         TreeState::Inline(b) => b,
+                        TreeState::Children(c) if !self.parallel => {
+                            for (i, child) in c.children.iter().enumerate() {
+                                self.collect(child.oid, c.child_cov(i, cov), out)?;
+                            }
+                            return Ok(());
+                        }
                         TreeState::Children(c) => {
                             let parts: Vec<Result<Vec<(i64, T)>>> = (0..c.children.len())
                                 .into_par_iter()
@@ -571,6 +583,7 @@ pub fn max_key(stor: &dyn Storage, family: Family, root: Oid, at: Tid) -> Result
         family,
         at,
         seen: Seen::default(),
+        parallel: false,
     };
     w.max_key(root)
 }

@@ -202,7 +202,6 @@ impl PRef<'_> {
 /// An item of [`ref_bucket`]'s stack.
 #[derive(Debug, Clone, Copy)]
 enum Item<'a> {
-    Mark,
     Int(i64),
     /// A short byte string (an oid, if 8 bytes long); true if a Python 2 `str`.
     Bytes(&'a [u8], bool),
@@ -238,8 +237,9 @@ pub fn ref_bucket(data: &[u8]) -> Option<RefBucket<'_>> {
     let mut class = None;
     // Whether the items tuple was made (a record has one).
     let mut have_items = false;
-    // Index in `stack` of the innermost mark.
-    let last_mark = |s: &[Item<'_>]| s.iter().rposition(|i| matches!(i, Item::Mark));
+    // Stack lengths at each open MARK, innermost last (as the general
+    // decoder keeps them): nothing may pop below the innermost one.
+    let mut marks: Vec<usize> = Vec::new();
     loop {
         let code = c.u8()?;
         match code {
@@ -262,10 +262,11 @@ pub fn ref_bucket(data: &[u8]) -> Option<RefBucket<'_>> {
                     _ => return None,
                 };
                 globals.retain(|g| g.0 != idx);
-                match stack.last()? {
-                    Item::Global(m, n) => globals.push((idx, m, n)),
-                    Item::Mark => return None,
-                    _ => {}
+                if stack.len() <= marks.last().copied().unwrap_or(0) {
+                    return None;
+                }
+                if let Some(&Item::Global(m, n)) = stack.last() {
+                    globals.push((idx, m, n));
                 }
             }
             op::BINGET | op::LONG_BINGET => {
@@ -276,7 +277,7 @@ pub fn ref_bucket(data: &[u8]) -> Option<RefBucket<'_>> {
                 let &(_, m, n) = globals.iter().rev().find(|g| g.0 == idx)?;
                 stack.push(Item::Global(m, n));
             }
-            op::MARK => stack.push(Item::Mark),
+            op::MARK => marks.push(stack.len()),
             op::BININT => stack.push(Item::Int(i32::from_le_bytes(c.array()?).into())),
             op::BININT1 => stack.push(Item::Int(c.u8()?.into())),
             op::BININT2 => stack.push(Item::Int(u16::from_le_bytes(c.array()?).into())),
@@ -301,6 +302,9 @@ pub fn ref_bucket(data: &[u8]) -> Option<RefBucket<'_>> {
                 stack.push(Item::Bytes(&data[r], code == op::SHORT_BINSTRING));
             }
             op::BINPERSID => {
+                if stack.len() <= marks.last().copied().unwrap_or(0) {
+                    return None;
+                }
                 let (b, str8, class) = match stack.pop()? {
                     Item::Bytes(b, str8) => (b, str8, None),
                     Item::OidClass(b, str8, m, n) => (b, str8, Some((m, n))),
@@ -317,19 +321,22 @@ pub fn ref_bucket(data: &[u8]) -> Option<RefBucket<'_>> {
             }
             op::TUPLE | op::TUPLE1 | op::TUPLE2 => {
                 let start = match code {
-                    op::TUPLE => last_mark(&stack)? + 1,
+                    op::TUPLE => marks.pop()?,
                     op::TUPLE1 => stack.len().checked_sub(1)?,
                     _ => stack.len().checked_sub(2)?,
                 };
-                if code != op::TUPLE && last_mark(&stack).is_some_and(|m| m >= start) {
-                    return None; // TUPLE1/2 reaching into a mark
+                if start < marks.last().copied().unwrap_or(0) {
+                    return None; // TUPLE1/2 reaching below the mark
                 }
                 let t = tuple(&stack[start..], &mut have_items, &mut keys, &mut refs)?;
-                stack.truncate(if code == op::TUPLE { start - 1 } else { start });
+                stack.truncate(start);
                 stack.push(t);
             }
             op::STOP => {
-                let [top] = stack[..] else { return None };
+                let ([top], true) = (&stack[..], marks.is_empty()) else {
+                    return None;
+                };
+                let top = *top;
                 stack.clear();
                 match (class, top) {
                     (None, Item::Global(m, n)) => class = Some((m, n)),
