@@ -38,6 +38,12 @@ fn assert_one_line_error(o: &Output, what: &str) {
     assert!(!err.contains("panicked"), "panic: {err}");
     assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err:?}");
     assert!(err.contains(what), "{err:?} does not mention {what:?}");
+    // no cause repeated at the end (an OS error printed twice, say)
+    let parts: Vec<&str> = err.trim_end().split(": ").collect();
+    assert!(
+        parts.len() < 2 || parts[parts.len() - 1] != parts[parts.len() - 2],
+        "repeated cause: {err:?}"
+    );
 }
 
 #[test]

@@ -9,12 +9,19 @@
 //! `STACK_GLOBAL` can carry but `GLOBAL` cannot. Under protocol 1 a value at
 //! the decoder's depth limit may come back too deep (`NewObj` is written one
 //! level deeper there), which is the one error allowed.
+//!
+//! The record fast paths (`bytes_record`, `ref_bucket`) must agree with the
+//! general decoder whenever they answer.
 
 #![no_main]
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use zodb::pickle::{decode_record, PickleErrorKind, Pickler, Unpickler, Value};
+use zodb::pickle::{
+    bytes_record, decode_record, ref_bucket, PickleErrorKind, Pickler, Unpickler, Value,
+};
+use zodb::record::{decode_ref, decode_ref_oid};
+use zodb::Oid;
 
 fn encode(v: &Value, protocol: u8) -> Bytes {
     let mut p = Pickler::new(protocol);
@@ -57,8 +64,37 @@ fn check_reencode(v: &Value) {
     }
 }
 
+/// The fast paths answer only what the general decoder says.
+fn check_fast_paths(data: &Bytes) {
+    let general = decode_record(data);
+    if let Some(r) = bytes_record(data) {
+        let (class, state) = general.clone().expect("bytes_record took a bad record");
+        assert_eq!(class.as_global(), Some((r.module, r.name)));
+        assert_eq!(state, r.state);
+    }
+    if let Some(b) = ref_bucket(data) {
+        let (class, state) = general.expect("ref_bucket took a bad record");
+        assert_eq!(class.as_global(), Some(b.class));
+        let (items, next) = match state.as_tuple().expect("state tuple") {
+            [items] => (items, None),
+            [items, next] => (items, Some(next)),
+            _ => panic!("state is not a 1- or 2-tuple"),
+        };
+        let items = items.as_tuple().expect("items tuple");
+        assert_eq!(items.len(), 2 * b.keys.len());
+        for (i, pair) in items.chunks(2).enumerate() {
+            assert_eq!(pair[0], Value::Int(b.keys[i]));
+            assert_eq!(decode_ref_oid(Oid(1), &pair[1]).ok(), Some(Oid(b.refs[i].oid)));
+            assert_eq!(pair[1], b.refs[i].to_value());
+        }
+        let next = next.map(|n| decode_ref(Oid(1), n).expect("next ref").oid);
+        assert_eq!(next, b.next.map(Oid));
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let data = Bytes::copy_from_slice(data);
+    check_fast_paths(&data);
     let mut up = Unpickler::new(data.clone());
     for _ in 0..3 {
         match up.load() {

@@ -196,24 +196,34 @@ fn strictly_increasing(oid: Oid, keys: &[i64]) -> Result<()> {
 
 /// Decode a bucket state `((k0, v0, k1, v1, ...),)` or `(..., next)`.
 pub fn decode_bucket(oid: Oid, family: Family, state: &Value) -> Result<Bucket> {
+    decode_bucket_owned(oid, family, state.clone())
+}
+
+/// [`decode_bucket`] of a state we own: the values move into the bucket
+/// instead of being copied.
+pub fn decode_bucket_owned(oid: Oid, family: Family, state: Value) -> Result<Bucket> {
     let bad = |what: &str| Error::bad_state(oid, format!("bucket: {what}"));
-    let t = state
-        .as_tuple()
-        .ok_or_else(|| bad("state is not a tuple"))?;
-    let (kv, next) = match t {
-        [kv] => (kv, None),
-        [kv, next] => (kv, Some(record::decode_ref(oid, next)?.oid)),
+    let Value::Tuple(t) = state else {
+        return Err(bad("state is not a tuple"));
+    };
+    let mut t = t.into_iter();
+    let (kv, next) = match (t.next(), t.next(), t.next()) {
+        (Some(kv), None, None) => (kv, None),
+        (Some(kv), Some(next), None) => (kv, Some(record::decode_ref(oid, &next)?.oid)),
         _ => return Err(bad("state is not a 1- or 2-tuple")),
     };
-    let kv = kv.as_tuple().ok_or_else(|| bad("items are not a tuple"))?;
+    let Value::Tuple(kv) = kv else {
+        return Err(bad("items are not a tuple"));
+    };
     if kv.len() % 2 != 0 {
         return Err(bad("odd number of items"));
     }
     let mut keys = Vec::with_capacity(kv.len() / 2);
     let mut values = Vec::with_capacity(kv.len() / 2);
-    for pair in kv.chunks_exact(2) {
-        keys.push(key_of(oid, family, &pair[0])?);
-        values.push(pair[1].clone());
+    let mut kv = kv.into_iter();
+    while let (Some(k), Some(v)) = (kv.next(), kv.next()) {
+        keys.push(key_of(oid, family, &k)?);
+        values.push(v);
     }
     strictly_increasing(oid, &keys)?;
     Ok(Bucket {
@@ -279,7 +289,12 @@ pub fn decode_tree(oid: Oid, family: Family, state: &Value) -> Result<TreeState>
 
 /// Load a tree or bucket node of either family.
 pub fn load_node(stor: &dyn Storage, oid: Oid, at: Tid) -> Result<Node> {
-    let obj = record::load(stor, oid, at)?;
+    node_from_object(record::load(stor, oid, at)?)
+}
+
+/// A decoded record as a tree or bucket node.
+fn node_from_object(obj: record::Object) -> Result<Node> {
+    let oid = obj.oid;
     let Some((family, is_tree)) = Family::of_class(&obj.class) else {
         return Err(Error::WrongClass {
             oid,
@@ -298,7 +313,7 @@ pub fn load_node(stor: &dyn Storage, oid: Oid, at: Tid) -> Result<Node> {
         Node::Bucket {
             serial: obj.serial,
             family,
-            bucket: decode_bucket(oid, family, &obj.state)?,
+            bucket: decode_bucket_owned(oid, family, obj.state)?,
         }
     })
 }
@@ -339,7 +354,22 @@ pub fn lookup(stor: &dyn Storage, family: Family, root: Oid, key: i64, at: Tid) 
         if path.len() >= MAX_DEPTH {
             return Err(Error::bad_state(root, "btree: too deep (cycle?)"));
         }
-        let node = load_node(stor, oid, at)?;
+        let l = stor.load(oid, at)?;
+        if let Some(b) = fast_bucket(family, &l.data) {
+            // a bucket of references (a blktab's): only the found value is made
+            path.push(oid);
+            return Ok(Lookup {
+                value: b
+                    .keys
+                    .binary_search(&key)
+                    .ok()
+                    .map(|i| b.refs[i].to_value()),
+                path,
+                keycov: cov,
+                rev_max: rev_max.max(l.serial),
+            });
+        }
+        let node = node_from_object(record::decode(oid, l.serial, &l.data)?)?;
         expect_family(oid, &node, family)?;
         rev_max = rev_max.max(node.serial());
         path.push(oid);
@@ -378,15 +408,84 @@ pub fn lookup(stor: &dyn Storage, family: Family, root: Oid, key: i64, at: Tid) 
 /// All `(key, value)` items of the tree, in key order. Sibling subtrees are
 /// loaded in parallel. Keys are checked against their node's coverage.
 pub fn items(stor: &dyn Storage, family: Family, root: Oid, at: Tid) -> Result<Vec<(i64, Value)>> {
+    walk_items::<Value>(stor, family, root, at, true)
+}
+
+/// [`items`] of a tree whose values are all persistent references (a
+/// chunktab, a blktab), as oids: what [`record::decode_ref_oid`] makes of
+/// each value. Nodes are loaded one after the other: the caller (ZBlk1
+/// loading) parallelizes what follows, the chunk loads, and a chunktab has a
+/// handful of buckets, not worth a cross-thread hand-off each. Buckets of the usual shape are decoded by
+/// [`pickle::ref_bucket`](crate::pickle::ref_bucket) without building values.
+pub fn items_oids(
+    stor: &dyn Storage,
+    family: Family,
+    root: Oid,
+    at: Tid,
+) -> Result<Vec<(i64, Oid)>> {
+    walk_items::<Oid>(stor, family, root, at, false)
+}
+
+fn walk_items<T: Leaf>(
+    stor: &dyn Storage,
+    family: Family,
+    root: Oid,
+    at: Tid,
+    parallel: bool,
+) -> Result<Vec<(i64, T)>> {
     let mut out = Vec::new();
     let w = Walk {
         stor,
         family,
         at,
         seen: Seen::default(),
+        parallel,
     };
     w.collect(root, KeyRange::FULL, &mut out)?;
     Ok(out)
+}
+
+/// A bucket record of `family` decoded by [`pickle::ref_bucket`](crate::pickle::ref_bucket)
+/// and checked as [`decode_bucket`] checks it; `None` if that path does not
+/// take it (then the general path decodes it, or says what is wrong).
+fn fast_bucket(family: Family, data: &bytes::Bytes) -> Option<crate::pickle::RefBucket<'_>> {
+    let b = crate::pickle::ref_bucket(data)?;
+    let (module, name) = b.class;
+    let range = family.key_range();
+    // (`next` needs no check: the general path accepts every reference
+    // form `ref_bucket` gives.)
+    let ok = record::class_is(module, name, family.bucket_class())
+        && b.keys.iter().all(|&k| range.contains(k))
+        && b.keys.windows(2).all(|w| w[0] < w[1]);
+    ok.then_some(b)
+}
+
+/// What a walk makes of bucket values.
+trait Leaf: Sized + Send {
+    /// The bucket record `data` of `oid`, decoded by a fast path, if it
+    /// takes it: keys (checked as [`decode_bucket`] checks them) and items.
+    fn fast(family: Family, data: &bytes::Bytes) -> Option<(Vec<i64>, Vec<Self>)>;
+    /// A value of bucket `owner`.
+    fn from_value(owner: Oid, v: Value) -> Result<Self>;
+}
+
+impl Leaf for Value {
+    fn fast(_: Family, _: &bytes::Bytes) -> Option<(Vec<i64>, Vec<Value>)> {
+        None
+    }
+    fn from_value(_: Oid, v: Value) -> Result<Value> {
+        Ok(v)
+    }
+}
+
+impl Leaf for Oid {
+    fn fast(family: Family, data: &bytes::Bytes) -> Option<(Vec<i64>, Vec<Oid>)> {
+        let b = fast_bucket(family, data)?;
+        Some((b.keys, b.refs.iter().map(|r| Oid(r.oid)).collect()))
+    }
+    fn from_value(owner: Oid, v: Value) -> Result<Oid> {
+        record::decode_ref_oid(owner, &v)
+    }
 }
 
 /// Nodes already visited by one walk: a node reached twice means the tree is
@@ -415,36 +514,56 @@ struct Walk<'a> {
     family: Family,
     at: Tid,
     seen: Seen,
+    /// Load sibling subtrees in parallel.
+    parallel: bool,
 }
 
 impl Walk<'_> {
-    fn collect(&self, oid: Oid, cov: KeyRange, out: &mut Vec<(i64, Value)>) -> Result<()> {
+    fn collect<T: Leaf>(&self, oid: Oid, cov: KeyRange, out: &mut Vec<(i64, T)>) -> Result<()> {
         self.seen.visit(oid)?;
         let (stor, family, at) = (self.stor, self.family, self.at);
-        let node = load_node(stor, oid, at)?;
-        expect_family(oid, &node, family)?;
-        let bucket = match node {
-            Node::Bucket { bucket, .. } => bucket,
-            Node::Tree { state, .. } => match state {
-                TreeState::Empty => return Ok(()),
-                TreeState::Inline(b) => b,
-                TreeState::Children(c) => {
-                    let parts: Vec<Result<Vec<(i64, Value)>>> = (0..c.children.len())
-                        .into_par_iter()
-                        .map(|i| {
-                            let mut v = Vec::new();
-                            self.collect(c.children[i].oid, c.child_cov(i, cov), &mut v)?;
-                            Ok(v)
-                        })
-                        .collect();
-                    for p in parts {
-                        out.extend(p?);
-                    }
-                    return Ok(());
-                }
-            },
+        let l = stor.load(oid, at)?;
+        let (keys, values) = match T::fast(family, &l.data) {
+            Some(kv) => kv,
+            None => {
+                let node = node_from_object(record::decode(oid, l.serial, &l.data)?)?;
+                expect_family(oid, &node, family)?;
+                let bucket = match node {
+                    Node::Bucket { bucket, .. } => bucket,
+                    Node::Tree { state, .. } => match state {
+                        TreeState::Empty => return Ok(()),
+                        TreeState::Inline(b) => b,
+                        TreeState::Children(c) if !self.parallel => {
+                            for (i, child) in c.children.iter().enumerate() {
+                                self.collect(child.oid, c.child_cov(i, cov), out)?;
+                            }
+                            return Ok(());
+                        }
+                        TreeState::Children(c) => {
+                            let parts: Vec<Result<Vec<(i64, T)>>> = (0..c.children.len())
+                                .into_par_iter()
+                                .map(|i| {
+                                    let mut v = Vec::new();
+                                    self.collect(c.children[i].oid, c.child_cov(i, cov), &mut v)?;
+                                    Ok(v)
+                                })
+                                .collect();
+                            for p in parts {
+                                out.extend(p?);
+                            }
+                            return Ok(());
+                        }
+                    },
+                };
+                let values = bucket
+                    .values
+                    .into_iter()
+                    .map(|v| T::from_value(oid, v))
+                    .collect::<Result<Vec<T>>>()?;
+                (bucket.keys, values)
+            }
         };
-        if let (Some(&first), Some(&last)) = (bucket.keys.first(), bucket.keys.last()) {
+        if let (Some(&first), Some(&last)) = (keys.first(), keys.last()) {
             if !cov.contains(first) || !cov.contains(last) {
                 return Err(Error::bad_state(
                     oid,
@@ -452,7 +571,7 @@ impl Walk<'_> {
                 ));
             }
         }
-        out.extend(bucket.keys.into_iter().zip(bucket.values));
+        out.extend(keys.into_iter().zip(values));
         Ok(())
     }
 }
@@ -464,6 +583,7 @@ pub fn max_key(stor: &dyn Storage, family: Family, root: Oid, at: Tid) -> Result
         family,
         at,
         seen: Seen::default(),
+        parallel: false,
     };
     w.max_key(root)
 }

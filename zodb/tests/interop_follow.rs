@@ -83,3 +83,51 @@ fn watch_python_commits() {
     assert!(w.next(Some(Duration::from_millis(300))).unwrap().is_none());
     assert_eq!(stor.last_tid().unwrap(), *printed.last().unwrap());
 }
+
+/// `Data.fs.lock` keeps Python ZODB and our writer from writing at once,
+/// both ways: while a Python process has the FileStorage open, our writer
+/// gets `Error::Locked`; while our writer is open, Python's `FileStorage()`
+/// raises `zc.lockfile.LockError`.
+#[test]
+fn python_and_our_writer_exclude_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lock.fs");
+    let ps = path.to_str().unwrap();
+    run_py("committer.py", &[ps, "--txns", "1"]);
+
+    // Python holds the lock while it commits (slowly)
+    let child = py_cmd("committer.py", &[ps, "--txns", "20", "--delay-ms", "100"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    lines.next().expect("a first commit").unwrap(); // Python has it open now
+    match zodb::fs1::Writer::open(&path, false) {
+        Err(zodb::Error::Locked { .. }) => {}
+        other => panic!("our writer opened a database Python holds: {other:?}"),
+    }
+    assert!(lines.any(|l| l.unwrap() == "done"));
+    assert!(child.0.wait().unwrap().success());
+
+    // we hold it: Python cannot open the storage for writing
+    let w = zodb::fs1::Writer::open(&path, false).unwrap();
+    let out = std::process::Command::new(py_common::python())
+        .arg("-c")
+        .arg(
+            "import sys, zc.lockfile\n\
+             from ZODB.FileStorage import FileStorage\n\
+             try:\n    FileStorage(sys.argv[1])\nexcept zc.lockfile.LockError:\n    print('locked')\n",
+        )
+        .arg(ps)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "locked",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(w);
+}

@@ -37,7 +37,7 @@ pub(super) struct TxnEntry {
 #[derive(Debug, Default)]
 pub(super) struct State {
     /// oid -> position of its newest committed data record.
-    pub(super) index: HashMap<Oid, u64>,
+    pub(super) index: super::oidindex::OidIndex,
     /// Committed transactions, by tid.
     pub(super) txns: Vec<TxnEntry>,
     /// End of the committed part of the file.

@@ -78,6 +78,7 @@
 pub mod format;
 mod index;
 mod map;
+mod oidindex;
 mod reader;
 mod watch;
 mod writer;

@@ -38,8 +38,14 @@ impl Core {
     /// and contains the whole record; `prev` and the backpointer point
     /// backwards; no version.
     pub(super) fn read_record(&self, pos: u64, oid: Oid) -> Result<Record> {
-        let corrupt = |off: u64, what: String| Error::corrupt(&self.path, off, what);
         let top = self.state().top; // a short read lock, released at once
+        self.read_record_below(pos, oid, top)
+    }
+
+    /// [`Core::read_record`] with `top`, the committed end, already read
+    /// (under the same lock as `pos` came from).
+    fn read_record_below(&self, pos: u64, oid: Oid, top: u64) -> Result<Record> {
+        let corrupt = |off: u64, what: String| Error::corrupt(&self.path, off, what);
         if pos.checked_add(DATA_HDR_LEN).is_none_or(|end| end > top) {
             return Err(corrupt(
                 pos,
@@ -150,11 +156,15 @@ impl Core {
 
     /// `load(oid, at)`: see [`crate::Storage::load`] and spec §2.4.
     pub(super) fn load(&self, oid: Oid, at: Tid) -> Result<Loaded> {
-        let pos = self.state().index.get(&oid).copied();
+        // One short read lock for the index entry and the committed end.
+        let (pos, top) = {
+            let s = self.state();
+            (s.index.get(&oid).copied(), s.top)
+        };
         let Some(pos) = pos else {
             return Err(Error::NoSuchObject { oid });
         };
-        let mut rec = self.read_record(pos, oid)?;
+        let mut rec = self.read_record_below(pos, oid, top)?;
         // Walk back to the newest revision with tid <= at. Each step goes to a
         // smaller position (checked by read_record), so this terminates.
         while rec.hdr.tid > at {

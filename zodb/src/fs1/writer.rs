@@ -13,8 +13,9 @@
 //!   a crash between vote and finish, or a partial record) is copied to
 //!   `<path>.trN` and truncated away, as ZODB's read-write open does.
 //! - Commit (ZODB `tpc_vote` + `tpc_finish`): the whole transaction record,
-//!   with status `'c'`, is written at the committed end in one `pwrite`;
-//!   then the status byte is overwritten with `' '`, the file is `fsync`ed,
+//!   with status `'c'`, is written at the committed end in one `pwrite`
+//!   and `fdatasync`ed; then the status byte is overwritten with `' '`, the
+//!   file is `fsync`ed,
 //!   and only then are the index and the head updated. On any error the
 //!   file is truncated back to where it was.
 
@@ -353,8 +354,12 @@ impl Writer {
                 tracing::warn!(path = %path.display(), size, top, "file does not end at the committed end; truncating");
                 file.set_len(top)?;
             }
-            // tpc_vote: the whole record, status 'c'.
+            // tpc_vote: the whole record, status 'c', made durable before
+            // the status says committed (Python ZODB only flushes here; with
+            // this fsync a crash can never leave a ' ' status over data that
+            // did not reach the disk).
             file.write_all_at(&buf, top)?;
+            file.sync_data()?;
             // tpc_finish: flip the status, fsync.
             file.write_all_at(&[STATUS_COMMITTED], top + 16)?;
             file.sync_all()

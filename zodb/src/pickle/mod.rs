@@ -12,13 +12,17 @@
 //! - [`Value`]: what a pickle decodes to.
 //! - [`Unpickler`] / [`decode_record`]: decoding.
 //! - [`Pickler`] / [`encode_record`]: encoding (protocols 1 to 3).
+//! - [`bytes_record`], [`ref_bucket`]: fast paths for class + byte-string
+//!   records (ZData, ZBlk0) and for buckets of references (chunktab, blktab).
 
 mod decode;
 mod encode;
+mod fast;
 #[cfg(test)]
 mod tests;
 mod value;
 
 pub use decode::{decode_record, PickleError, PickleErrorKind, Unpickler};
 pub use encode::{encode_record, Pickler};
+pub use fast::{bytes_record, ref_bucket, BytesRecord, PRef, RefBucket};
 pub use value::Value;
