@@ -12,7 +12,7 @@
 //! range), and from then on every query sees its full history back to
 //! `tail`, including the part before the `track` call (rebuilt on demand
 //! from the raw history, ΔZtail, by walking the tree backwards from head;
-//! see [`treediff`](crate::treediff)). Untracked keys never appear.
+//! see [`crate::treediff`]). Untracked keys never appear.
 //!
 //! # Concurrency
 //!
