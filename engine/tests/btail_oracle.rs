@@ -16,13 +16,13 @@
 mod common;
 
 use common::{History, Rng, Step};
-use engine::btail::{DeltaBTail, GetAt};
+use engine::btail::DeltaBTail;
 use engine::testkit::allstructs::{all_structs, Bounds};
 use engine::treediff::TrackTree;
 use rangeset::{KeyRange, RangedKeySet};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use zodb::{Oid, Tid};
+use zodb::Tid;
 
 /// Check GetAt and every slice of `bt` against the oracle for `keys`.
 fn check_queries(h: &History, bt: &DeltaBTail, keys: &RangedKeySet, ctx: &str) {
@@ -70,35 +70,8 @@ fn check_queries(h: &History, bt: &DeltaBTail, keys: &RangedKeySet, ctx: &str) {
             continue;
         }
         for i in it..=ih {
-            let at = h.revs[i];
-            let got = bt.get_at(root, k, at).unwrap();
-            // oracle: last change of k in (tail, at]
-            let last = (it + 1..=i)
-                .rev()
-                .find(|&j| h.states[j - 1].get(&k) != h.states[j].get(&k));
-            let val = |j: usize| h.states[j].get(&k).copied().unwrap_or(Oid::INVALID);
-            let changed_after =
-                (i + 1..=ih).any(|j| h.states[j - 1].get(&k) != h.states[j].get(&k));
-            let want = match last {
-                Some(j) => GetAt {
-                    value: val(j),
-                    rev: h.revs[j],
-                    value_exact: true,
-                    rev_exact: true,
-                },
-                None if changed_after => GetAt {
-                    value: val(i),
-                    rev: tail,
-                    value_exact: true,
-                    rev_exact: false,
-                },
-                None => GetAt {
-                    value: Oid::INVALID,
-                    rev: tail,
-                    value_exact: false,
-                    rev_exact: false,
-                },
-            };
+            let got = bt.get_at(root, k, h.revs[i]).unwrap();
+            let want = common::get_at(h, k, i, it, ih);
             assert_eq!(got, want, "{ctx}: GetAt({k}, @{i})");
         }
     }
