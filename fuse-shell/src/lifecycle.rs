@@ -265,7 +265,11 @@ pub(crate) fn terminate(pid: Pid, timeout: Duration) -> Result<bool> {
 
 /// Run a command with a timeout; its stderr's last line on failure.
 fn run_timeout(cmd: &mut Command, timeout: Duration) -> Result<()> {
-    let what = format!("{cmd:?}").replace('"', "");
+    let what = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
