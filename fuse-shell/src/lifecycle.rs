@@ -283,7 +283,9 @@ fn run_timeout(cmd: &mut Command, timeout: Duration) -> Result<()> {
         }
         if Instant::now() >= deadline {
             let _ = child.kill();
-            let _ = child.wait();
+            // Reap it without waiting here: a helper stuck on a dead mount
+            // may take its time to die.
+            std::thread::spawn(move || child.wait());
             bail!("{what}: no answer in {timeout:?}");
         }
         std::thread::sleep(Duration::from_millis(10));

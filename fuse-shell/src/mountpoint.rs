@@ -303,6 +303,21 @@ mod tests {
     }
 
     #[test]
+    fn prepare_dirs() {
+        if !nix::unistd::geteuid().is_root() {
+            return; // /dev/shm/wcfs may belong to someone else
+        }
+        let mnt = Path::new(MOUNT_BASE).join(format!("test-prepare-{}/x", std::process::id()));
+        prepare(&mnt).unwrap();
+        assert!(mnt.is_dir());
+        let md = std::fs::metadata(MOUNT_BASE).unwrap();
+        assert_eq!(md.mode() & 0o7777, 0o1777);
+        prepare(&mnt).unwrap(); // idempotent
+        std::fs::remove_dir(&mnt).unwrap();
+        std::fs::remove_dir(mnt.parent().unwrap()).unwrap();
+    }
+
+    #[test]
     fn plain_path() {
         assert_eq!(normalize("/tmp/1.fs").unwrap(), "file:///tmp/1.fs");
         assert_eq!(normalize("/tmp/./a/../1.fs").unwrap(), "file:///tmp/1.fs");

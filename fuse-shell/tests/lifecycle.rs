@@ -35,7 +35,11 @@ fn stub_server() {
     };
     let args: Vec<String> = std::env::args().collect();
     let n = args.len();
-    stub_fuse::run(&args[n - 2], &args[n - 1], &modes);
+    match std::env::var("WCFS_STUB_MNT") {
+        // Like `wcfs serve <zurl>` on the default mountpoint.
+        Ok(mnt) => stub_fuse::run(&args[n - 1], &mnt, &modes),
+        Err(_) => stub_fuse::run(&args[n - 2], &args[n - 1], &modes),
+    }
 }
 
 fn can_mount() -> bool {
@@ -126,10 +130,12 @@ impl Mount {
             "-q",
         ])
         .arg(zurl)
-        .arg(mnt)
         .env("WCFS_STUB_FUSE", modes)
         .stdin(Stdio::null())
         .stdout(Stdio::null());
+        if !env.iter().any(|(k, _)| *k == "WCFS_STUB_MNT") {
+            cmd.arg(mnt); // else argv ends with the zurl only
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -362,6 +368,17 @@ fn stop_with_client_stuck_in_read() {
     }
     let _ = std::fs::remove_file(&mark);
 
+    // status does not hang on a stuck server: it gives up after its timeout.
+    let t = Instant::now();
+    let o = status(&zurl, &mnt);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no answer"),
+        "{}",
+        text(&o)
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+
     let o = stop(&zurl, &mnt);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("aborted FUSE connection"), "{}", text(&o));
@@ -454,10 +471,18 @@ fn default_mountpoint() {
     assert!(mnt.starts_with("/dev/shm/wcfs"), "{}", mnt.display());
     assert_eq!(mnt.file_name().unwrap().len(), 40);
 
-    let mut m = Mount::start(&zurl, &mnt, "serve", &[]);
+    // Started like `wcfs serve <zurl>`: argv ends with the zurl.
+    let mut m = Mount::start(
+        &zurl,
+        &mnt,
+        "serve",
+        &[("WCFS_STUB_MNT", mnt.to_str().unwrap())],
+    );
     let _w = watchdog(&mnt, m.pid(), Duration::from_secs(60));
     let o = wcfs(&["status", &zurl]);
     assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&format!("pid: {}\n", m.pid())), "{out}");
     let o = wcfs(&["stop", &zurl]);
     assert!(o.status.success(), "{}", text(&o));
     m.wait_exited(Duration::from_secs(5));
