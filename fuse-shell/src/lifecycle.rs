@@ -21,8 +21,8 @@
 //! 1. `fusermount3 -u`. If that fails: SIGTERM the server and wait; if the
 //!    mount is still there, abort the FUSE connection (which fails every
 //!    request in flight and every blocked client with ECONNABORTED), try a
-//!    clean unmount again and then a lazy one (`fusermount3 -u -z`,
-//!    falling back to `umount2(MNT_DETACH)`) so that clients still holding
+//!    clean unmount again and then a lazy one (`fusermount3 -u -z`; as
+//!    root `umount2` is the fallback of both) so that clients still holding
 //!    files open do not keep the mount entry alive;
 //! 2. wait for the server to exit; escalate to SIGTERM, then SIGKILL;
 //! 3. `rmdir` the mountpoint (ENOENT is fine);
@@ -321,14 +321,22 @@ fn fusermount(args: &[&str], mnt: &Path) -> Command {
 }
 
 /// Unmount `mnt`: `fusermount3 -u` (with `-z` if `lazy`), then, if that
-/// fails and `lazy`, `umount2(MNT_DETACH)` (root only).
+/// fails and we are root, `umount2` (`MNT_DETACH` if `lazy`): it also
+/// works where fuse3's tools are not installed.
 pub(crate) fn unmount(mnt: &Path, lazy: bool, timeout: Duration) -> Result<()> {
+    use nix::mount::MntFlags;
     let args: &[&str] = if lazy { &["-u", "-z"] } else { &["-u"] };
-    let r = run_timeout(&mut fusermount(args, mnt), timeout);
-    match r {
+    match run_timeout(&mut fusermount(args, mnt), timeout) {
         Ok(()) => Ok(()),
-        Err(e) if lazy => nix::mount::umount2(mnt, nix::mount::MntFlags::MNT_DETACH)
-            .map_err(|e2| anyhow!("{e:#}; umount2({}, MNT_DETACH): {e2}", mnt.display())),
+        Err(e) if nix::unistd::geteuid().is_root() => {
+            let flags = if lazy {
+                MntFlags::MNT_DETACH
+            } else {
+                MntFlags::empty()
+            };
+            nix::mount::umount2(mnt, flags)
+                .map_err(|e2| anyhow!("{e:#}; umount2({}, {flags:?}): {e2}", mnt.display()))
+        }
         Err(e) => Err(e),
     }
 }

@@ -42,15 +42,12 @@ fn stub_server() {
     }
 }
 
+/// The stub mounts with mount(2) itself, and `wcfs stop` falls back to
+/// umount2 as root: fuse3's fusermount3 is used when present, not needed.
 fn can_mount() -> bool {
-    let ok = nix::unistd::geteuid().is_root()
-        && Path::new("/dev/fuse").exists()
-        && Command::new("fusermount3")
-            .arg("-V")
-            .output()
-            .is_ok_and(|o| o.status.success());
+    let ok = nix::unistd::geteuid().is_root() && Path::new("/dev/fuse").exists();
     if !ok {
-        eprintln!("skipped: needs root, /dev/fuse and fusermount3");
+        eprintln!("skipped: needs root and /dev/fuse");
     }
     ok
 }
