@@ -334,8 +334,10 @@ pub(crate) fn unmount(mnt: &Path, lazy: bool, timeout: Duration) -> Result<()> {
             } else {
                 MntFlags::empty()
             };
-            nix::mount::umount2(mnt, flags)
-                .map_err(|e2| anyhow!("{e:#}; umount2({}, {flags:?}): {e2}", mnt.display()))
+            nix::mount::umount2(mnt, flags).map_err(|e2| {
+                let how = if lazy { ", MNT_DETACH" } else { "" };
+                anyhow!("{e:#}; umount2({}{how}): {e2}", mnt.display())
+            })
         }
         Err(e) => Err(e),
     }
