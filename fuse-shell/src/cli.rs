@@ -65,4 +65,23 @@ pub(crate) enum Cmd {
         #[arg(long, default_value_t = 8)]
         blocks: u32,
     },
+    /// Say whether a wcfs serves the database: mountpoint, server pid and
+    /// head/at; exit non-zero with the reason if not.
+    Status {
+        /// The database, as given to `wcfs serve`.
+        zurl: String,
+        /// The mountpoint (default: derived from the zurl).
+        #[arg(long, value_name = "M")]
+        mountpoint: Option<PathBuf>,
+    },
+    /// Stop the wcfs serving the database, whatever state it is in (clean
+    /// unmount, else abort the FUSE connection, unmount lazily, kill the
+    /// server), and remove the mountpoint. Nothing to stop is not an error.
+    Stop {
+        /// The database, as given to `wcfs serve`.
+        zurl: String,
+        /// The mountpoint (default: derived from the zurl).
+        #[arg(long, value_name = "M")]
+        mountpoint: Option<PathBuf>,
+    },
 }

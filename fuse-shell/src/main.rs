@@ -5,6 +5,8 @@
 //! database to try them on.
 
 mod cli;
+mod lifecycle;
+mod mountpoint;
 mod tools;
 
 use anyhow::Context;

@@ -11,6 +11,10 @@ pub(crate) fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Cat { zurl, oid, at, blk } => cat(&zurl, oid, at, blk),
         Cmd::Ls { zurl, at } => ls(&zurl, at),
+        Cmd::Status { zurl, mountpoint } => {
+            crate::lifecycle::cmd_status(&zurl, mountpoint.as_deref())
+        }
+        Cmd::Stop { zurl, mountpoint } => crate::lifecycle::cmd_stop(&zurl, mountpoint.as_deref()),
         Cmd::Mkdemo { path, blocks } => {
             let (tid, files) = zodb::demo::create(&path, blocks)
                 .with_context(|| format!("create demo database {}", path.display()))?;
