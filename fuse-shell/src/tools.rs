@@ -1,4 +1,4 @@
-//! The read-side subcommands: `cat`, `ls`, `mkdemo`.
+//! The read-side subcommands: `cat`, `ls`, `mkdemo` (and the dispatch to `serve`).
 
 use crate::cli::Cmd;
 use anyhow::{bail, Context, Result};
@@ -9,6 +9,17 @@ use zodb::{Oid, Storage, Tid};
 
 pub(crate) fn run(cmd: Cmd) -> Result<()> {
     match cmd {
+        Cmd::Serve {
+            pintimeout,
+            autoexit,
+            zurl,
+            mountpoint,
+        } => crate::serve::serve(crate::serve::ServeOpts {
+            zurl,
+            mountpoint,
+            pintimeout,
+            autoexit,
+        }),
         Cmd::Cat { zurl, oid, at, blk } => cat(&zurl, oid, at, blk),
         Cmd::Ls { zurl, at } => ls(&zurl, at),
         Cmd::Mkdemo { path, blocks } => {
