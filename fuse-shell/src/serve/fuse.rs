@@ -140,6 +140,17 @@ impl Filesystem for Fuse {
         reply.opened(FileHandle(0), flags)
     }
 
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok()
+    }
+
     fn release(
         &self,
         _req: &Request,

@@ -69,7 +69,7 @@ use nix::sys::signal::{SigSet, Signal};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use zodb::Tid;
 
 /// With `--autoexit`: stop after this long with no open file and no request.
@@ -213,31 +213,54 @@ fn raise_readahead(mountpoint: &Path) {
 }
 
 fn unmount(bg: fuser::BackgroundSession, mountpoint: &Path) -> Result<()> {
-    let guard_done = |bg: &fuser::BackgroundSession| bg.guard.is_finished();
-    if !guard_done(&bg) {
-        // Dropping the mount ends fusermount3's auto_unmount watch: it
-        // unmounts (lazily) and the session ends.
-        let t0 = Instant::now();
-        let mut bg = Some(bg);
+    if !bg.guard.is_finished() {
+        // Unmount ourselves: fusermount3's auto_unmount acts when we die, but
+        // does not unmount when we only close its socket while alive.
+        unmount_path(mountpoint);
         let (tx, rx) = std::sync::mpsc::channel();
-        let b = bg.take().expect("set");
         std::thread::spawn(move || {
-            let _ = tx.send(b.umount_and_join());
+            let _ = tx.send(bg.umount_and_join());
         });
         match rx.recv_timeout(UNMOUNT_WAIT) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!("{}: unmount: {e}", mountpoint.display()),
-            Err(_) => {
-                tracing::warn!(
-                    "{}: the FUSE session did not end within {:?} (clients still use it?): exiting anyway",
-                    mountpoint.display(),
-                    t0.elapsed()
-                )
-            }
+            Err(_) => tracing::warn!(
+                "{}: the FUSE session did not end within {UNMOUNT_WAIT:?}: exiting anyway",
+                mountpoint.display(),
+            ),
         }
     }
     tracing::info!("{}: unmounted", mountpoint.display());
     Ok(())
+}
+
+/// Unmount `mnt`: cleanly if nobody uses it, else lazily (the mount entry
+/// goes at once, clients holding files get ENOTCONN once we exit).
+/// Without the privilege for umount(2), through `fusermount3 -u [-z]`.
+fn unmount_path(mnt: &Path) {
+    use nix::mount::{umount2, MntFlags};
+    match umount2(mnt, MntFlags::empty()) {
+        Ok(()) => return,
+        Err(nix::errno::Errno::EPERM) => {}
+        Err(e) => {
+            tracing::warn!("{}: umount: {e}: unmounting lazily", mnt.display());
+            if let Err(e) = umount2(mnt, MntFlags::MNT_DETACH) {
+                tracing::error!("{}: umount -l: {e}", mnt.display());
+            }
+            return;
+        }
+    }
+    for args in [&["-u"][..], &["-u", "-z"][..]] {
+        let st = std::process::Command::new("fusermount3")
+            .args(args)
+            .arg("--")
+            .arg(mnt)
+            .status();
+        if matches!(st, Ok(s) if s.success()) {
+            return;
+        }
+    }
+    tracing::error!("{}: fusermount3 -u -z failed", mnt.display());
 }
 
 // ---- commit follower ----
