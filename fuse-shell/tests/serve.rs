@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zodb::zbigfile::ZBlkFormat;
-use zodb::zwrite::ZWriter;
+use zodb::zwrite::{BlkChange, ZWriter};
 use zodb::{Oid, Tid};
 
 /// Time limit of one test.
@@ -255,6 +255,9 @@ impl Drop for Server {
     }
 }
 
+/// A block change with its bytes owned.
+type OwnedChange = (i64, Option<(ZBlkFormat, Vec<u8>)>);
+
 /// Files as the model sees them: block -> bytes (unpadded).
 type Model = BTreeMap<i64, Vec<u8>>;
 
@@ -280,12 +283,7 @@ fn pattern(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-fn apply(
-    zw: &mut ZWriter,
-    oid: Oid,
-    m: &mut Model,
-    ch: Vec<(i64, Option<(ZBlkFormat, Vec<u8>)>)>,
-) -> Tid {
+fn apply(zw: &mut ZWriter, oid: Oid, m: &mut Model, ch: Vec<OwnedChange>) -> Tid {
     let changes: Vec<_> = ch
         .iter()
         .map(|(b, d)| (*b, d.as_ref().map(|(f, v)| (*f, v.as_slice()))))
@@ -318,7 +316,7 @@ fn errno(r: std::io::Result<std::fs::Metadata>) -> i32 {
     r.expect_err("should fail").raw_os_error().unwrap()
 }
 
-fn mk(m: &Model, f: ZBlkFormat) -> Vec<(i64, Option<(ZBlkFormat, &[u8])>)> {
+fn mk(m: &Model, f: ZBlkFormat) -> Vec<BlkChange<'_>> {
     m.iter()
         .map(|(&k, v)| (k, Some((f, v.as_slice()))))
         .collect()

@@ -44,6 +44,9 @@ const HISTORY_WINDOW: Duration = Duration::from_secs(60);
 /// entry never goes stale.
 const BLK_CACHE_ENTRIES: usize = 16;
 
+/// A loaded block's identity: (file, state, block).
+type BlkKey = (Oid, Tid, i64);
+
 /// What an inode is.
 #[derive(Debug, Clone)]
 pub(crate) enum Node {
@@ -160,7 +163,7 @@ pub(crate) struct Wcfs {
     /// other way round.
     nodes_mu: Mutex<Nodes>,
     /// (oid, at, blk) -> Block, most recent last. Innermost lock.
-    cache_mu: Mutex<VecDeque<((Oid, Tid, i64), Arc<Block>)>>,
+    cache_mu: Mutex<VecDeque<(BlkKey, Arc<Block>)>>,
     /// oid -> blocks tracked since the file's last epoch (for stats).
     /// Taken under `zhead` only.
     tracked_mu: Mutex<HashMap<Oid, HashSet<i64>>>,
