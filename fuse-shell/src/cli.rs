@@ -35,7 +35,7 @@ pub(crate) struct LogArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Cmd {
     /// Mount the database as a filesystem and serve it until SIGINT or
-    /// SIGTERM (or an unmount): head/bigfile/<oid>, @<tid>/bigfile/<oid>,
+    /// SIGTERM (or an unmount): head/bigfile/OID, @TID/bigfile/OID,
     /// head/at, .wcfs/{zurl,stats,pintimeout}.
     Serve {
         /// Seconds a client has to handle a pin before it is killed (for the
