@@ -587,6 +587,61 @@ fn errors() {
     srv.finish();
 }
 
+/// A corrupt record: EIO for the reads that need it, logged with the oid
+/// and offset; the other blocks and files keep working.
+#[test]
+fn corrupt_record_is_eio() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let bad = pattern(77, 4096);
+    let (aoid, _) = zw
+        .create_file(
+            "a",
+            4096,
+            &[
+                (0, Some((ZBlkFormat::ZBlk0, b"fine"))),
+                (1, Some((ZBlkFormat::ZBlk0, &bad))),
+            ],
+        )
+        .unwrap();
+    let (boid, _) = zw
+        .create_file("b", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"ok")))])
+        .unwrap();
+    drop(zw);
+    // garble the pickle opcodes right before block 1's bytes
+    let mut raw = std::fs::read(&db).unwrap();
+    let pos = raw
+        .windows(64)
+        .position(|w| w == &bad[..64])
+        .expect("block data in Data.fs");
+    raw[pos - 8..pos].fill(0xff);
+    std::fs::write(&db, &raw).unwrap();
+
+    let srv = Server::start(dir.path(), &db);
+    let f = File::open(srv.p(&format!("head/bigfile/{aoid}"))).unwrap();
+    let mut b = [0u8; 16];
+    let e = f
+        .read_at(&mut b, 4096)
+        .expect_err("read of a corrupt block");
+    assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::EIO as i32), "{e}");
+    assert_eq!(read_at(&f, 0, 4), b"fine");
+    assert_eq!(
+        &std::fs::read(srv.p(&format!("head/bigfile/{boid}"))).unwrap()[..2],
+        b"ok"
+    );
+    let log = srv.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("read blk #1"))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(
+        line.contains(&aoid.to_string()) && line.contains("file offset 4096"),
+        "{line}"
+    );
+    srv.finish();
+}
+
 /// kill -9 of the server: fusermount3 (auto_unmount) removes the mount.
 #[test]
 fn kill9_leaves_no_mount() {

@@ -634,9 +634,14 @@ impl Wcfs {
         if let Some((_, b)) = lock(&self.cache_mu).iter().find(|(k, _)| *k == key) {
             return Ok(b.clone());
         }
-        let b = zf
-            .load_blk(&*self.stor, blk, at)
-            .map_err(|e| db_err(zf.oid, format!("@{at}: read blk #{blk}"), e))?;
+        let b = zf.load_blk(&*self.stor, blk, at).map_err(|e| {
+            let off = (blk as u64).saturating_mul(zf.blksize);
+            db_err(
+                zf.oid,
+                format!("@{at}: read blk #{blk} (file offset {off})"),
+                e,
+            )
+        })?;
         let b = Arc::new(b);
         let mut c = lock(&self.cache_mu);
         if c.len() >= BLK_CACHE_ENTRIES {
