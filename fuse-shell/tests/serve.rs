@@ -185,11 +185,40 @@ impl Server {
         while self.head_at() != tid {
             assert!(
                 t0.elapsed() < Duration::from_secs(20),
-                "head/at did not reach {tid}:\n{}",
+                "head/at did not reach {tid}; server threads:\n{}\n{}",
+                self.threads(),
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The server's threads: name, wait channel, state, kernel stack.
+    fn threads(&self) -> String {
+        let Some(c) = &self.child else {
+            return String::new();
+        };
+        let mut out = String::new();
+        let dir = format!("/proc/{}/task", c.id());
+        for t in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = t.path();
+            let rd = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+            let stat = rd("stat");
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split(' ')
+                .nth(1)
+                .unwrap_or("");
+            out += &format!(
+                "{} {} {state}\n{}\n",
+                rd("comm").trim(),
+                rd("wchan"),
+                rd("stack")
+            );
+        }
+        out
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) {
@@ -526,6 +555,120 @@ fn read_at_err(f: &File) -> bool {
 
 fn libc_einval() -> i32 {
     nix::errno::Errno::EINVAL as i32
+}
+
+/// 200 random commits while a reader thread keeps reading head/: every
+/// block it reads after head/at showed T is the block of a state >= T
+/// (never older data for a block that changed); once the writer stops
+/// and head/at shows the last tid, the file is exactly the last state.
+#[test]
+fn random_commits_with_a_concurrent_reader() {
+    const BS: u64 = 4096;
+    const NBLK: i64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let mut m: Model = [(0, pattern(1, BS as usize))].into();
+    let (oid, at0) = zw.create_file("f", BS, &mk(&m, ZBlkFormat::ZBlk0)).unwrap();
+    let srv = Server::start(dir.path(), &db);
+    let p = srv.p(&format!("head/bigfile/{oid}"));
+    // tid -> file content, shared with the reader
+    let hist = Arc::new(std::sync::Mutex::new(BTreeMap::from([(
+        at0,
+        content(&m, BS),
+    )])));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (hist, done, p, at_path) = (hist.clone(), done.clone(), p.clone(), srv.p("head/at"));
+        std::thread::spawn(move || {
+            let mut checks = 0u32;
+            while !done.load(Ordering::SeqCst) {
+                let t: Tid = std::fs::read_to_string(&at_path).unwrap().parse().unwrap();
+                let data = std::fs::read(&p).unwrap();
+                // The writer records a state right after committing it, so
+                // the state the data comes from may be recorded a bit later.
+                let t0 = Instant::now();
+                loop {
+                    let bad = {
+                        let h = hist.lock().unwrap();
+                        (0..NBLK as usize).find(|&blk| {
+                            let lo = blk * BS as usize;
+                            let got = data.get(lo..lo + BS as usize);
+                            // While a commit that shrinks the file is being
+                            // processed, the kernel may still believe the
+                            // old size: a block past the new end then reads
+                            // as zeros (the READ gets 0 bytes) until the
+                            // size is invalidated, before head/at moves.
+                            let zeros = got.is_some_and(|g| g.iter().all(|&b| b == 0));
+                            !h.range(t..).any(|(_, c)| {
+                                c.get(lo..lo + BS as usize) == got || (zeros && c.len() <= lo)
+                            })
+                        })
+                    };
+                    let Some(blk) = bad else { break };
+                    if t0.elapsed() > Duration::from_secs(5) {
+                        let h = hist.lock().unwrap();
+                        let lo = blk * BS as usize;
+                        let got = data.get(lo..lo + BS as usize);
+                        let desc = |c: Option<&[u8]>| match c {
+                            None => "none".to_owned(),
+                            Some(c) if c.iter().all(|&b| b == 0) => "zeros".to_owned(),
+                            Some(c) => format!("{:02x?}", &c[..8]),
+                        };
+                        let states: Vec<String> = h
+                            .range(..)
+                            .rev()
+                            .take(6)
+                            .map(|(tid, c)| {
+                                format!("{tid}:{}:{}", c.len(), desc(c.get(lo..lo + BS as usize)))
+                            })
+                            .collect();
+                        panic!(
+                            "head/at {t}: blk {blk} is not from a state >= {t}: got len {} {}; states {states:?}",
+                            data.len(),
+                            desc(got)
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                checks += 1;
+            }
+            checks
+        })
+    };
+    let mut x = 12345u64;
+    let mut last = at0;
+    for i in 0..200u64 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let blk = ((x >> 33) % NBLK as u64) as i64;
+        let ch = match (x >> 20) % 5 {
+            0 if m.len() > 1 => (blk, None),
+            1 | 2 => (
+                blk,
+                Some((ZBlkFormat::ZBlk1, pattern(x, ((x >> 8) % BS) as usize + 1))),
+            ),
+            _ => (
+                blk,
+                Some((ZBlkFormat::ZBlk0, pattern(x, ((x >> 8) % BS) as usize + 1))),
+            ),
+        };
+        last = apply(&mut zw, oid, &mut m, vec![ch]);
+        hist.lock().unwrap().insert(last, content(&m, BS));
+        if i % 50 == 49 {
+            srv.wait_head(last);
+        }
+    }
+    srv.wait_head(last);
+    done.store(true, Ordering::SeqCst);
+    let checks = reader.join().expect("reader");
+    assert!(checks > 0);
+    assert!(
+        std::fs::read(&p).unwrap() == content(&m, BS),
+        "after the last commit"
+    );
+    srv.finish();
 }
 
 /// Bad names: EINVAL; a future `@<tid>`: ENOENT; writes: refused.

@@ -722,16 +722,15 @@ impl Wcfs {
             if d.size {
                 match zf.size(&*self.stor, tid) {
                     Ok(new) => {
-                        if new < hf.size {
+                        // From the smaller size to the end, pages and size:
+                        // a kernel that still believed an old larger size
+                        // may have cached zero pages past our end (a READ
+                        // there gets 0 bytes and the kernel zero-fills), so
+                        // growth must drop them too.
+                        if new != hf.size {
                             inval.push(Inval {
                                 ino,
-                                off: new as i64,
-                                len: 0,
-                            });
-                        } else if new > hf.size {
-                            inval.push(Inval {
-                                ino,
-                                off: -1,
+                                off: new.min(hf.size) as i64,
                                 len: 0,
                             });
                         }
@@ -848,7 +847,7 @@ mod tests {
         assert!(
             inval.contains(&Inval {
                 ino: a.ino,
-                off: -1,
+                off: 24,
                 len: 0
             }),
             "{inval:?}"

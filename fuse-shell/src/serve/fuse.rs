@@ -22,7 +22,7 @@ const TTL_ENTRY: Duration = Duration::from_secs(1);
 /// The `fuser::Filesystem` of wcfs.
 pub(crate) struct Fuse {
     pub(crate) fs: Arc<Wcfs>,
-    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) pool: super::pool::Pool,
     /// Seconds since the epoch of the last request (for `--autoexit`).
     pub(crate) last_use: Arc<AtomicU64>,
     /// Files open now (opens minus releases; an mmap keeps its file open).
@@ -34,7 +34,7 @@ pub(crate) struct Fuse {
 impl Fuse {
     pub(crate) fn new(
         fs: Arc<Wcfs>,
-        pool: rayon::ThreadPool,
+        pool: super::pool::Pool,
         last_use: Arc<AtomicU64>,
         open_files: Arc<AtomicU64>,
     ) -> Fuse {

@@ -10,8 +10,9 @@
 //! # Organization
 //!
 //! - [`fs`]: the filesystem without FUSE (nodes, the head view, READ,
-//!   commit processing); [`fuse`]: the adapter; [`errno`]: errors to errno
-//!   and log lines; [`stats`]: the counters. This file: mount, the commit
+//!   commit processing); [`fuse`]: the adapter; [`pool`]: the READ worker
+//!   threads (not rayon: see there why); [`errno`]: errors to errno and
+//!   log lines; [`stats`]: the counters. This file: mount, the commit
 //!   follower, signals and unmount.
 //!
 //! Data flow:
@@ -61,6 +62,7 @@
 pub(crate) mod errno;
 pub(crate) mod fs;
 pub(crate) mod fuse;
+pub(crate) mod pool;
 pub(crate) mod stats;
 
 use anyhow::{bail, Context, Result};
@@ -108,11 +110,7 @@ pub(crate) fn serve(o: ServeOpts) -> Result<()> {
     let fs = Arc::new(fs::Wcfs::new(o.zurl.clone(), stor, o.pintimeout)?);
     let at0 = fs.head_at();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads((2 * threads).max(4))
-        .thread_name(|i| format!("wcfs-read-{i}"))
-        .build()
-        .context("read pool")?;
+    let pool = pool::Pool::new((2 * threads).max(4)).context("read pool")?;
     let last_use = Arc::new(AtomicU64::new(now_secs()));
     let open_files = Arc::new(AtomicU64::new(0));
 
