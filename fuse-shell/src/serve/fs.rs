@@ -47,6 +47,9 @@ const BLK_CACHE_ENTRIES: usize = 16;
 /// A loaded block's identity: (file, state, block).
 type BlkKey = (Oid, Tid, i64);
 
+/// A block load shared by concurrent READs: the block, or the error text.
+type LoadSlot = std::sync::OnceLock<Result<Arc<Block>, String>>;
+
 /// What an inode is.
 #[derive(Debug, Clone)]
 pub(crate) enum Node {
@@ -164,6 +167,9 @@ pub(crate) struct Wcfs {
     nodes_mu: Mutex<Nodes>,
     /// (oid, at, blk) -> Block, most recent last. Innermost lock.
     cache_mu: Mutex<VecDeque<(BlkKey, Arc<Block>)>>,
+    /// Loads in progress: (oid, at, blk) -> the result, once there. Like
+    /// `cache_mu`, held briefly and never together with it.
+    loading_mu: Mutex<HashMap<BlkKey, Arc<LoadSlot>>>,
     /// oid -> blocks tracked since the file's last epoch (for stats).
     /// Taken under `zhead` only.
     tracked_mu: Mutex<HashMap<Oid, HashSet<i64>>>,
@@ -231,6 +237,7 @@ impl Wcfs {
             head_at: AtomicU64::new(at0.0),
             nodes_mu: Mutex::new(nodes),
             cache_mu: Mutex::new(VecDeque::new()),
+            loading_mu: Mutex::new(HashMap::new()),
             tracked_mu: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         })
@@ -629,26 +636,45 @@ impl Wcfs {
         Ok(out.into())
     }
 
+    /// Block `blk` of `zf` as of `at`: from the cache, or loaded once for
+    /// all concurrent READs that want it (the kernel sends a 2 MiB block
+    /// as several READs in parallel).
     fn load_blk(&self, zf: &ZBigFile, blk: i64, at: Tid) -> Result<Arc<Block>, FsError> {
         let key = (zf.oid, at, blk);
-        if let Some((_, b)) = lock(&self.cache_mu).iter().find(|(k, _)| *k == key) {
-            return Ok(b.clone());
-        }
-        let b = zf.load_blk(&*self.stor, blk, at).map_err(|e| {
-            let off = (blk as u64).saturating_mul(zf.blksize);
-            db_err(
-                zf.oid,
-                format!("@{at}: read blk #{blk} (file offset {off})"),
-                e,
-            )
-        })?;
-        let b = Arc::new(b);
-        let mut c = lock(&self.cache_mu);
-        if c.len() >= BLK_CACHE_ENTRIES {
-            c.pop_front();
-        }
-        c.push_back((key, b.clone()));
-        Ok(b)
+        let slot = {
+            let c = lock(&self.cache_mu);
+            if let Some((_, b)) = c.iter().find(|(k, _)| *k == key) {
+                return Ok(b.clone());
+            }
+            drop(c);
+            lock(&self.loading_mu).entry(key).or_default().clone()
+        };
+        // The first caller loads; the others wait in get_or_init.
+        let r = slot
+            .get_or_init(|| {
+                let r = zf
+                    .load_blk(&*self.stor, blk, at)
+                    .map(Arc::new)
+                    .map_err(|e| {
+                        let off = (blk as u64).saturating_mul(zf.blksize);
+                        format!("@{at}: read blk #{blk} (file offset {off}): {e}")
+                    });
+                if let Ok(b) = &r {
+                    let mut c = lock(&self.cache_mu);
+                    if c.len() >= BLK_CACHE_ENTRIES {
+                        c.pop_front();
+                    }
+                    c.push_back((key, b.clone()));
+                }
+                lock(&self.loading_mu).remove(&key);
+                r
+            })
+            .clone();
+        r.map_err(|msg| FsError::Db {
+            what: "load".into(),
+            oid: zf.oid,
+            err: anyhow::anyhow!(msg),
+        })
     }
 
     // ---- 3) commit → δF → invalidations → advance head ----

@@ -54,7 +54,12 @@
 //! # Locking order
 //!
 //! `zhead` > `ZHead::files_mu` > `nodes_mu` > `tracked_mu` > `cache_mu`
-//! (> ΔFtail's own locks).
+//! (> ΔFtail's own locks); `loading_mu` is held alone. Concurrent READs of
+//! one block share one load (a `OnceLock` per block being loaded): the
+//! waiters hold `zhead` R as the loader does, so a commit waits for all.
+//! The READ workers are plain threads, not rayon ([`pool`]): a rayon
+//! worker waiting inside a job runs other jobs, which here could be READs
+//! that queue for `zhead` behind a waiting commit.
 //!
 //! Notation: δZ (one transaction's changed oids), δF (the tracked files'
 //! changed blocks at one revision), ΔFtail = [`engine::ftail::DeltaFTail`].
