@@ -83,6 +83,10 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, db: &Path) -> Server {
+        Self::start_with(dir, db, &[], &[])
+    }
+
+    fn start_with(dir: &Path, db: &Path, opts: &[&str], env: &[(&str, &str)]) -> Server {
         require_fuse();
         let mnt = dir.join("mnt");
         std::fs::create_dir_all(&mnt).unwrap();
@@ -92,6 +96,8 @@ impl Server {
             .args(["--log-level", "debug", "--log-file"])
             .arg(&log)
             .arg("serve")
+            .args(opts)
+            .envs(env.iter().copied())
             .arg(&zurl)
             .arg(&mnt)
             .stdin(Stdio::null())
@@ -806,6 +812,34 @@ fn kill9_leaves_no_mount() {
     }
     drop(srv);
     assert!(!mounted(&dir.path().join("mnt")));
+}
+
+/// `--autoexit`: the server stops by itself once no file is open and no
+/// request came for a while (2 s here), not while a file is open.
+#[test]
+fn autoexit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    zw.create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
+        .unwrap();
+    let mut srv = Server::start_with(
+        dir.path(),
+        &db,
+        &["--autoexit"],
+        &[("WCFS_AUTOEXIT_SECS", "2")],
+    );
+    let f = File::open(srv.p(".wcfs/zurl")).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        srv.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "exited with a file open"
+    );
+    drop(f);
+    let st = srv.wait_exit(Duration::from_secs(15));
+    assert!(st.success(), "{st}:\n{}", srv.log_text());
+    assert!(!mounted(&srv.mnt));
+    assert!(srv.log_text().contains("autoexit"));
 }
 
 /// SIGINT stops the server as SIGTERM does: exit 0, no mount.

@@ -79,8 +79,16 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use zodb::Tid;
 
-/// With `--autoexit`: stop after this long with no open file and no request.
+/// With `--autoexit`: stop after this long with no open file and no
+/// request (`$WCFS_AUTOEXIT_SECS` overrides it, for tests).
 const AUTOEXIT_IDLE: Duration = Duration::from_secs(60);
+
+fn autoexit_idle() -> u64 {
+    std::env::var("WCFS_AUTOEXIT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(AUTOEXIT_IDLE.as_secs())
+}
 /// After the unmount, how long to wait for the FUSE session to end (clients
 /// may still hold files open on a lazily detached mount).
 const UNMOUNT_WAIT: Duration = Duration::from_secs(5);
@@ -150,6 +158,7 @@ pub(crate) fn serve(o: ServeOpts) -> Result<()> {
             }
         })
         .context("start the signal thread")?;
+    let idle_limit = autoexit_idle();
     loop {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(sig) => {
@@ -162,10 +171,7 @@ pub(crate) fn serve(o: ServeOpts) -> Result<()> {
             }
             Err(_) => {
                 let idle = now_secs().saturating_sub(last_use.load(Ordering::Relaxed));
-                if o.autoexit
-                    && open_files.load(Ordering::Relaxed) == 0
-                    && idle >= AUTOEXIT_IDLE.as_secs()
-                {
+                if o.autoexit && open_files.load(Ordering::Relaxed) == 0 && idle >= idle_limit {
                     tracing::info!("autoexit: no client for {idle} s: unmounting");
                     break;
                 }
