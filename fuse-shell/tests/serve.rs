@@ -677,6 +677,73 @@ fn random_commits_with_a_concurrent_reader() {
     srv.finish();
 }
 
+/// 2 MiB ZBlk1 blocks read by three threads at once (read() and mmap,
+/// so the kernel sends many READs of one block in parallel) while 20
+/// commits rewrite them: no hang, no error, and the exact last state.
+#[test]
+fn parallel_readers_of_big_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let mut m: Model = (0..4)
+        .map(|b| (b, pattern(500 + b as u64, MIB2 as usize)))
+        .collect();
+    let (oid, _) = zw
+        .create_file("f", MIB2, &mk(&m, ZBlkFormat::ZBlk1))
+        .unwrap();
+    let srv = Server::start(dir.path(), &db);
+    let p = srv.p(&format!("head/bigfile/{oid}"));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|i| {
+            let (p, done) = (p.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !done.load(Ordering::SeqCst) {
+                    if i == 0 {
+                        let f = File::open(&p).unwrap();
+                        // SAFETY (test): read-only mapping; the file only grows.
+                        let map = unsafe { Mmap::map(&f) }.unwrap();
+                        let sum: u64 = map.iter().step_by(4096).map(|&b| b as u64).sum();
+                        std::hint::black_box(sum);
+                    } else {
+                        assert_eq!(std::fs::read(&p).unwrap().len() as u64 % MIB2, 0);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut last = Tid(0);
+    for i in 0..20u64 {
+        let blk = (i % 4) as i64;
+        last = apply(
+            &mut zw,
+            oid,
+            &mut m,
+            vec![(
+                blk,
+                Some((
+                    ZBlkFormat::ZBlk1,
+                    pattern(600 + i, MIB2 as usize - (i as usize) * 4096),
+                )),
+            )],
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    srv.wait_head(last);
+    done.store(true, Ordering::SeqCst);
+    for r in readers {
+        assert!(r.join().expect("reader") > 0);
+    }
+    assert!(
+        std::fs::read(&p).unwrap() == content(&m, MIB2),
+        "last state"
+    );
+    srv.finish();
+}
+
 /// Bad names: EINVAL; a future `@<tid>`: ENOENT; writes: refused.
 #[test]
 fn errors() {
