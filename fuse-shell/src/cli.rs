@@ -34,6 +34,24 @@ pub(crate) struct LogArgs {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Cmd {
+    /// Mount the database as a filesystem and serve it until SIGINT or
+    /// SIGTERM (or an unmount): head/bigfile/OID, @TID/bigfile/OID,
+    /// head/at, .wcfs/{zurl,stats,pintimeout}.
+    Serve {
+        /// Seconds a client has to handle a pin before it is killed (for the
+        /// isolation protocol; shown in .wcfs/pintimeout).
+        #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+        pintimeout: f64,
+        /// Stop when no file has been open and no request came for 60 s.
+        #[arg(long)]
+        autoexit: bool,
+        /// The database.
+        zurl: String,
+        /// Where to mount (created if missing). Default:
+        /// /dev/shm/wcfs/<sha1 of the normalized zurl>, which `wcfs status`
+        /// and `wcfs stop` find from the zurl alone.
+        mountpoint: Option<PathBuf>,
+    },
     /// Write a ZBigFile's bytes (or one block of it) to stdout.
     Cat {
         /// The database.

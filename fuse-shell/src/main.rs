@@ -1,12 +1,16 @@
 //! `wcfs`: the WCFS command.
 //!
-//! Until the FUSE server lands this offers the read-side tools: `cat` and
-//! `ls` over any database the zodb crate can open, and `mkdemo` to create a
-//! database to try them on.
+//! `serve` mounts a database as a FUSE filesystem (see [`serve`]); the
+//! read-side tools `cat` and `ls` work over any database the zodb crate can
+//! open, and `mkdemo` creates a database to try them on.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+#![warn(unsafe_op_in_unsafe_fn)]
 
 mod cli;
 mod lifecycle;
 mod mountpoint;
+mod serve;
 mod tools;
 
 use anyhow::Context;

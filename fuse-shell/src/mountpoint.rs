@@ -42,7 +42,6 @@ pub(crate) fn resolve(zurl: &str, explicit: Option<&Path>) -> Result<PathBuf> {
 /// Make `mnt` exist: if it lies in [`MOUNT_BASE`], that directory is
 /// created with mode `0777|S_ISVTX` (and re-chmod'ed if it is ours with
 /// another mode), then `mkdir -p mnt`.
-#[allow(dead_code)] // used by `wcfs serve` (worked on in another branch) and the tests
 pub(crate) fn prepare(mnt: &Path) -> Result<()> {
     if mnt.starts_with(MOUNT_BASE) {
         let base = Path::new(MOUNT_BASE);

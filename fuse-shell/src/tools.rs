@@ -1,4 +1,4 @@
-//! The read-side subcommands: `cat`, `ls`, `mkdemo`.
+//! The read-side subcommands: `cat`, `ls`, `mkdemo` (and the dispatch to `serve`).
 
 use crate::cli::Cmd;
 use anyhow::{bail, Context, Result};
@@ -9,6 +9,29 @@ use zodb::{Oid, Storage, Tid};
 
 pub(crate) fn run(cmd: Cmd) -> Result<()> {
     match cmd {
+        Cmd::Serve {
+            pintimeout,
+            autoexit,
+            zurl,
+            mountpoint,
+        } => {
+            let mountpoint = crate::mountpoint::resolve(&zurl, mountpoint.as_deref())?;
+            if let Some(e) = crate::lifecycle::mount_entry(&mountpoint)? {
+                anyhow::bail!(
+                    "{}: already mounted ({} from {}); `wcfs stop {zurl}` first",
+                    mountpoint.display(),
+                    e.fstype,
+                    e.source
+                );
+            }
+            crate::mountpoint::prepare(&mountpoint)?;
+            crate::serve::serve(crate::serve::ServeOpts {
+                zurl,
+                mountpoint,
+                pintimeout,
+                autoexit,
+            })
+        }
         Cmd::Cat { zurl, oid, at, blk } => cat(&zurl, oid, at, blk),
         Cmd::Ls { zurl, at } => ls(&zurl, at),
         Cmd::Status { zurl, mountpoint } => {

@@ -1,0 +1,234 @@
+//! The FUSE adapter: decode a request, call [`Wcfs`], reply. One span per
+//! request; READs run on the read pool so that a slow load stalls nothing
+//! else.
+
+use super::fs::{Attr, Kind, OpenMode, Wcfs};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+};
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tracing::{debug_span, warn};
+
+/// Attribute and entry lifetime of what never changes.
+const TTL_STATIC: Duration = Duration::from_secs(3600);
+/// Entry lifetime of names (the name stays; its attributes may change).
+const TTL_ENTRY: Duration = Duration::from_secs(1);
+
+/// The `fuser::Filesystem` of wcfs.
+pub(crate) struct Fuse {
+    pub(crate) fs: Arc<Wcfs>,
+    pub(crate) pool: super::pool::Pool,
+    /// Seconds since the epoch of the last request (for `--autoexit`).
+    pub(crate) last_use: Arc<AtomicU64>,
+    /// Files open now (opens minus releases; an mmap keeps its file open).
+    pub(crate) open_files: Arc<AtomicU64>,
+    uid: u32,
+    gid: u32,
+}
+
+impl Fuse {
+    pub(crate) fn new(
+        fs: Arc<Wcfs>,
+        pool: super::pool::Pool,
+        last_use: Arc<AtomicU64>,
+        open_files: Arc<AtomicU64>,
+    ) -> Fuse {
+        Fuse {
+            fs,
+            pool,
+            last_use,
+            open_files,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+        }
+    }
+
+    fn touch(&self) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.last_use.store(now, Ordering::Relaxed);
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        FileAttr {
+            ino: INodeNo(a.ino),
+            size: a.size,
+            blocks: a.size.div_ceil(512),
+            atime: a.mtime,
+            mtime: a.mtime,
+            ctime: a.mtime,
+            crtime: a.mtime,
+            kind: match a.kind {
+                Kind::Dir => FileType::Directory,
+                Kind::File => FileType::RegularFile,
+            },
+            perm: a.perm,
+            nlink: match a.kind {
+                Kind::Dir => 2,
+                Kind::File => 1,
+            },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: a.blksize,
+            flags: 0,
+        }
+    }
+}
+
+fn attr_ttl(a: &Attr) -> Duration {
+    if a.volatile {
+        Duration::ZERO
+    } else {
+        TTL_STATIC
+    }
+}
+
+impl Filesystem for Fuse {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Invalidate the page cache only when we say so (not on mtime changes).
+        if config
+            .add_capabilities(InitFlags::FUSE_EXPLICIT_INVAL_DATA)
+            .is_err()
+        {
+            warn!("kernel lacks FUSE_EXPLICIT_INVAL_DATA (Linux < 5.2): head/ data may be re-read more than needed");
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.touch();
+        let _s = debug_span!("lookup", req = req.unique().0, parent = parent.0, ?name).entered();
+        let Some(name) = name.to_str() else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self.fs.lookup(parent.0, name) {
+            Ok(a) => {
+                reply.entry_with_ttls(&attr_ttl(&a), &TTL_ENTRY, &self.attr(&a), Generation(0))
+            }
+            Err(e) => reply.error(e.errno()),
+        }
+    }
+
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.touch();
+        let _s = debug_span!("getattr", req = req.unique().0, ino = ino.0).entered();
+        match self.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&attr_ttl(&a), &self.attr(&a)),
+            Err(e) => reply.error(e.errno()),
+        }
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.touch();
+        let _s = debug_span!("open", req = req.unique().0, ino = ino.0).entered();
+        if flags.0 & libc_accmode() != 0 {
+            return reply.error(Errno::EROFS);
+        }
+        let flags = match self.fs.open(ino.0) {
+            Ok(OpenMode::KeepCache) => FopenFlags::FOPEN_KEEP_CACHE,
+            Ok(OpenMode::DirectIo) => FopenFlags::FOPEN_DIRECT_IO,
+            Err(e) => return reply.error(e.errno()),
+        };
+        self.open_files.fetch_add(1, Ordering::Relaxed);
+        reply.opened(FileHandle(0), flags)
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok()
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.touch();
+        self.open_files.fetch_sub(1, Ordering::Relaxed);
+        reply.ok()
+    }
+
+    fn read(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.touch();
+        let span = debug_span!("read", req = req.unique().0, ino = ino.0, offset, size);
+        let fs = self.fs.clone();
+        self.pool.spawn(move || {
+            let _s = span.entered();
+            fs.read_with(ino.0, offset, size, |r| match r {
+                Ok(data) => reply.data(data),
+                Err(e) => reply.error(e.errno()),
+            })
+        });
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        self.touch();
+        let _s = debug_span!("readdir", req = req.unique().0, ino = ino.0, offset).entered();
+        let entries = match self.fs.readdir(ino.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(e.errno()),
+        };
+        let all = [
+            (ino.0, Kind::Dir, ".".to_owned()),
+            (ino.0, Kind::Dir, "..".to_owned()),
+        ]
+        .into_iter()
+        .chain(entries);
+        for (i, (c, kind, name)) in all.enumerate().skip(offset as usize) {
+            let kind = match kind {
+                Kind::Dir => FileType::Directory,
+                Kind::File => FileType::RegularFile,
+            };
+            if reply.add(INodeNo(c), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok()
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.touch();
+        const B: u32 = 2 << 20;
+        reply.statfs(0, 0, 0, 0, 0, B, 255, B);
+    }
+}
+
+/// `O_ACCMODE` bits that ask for writing (`O_WRONLY | O_RDWR`).
+fn libc_accmode() -> i32 {
+    nix::fcntl::OFlag::O_WRONLY.bits() | nix::fcntl::OFlag::O_RDWR.bits()
+}

@@ -1,0 +1,1006 @@
+//! `wcfs serve` mounted for real: the built binary serves a database that
+//! our writer (`zodb::zwrite::ZWriter`) builds and changes; the test reads
+//! the mount with read(2) and mmap and compares with a model of every
+//! file (block -> bytes). What is held: exact bytes of whole files, of
+//! ranges across block boundaries and at EOF, of holes, ZBlk0 and ZBlk1;
+//! `@<tid>` views of older states; after a commit, head/at moves and
+//! head/ shows exactly the new data, also for blocks that were in the
+//! kernel cache (and mapped) before; file growth; the EINVAL / ENOENT
+//! cases; SIGTERM and kill -9 leave no mount entry.
+//!
+//! Every test runs under a watchdog (abort the FUSE connection, `umount
+//! -l`, kill the server) and a guard that unmounts and kills the server
+//! even when the test panics; each test ends by asserting that no mount
+//! entry for its mountpoint is left. Needs root, /dev/fuse and fusermount3
+//! (CI has them; `./dev test` installs fuse3).
+
+use memmap2::Mmap;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zodb::zbigfile::ZBlkFormat;
+use zodb::zwrite::{BlkChange, ZWriter};
+use zodb::{Oid, Tid};
+
+/// Time limit of one test.
+const TEST_LIMIT: Duration = Duration::from_secs(90);
+const MIB2: u64 = 2 << 20;
+
+fn require_fuse() {
+    assert!(
+        Path::new("/dev/fuse").exists(),
+        "these tests mount a FUSE filesystem: /dev/fuse is missing (load the fuse module / run with --device /dev/fuse)"
+    );
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests mount with allow_other and abort connections in /sys/fs/fuse: run them as root (CI does)"
+    );
+    let ok = Command::new("fusermount3")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "fusermount3 not found: apt-get install -y fuse3");
+}
+
+fn mounted(mnt: &Path) -> bool {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let want = mnt.to_str().unwrap();
+    mi.lines().any(|l| l.split(' ').nth(4) == Some(want))
+}
+
+fn abort_conn(conn: Option<u64>) {
+    if let Some(c) = conn {
+        let _ = std::fs::write(format!("/sys/fs/fuse/connections/{c}/abort"), "1");
+    }
+}
+
+fn umount_lazy(mnt: &Path) {
+    let _ = Command::new("umount").arg("-l").arg(mnt).status();
+}
+
+fn minor(dev: u64) -> u64 {
+    (dev & 0xff) | ((dev >> 12) & 0xfff00)
+}
+
+/// A running `wcfs serve` with its watchdog; unmounts and kills on drop.
+struct Server {
+    child: Option<Child>,
+    mnt: PathBuf,
+    zurl: String,
+    log: PathBuf,
+    conn: Option<u64>,
+    timed_out: Arc<AtomicBool>,
+    cancel: Option<mpsc::Sender<()>>,
+}
+
+impl Server {
+    fn start(dir: &Path, db: &Path) -> Server {
+        Self::start_with(dir, db, &[], &[])
+    }
+
+    fn start_with(dir: &Path, db: &Path, opts: &[&str], env: &[(&str, &str)]) -> Server {
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        Self::start_on(dir, db, mnt, true, opts, env)
+    }
+
+    /// Serve `db` on `mnt`, passing `mnt` on the command line only if
+    /// `pass_mnt` (else it must be the default mountpoint).
+    fn start_on(
+        dir: &Path,
+        db: &Path,
+        mnt: PathBuf,
+        pass_mnt: bool,
+        opts: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        require_fuse();
+        let log = dir.join("wcfs.log");
+        let zurl = db.to_str().unwrap().to_owned();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wcfs"));
+        cmd.args(["--log-level", "debug", "--log-file"])
+            .arg(&log)
+            .arg("serve")
+            .args(opts)
+            .envs(env.iter().copied())
+            .arg(&zurl);
+        if pass_mnt {
+            cmd.arg(&mnt);
+        }
+        let child = cmd.stdin(Stdio::null()).spawn().expect("spawn wcfs serve");
+        let mut s = Server {
+            child: Some(child),
+            mnt,
+            zurl,
+            log,
+            conn: None,
+            timed_out: Arc::new(AtomicBool::new(false)),
+            cancel: None,
+        };
+        s.watchdog();
+        let t0 = Instant::now();
+        loop {
+            if let Ok(z) = std::fs::read_to_string(s.mnt.join(".wcfs/zurl")) {
+                if z == s.zurl {
+                    break;
+                }
+            }
+            if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("wcfs serve exited ({st}) before serving:\n{}", s.log_text());
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "not served after 20 s:\n{}",
+                s.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s.conn = Some(minor(std::fs::metadata(&s.mnt).unwrap().dev()));
+        s
+    }
+
+    /// After TEST_LIMIT: abort the connection (stuck syscalls of the test
+    /// return ENOTCONN), unmount lazily, kill the server.
+    fn watchdog(&mut self) {
+        let (tx, rx) = mpsc::channel::<()>();
+        self.cancel = Some(tx);
+        let (mnt, pid, flag) = (
+            self.mnt.clone(),
+            self.child.as_ref().unwrap().id() as i32,
+            self.timed_out.clone(),
+        );
+        std::thread::spawn(move || {
+            if rx.recv_timeout(TEST_LIMIT) != Err(mpsc::RecvTimeoutError::Timeout) {
+                return;
+            }
+            flag.store(true, Ordering::SeqCst);
+            eprintln!(
+                "TIMEOUT after {TEST_LIMIT:?}: aborting the FUSE connection of {}",
+                mnt.display()
+            );
+            if let Ok(md) = std::fs::metadata(&mnt) {
+                abort_conn(Some(minor(md.dev())));
+            }
+            umount_lazy(&mnt);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            std::thread::sleep(Duration::from_secs(30));
+            eprintln!("TIMEOUT: the test did not end after the abort: exiting");
+            std::process::exit(101);
+        });
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn p(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    fn head_at(&self) -> Tid {
+        let s = std::fs::read_to_string(self.p("head/at")).unwrap();
+        assert_eq!(s.len(), 16, "head/at {s:?}");
+        assert!(
+            s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{s:?}"
+        );
+        s.parse().unwrap()
+    }
+
+    fn wait_head(&self, tid: Tid) {
+        let t0 = Instant::now();
+        while self.head_at() != tid {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "head/at did not reach {tid}; server threads:\n{}\n{}",
+                self.threads(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The server's threads: name, wait channel, state, kernel stack.
+    fn threads(&self) -> String {
+        let Some(c) = &self.child else {
+            return String::new();
+        };
+        let mut out = String::new();
+        let dir = format!("/proc/{}/task", c.id());
+        for t in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = t.path();
+            let rd = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
+            let stat = rd("stat");
+            let state = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split(' ')
+                .nth(1)
+                .unwrap_or("");
+            out += &format!(
+                "{} {} {state}\n{}\n",
+                rd("comm").trim(),
+                rd("wchan"),
+                rd("stack")
+            );
+        }
+        out
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().unwrap().id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    }
+
+    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return st;
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "wcfs serve did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM: exit 0 and no mount entry left.
+    fn finish(mut self) {
+        assert!(!self.timed_out.load(Ordering::SeqCst), "timed out");
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let st = self.wait_exit(Duration::from_secs(15));
+        assert!(st.success(), "wcfs serve: {st}:\n{}", self.log_text());
+        assert!(!mounted(&self.mnt), "mount entry left behind");
+        let log = self.log_text();
+        assert!(!log.contains("panicked"), "{log}");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        drop(self.cancel.take());
+        if let Some(mut c) = self.child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let t0 = Instant::now();
+            while c.try_wait().ok().flatten().is_none() && t0.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .status();
+        }
+        if mounted(&self.mnt) {
+            abort_conn(self.conn);
+            umount_lazy(&self.mnt);
+        }
+        if std::thread::panicking() {
+            eprintln!("--- wcfs log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// A block change with its bytes owned.
+type OwnedChange = (i64, Option<(ZBlkFormat, Vec<u8>)>);
+
+/// Files as the model sees them: block -> bytes (unpadded).
+type Model = BTreeMap<i64, Vec<u8>>;
+
+fn content(m: &Model, bs: u64) -> Vec<u8> {
+    let n = m.keys().next_back().map_or(0, |&k| (k as u64 + 1) * bs);
+    let mut v = vec![0u8; n as usize];
+    for (&k, d) in m {
+        let o = (k as u64 * bs) as usize;
+        v[o..o + d.len()].copy_from_slice(d);
+    }
+    v
+}
+
+fn pattern(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn apply(zw: &mut ZWriter, oid: Oid, m: &mut Model, ch: Vec<OwnedChange>) -> Tid {
+    let changes: Vec<_> = ch
+        .iter()
+        .map(|(b, d)| (*b, d.as_ref().map(|(f, v)| (*f, v.as_slice()))))
+        .collect();
+    let tid = zw.update_file(oid, &changes).unwrap();
+    for (b, d) in ch {
+        match d {
+            Some((_, v)) => m.insert(b, v),
+            None => m.remove(&b),
+        };
+    }
+    tid
+}
+
+fn read_at(f: &File, off: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = f.read_at(&mut buf[got..], off + got as u64).unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    buf.truncate(got);
+    buf
+}
+
+fn errno(r: std::io::Result<std::fs::Metadata>) -> i32 {
+    r.expect_err("should fail").raw_os_error().unwrap()
+}
+
+fn mk(m: &Model, f: ZBlkFormat) -> Vec<BlkChange<'_>> {
+    m.iter()
+        .map(|(&k, v)| (k, Some((f, v.as_slice()))))
+        .collect()
+}
+
+/// read() of whole files and ranges, holes, ZBlk0 and ZBlk1, mmap,
+/// st_blksize, `@<tid>`, .wcfs/*.
+#[test]
+fn reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let a: Model = [
+        (0, pattern(1, MIB2 as usize)),
+        (2, pattern(2, 1000)),
+        (3, pattern(3, MIB2 as usize)),
+    ]
+    .into();
+    let b: Model = [
+        (0, pattern(4, MIB2 as usize)),
+        (2, pattern(5, 3 * 4096 + 17)),
+    ]
+    .into();
+    let (aoid, _) = zw
+        .create_file("a", MIB2, &mk(&a, ZBlkFormat::ZBlk0))
+        .unwrap();
+    let (boid, at) = zw
+        .create_file("b", MIB2, &mk(&b, ZBlkFormat::ZBlk1))
+        .unwrap();
+    let srv = Server::start(dir.path(), &db);
+    assert_eq!(srv.head_at(), at);
+
+    for (oid, m) in [(aoid, &a), (boid, &b)] {
+        let want = content(m, MIB2);
+        let p = srv.p(&format!("head/bigfile/{oid}"));
+        let md = std::fs::metadata(&p).unwrap();
+        assert_eq!(md.len(), want.len() as u64);
+        assert_eq!(md.blksize(), MIB2);
+        assert_eq!(md.mode() & 0o777, 0o444);
+        assert!(std::fs::read(&p).unwrap() == want, "{oid}: whole file");
+        let f = File::open(&p).unwrap();
+        let size = want.len() as u64;
+        for (off, len) in [
+            (0, 10),
+            (MIB2 - 100, 200),
+            (MIB2, 4096),
+            (MIB2 + 7, 3 * 4096),
+            (2 * MIB2 - 1, MIB2 + 2),
+            (size - 5, 100),
+            (size, 10),
+            (size + 4096, 10),
+        ] {
+            let lo = off.min(size) as usize;
+            let hi = (off + len).min(size) as usize;
+            assert!(
+                read_at(&f, off, len as usize) == want[lo..hi],
+                "{oid}: [{off}, +{len})"
+            );
+        }
+        // SAFETY (test): the file is read-only and nobody truncates it.
+        let map = unsafe { Mmap::map(&f) }.unwrap();
+        assert!(map[..] == want[..], "{oid}: mmap");
+        // the same through @<tid>
+        let r = std::fs::read(srv.p(&format!("@{at}/bigfile/{oid}"))).unwrap();
+        assert!(r == want, "{oid}: @{at}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(srv.p(".wcfs/zurl")).unwrap(),
+        srv.zurl
+    );
+    assert_eq!(
+        std::fs::read_to_string(srv.p(".wcfs/pintimeout")).unwrap(),
+        "30.0"
+    );
+    let stats = std::fs::read_to_string(srv.p(".wcfs/stats")).unwrap();
+    let keys: Vec<&str> = stats
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "BigFile",
+            "RevHead",
+            "ZHeadLink",
+            "WatchLink",
+            "Watch",
+            "PinnedBlk",
+            "pin",
+            "pinkill",
+            "reads",
+            "bytes_read",
+            "invalidated_blocks",
+            "commits",
+            "tracked_blocks"
+        ]
+    );
+    assert!(stats.contains("BigFile\t: 2\n"), "{stats}");
+    assert!(stats.contains("RevHead\t: 1\n"), "{stats}");
+    assert!(!stats.contains("tracked_blocks\t: 0\n"), "{stats}");
+    srv.finish();
+}
+
+/// Commits by our writer while the mount is used: head/at moves, and head/
+/// then shows exactly the new data, also where the old data was cached and
+/// mapped; growth; `@<old>` keeps the old state; a deleted file goes.
+#[test]
+fn commits() {
+    const BS: u64 = 64 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let mut m: Model = [(0, pattern(10, BS as usize)), (1, pattern(11, 100))].into();
+    let init: Vec<_> = m
+        .iter()
+        .map(|(&k, v)| (k, Some((ZBlkFormat::ZBlk0, v.as_slice()))))
+        .collect();
+    let (oid, at0) = zw.create_file("f", BS, &init).unwrap();
+    let srv = Server::start(dir.path(), &db);
+    let p = srv.p(&format!("head/bigfile/{oid}"));
+    let old = content(&m, BS);
+    assert!(std::fs::read(&p).unwrap() == old);
+    let f = File::open(&p).unwrap();
+    // SAFETY (test): read-only mapping of a file nobody truncates.
+    let map = unsafe { Mmap::map(&f) }.unwrap();
+    assert!(map[..] == old[..]);
+
+    // change both cached blocks (block 1 also from ZBlk0 to ZBlk1) and grow
+    let at1 = apply(
+        &mut zw,
+        oid,
+        &mut m,
+        vec![
+            (0, Some((ZBlkFormat::ZBlk0, pattern(12, 500)))),
+            (1, Some((ZBlkFormat::ZBlk1, pattern(13, BS as usize)))),
+            (3, Some((ZBlkFormat::ZBlk0, pattern(14, 10)))),
+        ],
+    );
+    srv.wait_head(at1);
+    let new = content(&m, BS);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 4 * BS);
+    assert!(std::fs::read(&p).unwrap() == new, "head/ after {at1}");
+    assert!(
+        read_at(&f, 0, (4 * BS) as usize) == new,
+        "open handle after {at1}"
+    );
+    assert!(map[..] == new[..old.len()], "old mapping after {at1}");
+    assert!(
+        std::fs::read(srv.p(&format!("@{at0}/bigfile/{oid}"))).unwrap() == old,
+        "@{at0}"
+    );
+
+    // a series of commits, each checked right after head/at shows it
+    let mut hist = vec![(at1, new)];
+    for i in 0..20u64 {
+        let blk = (i * 7 % 6) as i64;
+        let ch = match i % 4 {
+            0 => (blk, None),
+            1 => (
+                blk,
+                Some((
+                    ZBlkFormat::ZBlk1,
+                    pattern(100 + i, (i as usize * 997) % BS as usize + 1),
+                )),
+            ),
+            _ => (
+                blk,
+                Some((
+                    ZBlkFormat::ZBlk0,
+                    pattern(100 + i, (i as usize * 4099) % BS as usize + 1),
+                )),
+            ),
+        };
+        // read first so that the blocks are in the kernel cache
+        let _ = std::fs::read(&p).unwrap();
+        let at = apply(&mut zw, oid, &mut m, vec![ch]);
+        srv.wait_head(at);
+        let want = content(&m, BS);
+        assert!(std::fs::read(&p).unwrap() == want, "commit {i} @{at}");
+        hist.push((at, want));
+    }
+    for (at, want) in &hist {
+        assert!(
+            std::fs::read(srv.p(&format!("@{at}/bigfile/{oid}"))).unwrap() == *want,
+            "@{at}"
+        );
+    }
+    let stats = std::fs::read_to_string(srv.p(".wcfs/stats")).unwrap();
+    assert!(stats.contains("commits\t: 21\n"), "{stats}");
+    assert!(!stats.contains("invalidated_blocks\t: 0\n"), "{stats}");
+
+    // the file is deleted: its reads fail, a new lookup is EINVAL
+    drop(map);
+    let atd = zw.delete_file("f", oid).unwrap();
+    srv.wait_head(atd);
+    assert!(read_at_err(&f), "read of a deleted file succeeded");
+    drop(f);
+    let e = errno(std::fs::metadata(srv.p(&format!("head/bigfile/{oid}x"))));
+    assert_eq!(e, libc_einval());
+    srv.finish();
+}
+
+fn read_at_err(f: &File) -> bool {
+    let mut b = [0u8; 10];
+    f.read_at(&mut b, 0).is_err()
+}
+
+fn libc_einval() -> i32 {
+    nix::errno::Errno::EINVAL as i32
+}
+
+/// 200 random commits while a reader thread keeps reading head/: every
+/// block it reads after head/at showed T is the block of a state >= T
+/// (never older data for a block that changed); once the writer stops
+/// and head/at shows the last tid, the file is exactly the last state.
+#[test]
+fn random_commits_with_a_concurrent_reader() {
+    const BS: u64 = 4096;
+    const NBLK: i64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let mut m: Model = [(0, pattern(1, BS as usize))].into();
+    let (oid, at0) = zw.create_file("f", BS, &mk(&m, ZBlkFormat::ZBlk0)).unwrap();
+    let srv = Server::start(dir.path(), &db);
+    let p = srv.p(&format!("head/bigfile/{oid}"));
+    // tid -> file content, shared with the reader
+    let hist = Arc::new(std::sync::Mutex::new(BTreeMap::from([(
+        at0,
+        content(&m, BS),
+    )])));
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (hist, done, p, at_path) = (hist.clone(), done.clone(), p.clone(), srv.p("head/at"));
+        std::thread::spawn(move || {
+            let mut checks = 0u32;
+            while !done.load(Ordering::SeqCst) {
+                let t: Tid = std::fs::read_to_string(&at_path).unwrap().parse().unwrap();
+                let data = std::fs::read(&p).unwrap();
+                // The writer records a state right after committing it, so
+                // the state the data comes from may be recorded a bit later.
+                let t0 = Instant::now();
+                loop {
+                    let bad = {
+                        let h = hist.lock().unwrap();
+                        (0..NBLK as usize).find(|&blk| {
+                            let lo = blk * BS as usize;
+                            let got = data.get(lo..lo + BS as usize);
+                            // While a commit that shrinks the file is being
+                            // processed, the kernel may still believe the
+                            // old size: a block past the new end then reads
+                            // as zeros (the READ gets 0 bytes) until the
+                            // size is invalidated, before head/at moves.
+                            let zeros = got.is_some_and(|g| g.iter().all(|&b| b == 0));
+                            !h.range(t..).any(|(_, c)| {
+                                c.get(lo..lo + BS as usize) == got || (zeros && c.len() <= lo)
+                            })
+                        })
+                    };
+                    let Some(blk) = bad else { break };
+                    if t0.elapsed() > Duration::from_secs(5) {
+                        let h = hist.lock().unwrap();
+                        let lo = blk * BS as usize;
+                        let got = data.get(lo..lo + BS as usize);
+                        let desc = |c: Option<&[u8]>| match c {
+                            None => "none".to_owned(),
+                            Some(c) if c.iter().all(|&b| b == 0) => "zeros".to_owned(),
+                            Some(c) => format!("{:02x?}", &c[..8]),
+                        };
+                        let states: Vec<String> = h
+                            .range(..)
+                            .rev()
+                            .take(6)
+                            .map(|(tid, c)| {
+                                format!("{tid}:{}:{}", c.len(), desc(c.get(lo..lo + BS as usize)))
+                            })
+                            .collect();
+                        panic!(
+                            "head/at {t}: blk {blk} is not from a state >= {t}: got len {} {}; states {states:?}",
+                            data.len(),
+                            desc(got)
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                checks += 1;
+            }
+            checks
+        })
+    };
+    let mut x = 12345u64;
+    let mut last = at0;
+    for i in 0..200u64 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let blk = ((x >> 33) % NBLK as u64) as i64;
+        let ch = match (x >> 20) % 5 {
+            0 if m.len() > 1 => (blk, None),
+            1 | 2 => (
+                blk,
+                Some((ZBlkFormat::ZBlk1, pattern(x, ((x >> 8) % BS) as usize + 1))),
+            ),
+            _ => (
+                blk,
+                Some((ZBlkFormat::ZBlk0, pattern(x, ((x >> 8) % BS) as usize + 1))),
+            ),
+        };
+        last = apply(&mut zw, oid, &mut m, vec![ch]);
+        hist.lock().unwrap().insert(last, content(&m, BS));
+        if i % 50 == 49 {
+            srv.wait_head(last);
+        }
+    }
+    srv.wait_head(last);
+    done.store(true, Ordering::SeqCst);
+    let checks = reader.join().expect("reader");
+    assert!(checks > 0);
+    assert!(
+        std::fs::read(&p).unwrap() == content(&m, BS),
+        "after the last commit"
+    );
+    srv.finish();
+}
+
+/// 2 MiB ZBlk1 blocks read by three threads at once (read() and mmap,
+/// so the kernel sends many READs of one block in parallel) while 20
+/// commits rewrite them: no hang, no error, and the exact last state.
+#[test]
+fn parallel_readers_of_big_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let mut m: Model = (0..4)
+        .map(|b| (b, pattern(500 + b as u64, MIB2 as usize)))
+        .collect();
+    let (oid, _) = zw
+        .create_file("f", MIB2, &mk(&m, ZBlkFormat::ZBlk1))
+        .unwrap();
+    let srv = Server::start(dir.path(), &db);
+    let p = srv.p(&format!("head/bigfile/{oid}"));
+    let done = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|i| {
+            let (p, done) = (p.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !done.load(Ordering::SeqCst) {
+                    if i == 0 {
+                        let f = File::open(&p).unwrap();
+                        // SAFETY (test): read-only mapping; the file only grows.
+                        let map = unsafe { Mmap::map(&f) }.unwrap();
+                        let sum: u64 = map.iter().step_by(4096).map(|&b| b as u64).sum();
+                        std::hint::black_box(sum);
+                    } else {
+                        assert_eq!(std::fs::read(&p).unwrap().len() as u64 % MIB2, 0);
+                    }
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut last = Tid(0);
+    for i in 0..20u64 {
+        let blk = (i % 4) as i64;
+        last = apply(
+            &mut zw,
+            oid,
+            &mut m,
+            vec![(
+                blk,
+                Some((
+                    ZBlkFormat::ZBlk1,
+                    pattern(600 + i, MIB2 as usize - (i as usize) * 4096),
+                )),
+            )],
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    srv.wait_head(last);
+    done.store(true, Ordering::SeqCst);
+    for r in readers {
+        assert!(r.join().expect("reader") > 0);
+    }
+    assert!(
+        std::fs::read(&p).unwrap() == content(&m, MIB2),
+        "last state"
+    );
+    srv.finish();
+}
+
+/// Bad names: EINVAL; a future `@<tid>`: ENOENT; writes: refused.
+#[test]
+fn errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let (oid, at) = zw
+        .create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
+        .unwrap();
+    let srv = Server::start(dir.path(), &db);
+    let einval = libc_einval();
+    for rel in [
+        "notrev".to_owned(),
+        "@0123".to_owned(),
+        "@zzzzzzzzzzzzzzzz".to_owned(),
+        "head/bigfile/xyz".to_owned(),
+        format!("head/bigfile/{oid}0"),
+        "head/bigfile/0000000000000000".to_owned(), // the root: not a ZBigFile
+        "head/bigfile/00000000000fffff".to_owned(), // no such object
+        format!("@{at}/bigfile/zz"),
+    ] {
+        assert_eq!(errno(std::fs::metadata(srv.p(&rel))), einval, "{rel}");
+    }
+    let future = Tid(at.0 + 1);
+    assert_eq!(
+        errno(std::fs::metadata(srv.p(&format!("@{future}")))),
+        nix::errno::Errno::ENOENT as i32
+    );
+    assert_eq!(
+        errno(std::fs::metadata(srv.p("head/nothere"))),
+        nix::errno::Errno::ENOENT as i32
+    );
+    let w = std::fs::OpenOptions::new()
+        .write(true)
+        .open(srv.p(&format!("head/bigfile/{oid}")));
+    assert!(w.is_err(), "opened for writing");
+    // a file created after @at is not there
+    let (oid2, at2) = zw
+        .create_file("g", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"y")))])
+        .unwrap();
+    srv.wait_head(at2);
+    assert_eq!(
+        errno(std::fs::metadata(srv.p(&format!("@{at}/bigfile/{oid2}")))),
+        einval
+    );
+    assert_eq!(
+        std::fs::read(srv.p(&format!("head/bigfile/{oid2}")))
+            .unwrap()
+            .len(),
+        4096
+    );
+    // the server is unharmed
+    assert_eq!(
+        std::fs::read(srv.p(&format!("head/bigfile/{oid}"))).unwrap()[0],
+        b'x'
+    );
+    srv.finish();
+}
+
+/// A corrupt record: EIO for the reads that need it, logged with the oid
+/// and offset; the other blocks and files keep working.
+#[test]
+fn corrupt_record_is_eio() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let bad = pattern(77, 4096);
+    let (aoid, _) = zw
+        .create_file(
+            "a",
+            4096,
+            &[
+                (0, Some((ZBlkFormat::ZBlk0, b"fine"))),
+                (1, Some((ZBlkFormat::ZBlk0, &bad))),
+            ],
+        )
+        .unwrap();
+    let (boid, _) = zw
+        .create_file("b", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"ok")))])
+        .unwrap();
+    drop(zw);
+    // garble the pickle opcodes right before block 1's bytes
+    let mut raw = std::fs::read(&db).unwrap();
+    let pos = raw
+        .windows(64)
+        .position(|w| w == &bad[..64])
+        .expect("block data in Data.fs");
+    raw[pos - 8..pos].fill(0xff);
+    std::fs::write(&db, &raw).unwrap();
+
+    let srv = Server::start(dir.path(), &db);
+    let f = File::open(srv.p(&format!("head/bigfile/{aoid}"))).unwrap();
+    let mut b = [0u8; 16];
+    let e = f
+        .read_at(&mut b, 4096)
+        .expect_err("read of a corrupt block");
+    assert_eq!(e.raw_os_error(), Some(nix::errno::Errno::EIO as i32), "{e}");
+    assert_eq!(read_at(&f, 0, 4), b"fine");
+    assert_eq!(
+        &std::fs::read(srv.p(&format!("head/bigfile/{boid}"))).unwrap()[..2],
+        b"ok"
+    );
+    let log = srv.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("read blk #1"))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    assert!(
+        line.contains(&aoid.to_string()) && line.contains("file offset 4096"),
+        "{line}"
+    );
+    srv.finish();
+}
+
+/// kill -9 of the server: fusermount3 (auto_unmount) removes the mount.
+#[test]
+fn kill9_leaves_no_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    zw.create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
+        .unwrap();
+    let mut srv = Server::start(dir.path(), &db);
+    srv.signal(nix::sys::signal::Signal::SIGKILL);
+    srv.wait_exit(Duration::from_secs(10));
+    let t0 = Instant::now();
+    while mounted(&srv.mnt) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "mount left after kill -9"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(srv);
+    assert!(!mounted(&dir.path().join("mnt")));
+}
+
+/// `--autoexit`: the server stops by itself once no file is open and no
+/// request came for a while (2 s here), not while a file is open.
+#[test]
+fn autoexit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    zw.create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
+        .unwrap();
+    let mut srv = Server::start_with(
+        dir.path(),
+        &db,
+        &["--autoexit"],
+        &[("WCFS_AUTOEXIT_SECS", "2")],
+    );
+    let f = File::open(srv.p(".wcfs/zurl")).unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        srv.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "exited with a file open"
+    );
+    drop(f);
+    let st = srv.wait_exit(Duration::from_secs(15));
+    assert!(st.success(), "{st}:\n{}", srv.log_text());
+    assert!(!mounted(&srv.mnt));
+    assert!(srv.log_text().contains("autoexit"));
+}
+
+/// SIGINT stops the server as SIGTERM does: exit 0, no mount.
+#[test]
+fn sigint_unmounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    zw.create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
+        .unwrap();
+    let mut srv = Server::start(dir.path(), &db);
+    // a client keeps a file open: the unmount is then lazy, still no entry
+    let f = File::open(srv.p(".wcfs/zurl")).unwrap();
+    srv.signal(nix::sys::signal::Signal::SIGINT);
+    let st = srv.wait_exit(Duration::from_secs(15));
+    assert!(st.success(), "{st}:\n{}", srv.log_text());
+    assert!(!mounted(&srv.mnt));
+    drop(f);
+}
+
+/// `wcfs serve <zurl>` on the default mountpoint; `wcfs status` finds it
+/// (pid, head/at), `wcfs stop` stops it and leaves no mount entry and no
+/// directory; a second `serve` on a mounted zurl is refused.
+#[test]
+fn default_mountpoint_status_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let (_, tid) = zw
+        .create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
+        .unwrap();
+    let zurl = db.to_str().unwrap().to_owned();
+    let wcfs = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_wcfs"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let st = wcfs(&["status", &zurl]);
+    assert!(!st.status.success(), "status before serve");
+    let text = String::from_utf8_lossy(&st.stdout).into_owned();
+    let mnt: PathBuf = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mountpoint:"))
+        .unwrap_or_else(|| panic!("no mountpoint line in {text:?}"))
+        .trim()
+        .into();
+    assert!(mnt.starts_with("/dev/shm/wcfs"), "{}", mnt.display());
+
+    let mut srv = Server::start_on(dir.path(), &db, mnt.clone(), false, &[], &[]);
+    let st = wcfs(&["status", &zurl]);
+    let out = String::from_utf8_lossy(&st.stdout).into_owned();
+    assert!(st.status.success(), "status while serving: {out}");
+    let pid = srv.child.as_ref().unwrap().id().to_string();
+    assert!(
+        out.contains(&pid),
+        "status names the server pid {pid}: {out}"
+    );
+    assert!(
+        out.contains(&tid.to_string()),
+        "status shows head/at {tid}: {out}"
+    );
+
+    // a second server on the same zurl is refused, the first keeps serving
+    let again = wcfs(&["serve", &zurl]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already mounted"));
+    assert_eq!(
+        std::fs::read_to_string(mnt.join(".wcfs/zurl")).unwrap(),
+        zurl
+    );
+
+    let stop = wcfs(&["stop", &zurl]);
+    assert!(
+        stop.status.success(),
+        "stop: {}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    srv.wait_exit(Duration::from_secs(10));
+    assert!(!mounted(&mnt), "mount left after stop");
+    assert!(!mnt.exists(), "mountpoint directory left after stop");
+    drop(srv);
+}
