@@ -48,7 +48,7 @@ pub(crate) enum Cmd {
         /// The database.
         zurl: String,
         /// Where to mount (created if missing). Default:
-        /// /dev/shm/wcfs/<sha1 of the normalized zurl>, which `wcfs status`
+        /// `/dev/shm/wcfs/<sha1 of the normalized zurl>`, which `wcfs status`
         /// and `wcfs stop` find from the zurl alone.
         mountpoint: Option<PathBuf>,
     },
