@@ -1216,3 +1216,61 @@ fn broken_storage_keeps_serving_what_it_has() {
     );
     srv.finish();
 }
+
+/// `wcfs stop` on the real server in the states a user meets: a client
+/// holding a file open (and mapped), and a server killed with kill -9.
+/// Each ends with no mount entry, no mountpoint directory, and a new
+/// `serve` on the same zurl working.
+#[test]
+fn stop_real_server_in_every_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let d = pattern(9, 8192);
+    let (oid, _) = zw
+        .create_file("f", 8192, &[(0, Some((ZBlkFormat::ZBlk0, &d[..])))])
+        .unwrap();
+    drop(zw);
+    let zurl = db.to_str().unwrap().to_owned();
+    let stop = |mnt: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_wcfs"))
+            .args(["stop", &zurl, "--mountpoint"])
+            .arg(mnt)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "wcfs stop: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!mounted(mnt), "mount entry left after stop");
+        assert!(!mnt.exists(), "mountpoint left after stop");
+    };
+
+    // 1. a client holds the file open and mapped
+    let mut srv = Server::start(dir.path(), &db);
+    let f = File::open(srv.p(&format!("head/bigfile/{oid}"))).unwrap();
+    // SAFETY: read-only mapping of a file that no one truncates while mapped
+    let m = unsafe { Mmap::map(&f) }.unwrap();
+    assert_eq!(&m[..8192], &d[..]);
+    stop(&srv.mnt.clone());
+    srv.wait_exit(Duration::from_secs(10));
+    drop((m, f));
+    drop(srv);
+
+    // 2. the server was killed with kill -9
+    let mut srv = Server::start(dir.path(), &db);
+    srv.signal(nix::sys::signal::Signal::SIGKILL);
+    srv.wait_exit(Duration::from_secs(10));
+    stop(&srv.mnt.clone());
+    drop(srv);
+
+    // and a new server on the same zurl and mountpoint works
+    let srv = Server::start(dir.path(), &db);
+    assert_eq!(
+        std::fs::read(srv.p(&format!("head/bigfile/{oid}"))).unwrap(),
+        d
+    );
+    srv.finish();
+}
