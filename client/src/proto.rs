@@ -1,0 +1,280 @@
+//! The `head/watch` wire format (wcfs-protocol.md §4), for both ends.
+//!
+//! A watch link carries lines in both directions:
+//!
+//! ```text
+//! frame = stream SP message LF        stream: decimal u64, no sign, no leading zeros
+//! ```
+//!
+//! Client requests use odd streams and get their reply on the same stream;
+//! server requests (pins) use even streams other than 0 and get the
+//! client's reply on the same stream; stream 0 carries server control
+//! messages that get no reply.
+//!
+//! Everything here is pure text processing: parsing is strict where the
+//! original is (a frame without a space or with a non-decimal stream is
+//! fatal for the link) and error texts are the original's, so that a
+//! client written against the original grammar sees the same lines.
+
+use std::fmt;
+use zodb::{Oid, Tid};
+
+/// Longest line either end should send: the original C++ client rejects
+/// received messages over 246 bytes.
+pub const MAX_LINE: usize = 246;
+
+/// One frame: a stream id and a message (without the trailing LF).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame<'a> {
+    /// The stream id.
+    pub stream: u64,
+    /// The message text; never contains LF.
+    pub msg: &'a str,
+}
+
+/// A line that is not a frame. Fatal for the link on the server side,
+/// which answers `0 <this error's text>` and closes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// No space separates a stream from a message.
+    #[error("error: invalid frame: {}", go_quote(.line))]
+    NoSpace {
+        /// The line as received, with its LF.
+        line: String,
+    },
+    /// The stream is not a decimal u64.
+    #[error("error: invalid frame: {} (invalid stream)", go_quote(.line))]
+    BadStream {
+        /// The line as received, with its LF.
+        line: String,
+    },
+}
+
+/// Parse one received line (`line` without its LF; the LF is put back into
+/// error texts, as the original quotes the raw line).
+///
+/// Stream ids are accepted the way the original server's parser accepts
+/// them (decimal digits, leading zeros allowed); [`format_frame`] never
+/// writes leading zeros.
+pub fn parse_frame(line: &str) -> Result<Frame<'_>, FrameError> {
+    let raw = || format!("{line}\n");
+    let Some((stream, msg)) = line.split_once(' ') else {
+        return Err(FrameError::NoSpace { line: raw() });
+    };
+    if stream.is_empty() || !stream.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(FrameError::BadStream { line: raw() });
+    }
+    let stream = stream
+        .parse::<u64>()
+        .map_err(|_| FrameError::BadStream { line: raw() })?;
+    Ok(Frame { stream, msg })
+}
+
+/// The line for a frame, LF included.
+///
+/// # Panics
+///
+/// If `msg` contains LF: that would be two frames, a bug of the caller.
+pub fn format_frame(stream: u64, msg: &str) -> String {
+    assert!(!msg.contains('\n'), "frame message with LF: {msg:?}");
+    format!("{stream} {msg}\n")
+}
+
+/// What a client asks on an odd stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// `watch <oid> @<at>`: set up or move the watch of a file to view
+    /// `at`; `at: None` is `watch <oid> -`, remove it.
+    Watch {
+        /// The file.
+        oid: Oid,
+        /// The view, `None` to stop watching.
+        at: Option<Tid>,
+    },
+    /// `bye`: close the link; no reply.
+    Bye,
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Request::Watch { oid, at: Some(at) } => write!(f, "watch {oid} @{at}"),
+            Request::Watch { oid, at: None } => write!(f, "watch {oid} -"),
+            Request::Bye => f.write_str("bye"),
+        }
+    }
+}
+
+/// A watch request that does not parse; the server replies
+/// `error <this error's text>` on the request's stream and keeps the link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Not `watch ...`.
+    #[error("bad watch: not a watch request: {}", go_quote(.0))]
+    NotWatch(String),
+    /// Not exactly two arguments.
+    #[error("bad watch: expected 2 arguments, got {0}")]
+    Args(usize),
+    /// The oid is not 16 hex digits.
+    #[error("bad watch: invalid oid")]
+    Oid,
+    /// The view is neither `-` nor `@` + 16 hex digits.
+    #[error("bad watch: invalid at")]
+    At,
+}
+
+/// Parse a client request (any odd-stream message).
+///
+/// As in the original, tokens are split on single spaces, and
+/// `@ffffffffffffffff` (the invalid tid) means the same as `-`.
+pub fn parse_request(msg: &str) -> Result<Request, RequestError> {
+    if msg == "bye" {
+        return Ok(Request::Bye);
+    }
+    let Some(args) = msg.strip_prefix("watch ") else {
+        return Err(RequestError::NotWatch(msg.to_owned()));
+    };
+    let argv: Vec<&str> = args.split(' ').collect();
+    if argv.len() != 2 {
+        return Err(RequestError::Args(argv.len()));
+    }
+    let oid = parse_hex16(argv[0]).map(Oid).ok_or(RequestError::Oid)?;
+    let at = match argv[1] {
+        "-" => None,
+        a => {
+            let t = a
+                .strip_prefix('@')
+                .and_then(parse_hex16)
+                .ok_or(RequestError::At)?;
+            (t != u64::MAX).then_some(Tid(t))
+        }
+    };
+    Ok(Request::Watch { oid, at })
+}
+
+/// Exactly 16 hex digits (either case, as the original server accepts).
+fn parse_hex16(s: &str) -> Option<u64> {
+    if s.len() != 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
+/// A server request on an even stream: `pin <oid> #<blk> @<rev>`, where
+/// `rev: None` is `@head` (unpin).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pin {
+    /// The file.
+    pub oid: Oid,
+    /// The block.
+    pub blk: i64,
+    /// Show the block as of this revision; `None`: as of head again.
+    pub rev: Option<Tid>,
+}
+
+impl fmt::Display for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pin {} #{} ", self.oid, self.blk)?;
+        match self.rev {
+            Some(r) => write!(f, "@{r}"),
+            None => f.write_str("@head"),
+        }
+    }
+}
+
+/// A `pin` message that does not parse (the client nacks it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid pin message {}", go_quote(.0))]
+pub struct PinError(pub String);
+
+/// Parse a `pin` message.
+pub fn parse_pin(msg: &str) -> Result<Pin, PinError> {
+    let bad = || PinError(msg.to_owned());
+    let mut it = msg.split(' ');
+    let (Some("pin"), Some(oid), Some(blk), Some(rev), None) =
+        (it.next(), it.next(), it.next(), it.next(), it.next())
+    else {
+        return Err(bad());
+    };
+    let oid = parse_hex16(oid).map(Oid).ok_or_else(bad)?;
+    let blk = blk
+        .strip_prefix('#')
+        .filter(|b| !b.is_empty() && !b.starts_with('+'))
+        .and_then(|b| b.parse::<i64>().ok())
+        .ok_or_else(bad)?;
+    let rev = match rev.strip_prefix('@').ok_or_else(bad)? {
+        "head" => None,
+        t => Some(Tid(parse_hex16(t).ok_or_else(bad)?)),
+    };
+    Ok(Pin { oid, blk, rev })
+}
+
+/// The server's reply to a watch request: `ok`, or `error <text>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The watch is set up (all pins acknowledged).
+    Ok,
+    /// The request failed; the link stays up.
+    Error(String),
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Ok => f.write_str("ok"),
+            Reply::Error(e) => write!(f, "error {e}"),
+        }
+    }
+}
+
+/// Parse a reply; `None` if it is neither form.
+pub fn parse_reply(msg: &str) -> Option<Reply> {
+    match msg {
+        "ok" => Some(Reply::Ok),
+        _ => msg
+            .strip_prefix("error ")
+            .map(|e| Reply::Error(e.to_owned())),
+    }
+}
+
+/// The client's acknowledgement of a pin (exact string).
+pub const ACK: &str = "ack";
+
+/// Quote a string as Go's `%q` does (`strconv.Quote`): the original's error
+/// texts embed raw lines so. Exact for ASCII (`\"`, `\\`, the C escapes,
+/// `\xNN` for other control bytes); beyond ASCII, control characters are
+/// escaped as `\uNNNN` and everything else is kept, where Go also escapes
+/// the few other non-printable runes.
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{07}' => out.push_str("\\a"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0c}' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{0b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => {
+                if (c as u32) <= 0xffff {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push_str(&format!("\\U{:08x}", c as u32));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests;
