@@ -671,9 +671,8 @@ fn get_at(changes: &[(Tid, DeltaValue)], at: Tid, tail: Tid) -> GetAt {
     }
 }
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
-    fn is<T: Send + Sync>() {}
-    is::<DeltaBTail>();
-    is::<DeltaValue>();
-}
+// ΔBtail is shared between the server's threads.
+const _: () = {
+    const fn is_send_sync<T: Send + Sync>() {}
+    is_send_sync::<DeltaBTail>();
+};

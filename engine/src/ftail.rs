@@ -285,6 +285,17 @@ impl DeltaFTail {
         Ok(())
     }
 
+    /// How many blocks of all files were passed to [`track`](Self::track)
+    /// since their files' last epochs.
+    pub fn explicitly_tracked_count(&self) -> u64 {
+        let ix = self.lock();
+        ix.explicit
+            .values()
+            .flat_map(|s| s.ranges())
+            .map(|r| (r.hi as i128 - r.lo as i128 + 1) as u64)
+            .sum()
+    }
+
     /// The blocks of `file` passed to [`track`](Self::track) since its last
     /// epoch.
     pub fn explicitly_tracked(&self, file: Oid) -> RangedKeySet {
@@ -293,9 +304,10 @@ impl DeltaFTail {
 
     /// The file's epoch history, made on its first Track: the window's
     /// revisions that stored the file object, replayed from the storage.
-    fn file_or_new(&self, file: &ZBigFile) -> Result<Arc<RcuCell<FileHist>>> {
-        if let Some(f) = self.files.load().get(&file.oid) {
-            return Ok(f.clone());
+    fn file_or_new(&self, file: &ZBigFile) -> Result<()> {
+        // fast path (every READ): the file is known; read the map in place
+        if self.files.with(|m| m.contains_key(&file.oid)) {
+            return Ok(());
         }
         let db = self.btail.db();
         let ztail = self.btail.ztail();
@@ -315,17 +327,13 @@ impl DeltaFTail {
             }
         }
         let hist = FileHist { head: prev, epochs };
-        let mut out = None;
         self.files.update(|m| {
             let mut m = m.clone();
-            let f = m
-                .entry(file.oid)
-                .or_insert_with(|| Arc::new(RcuCell::new(hist)))
-                .clone();
-            out = Some(f);
+            m.entry(file.oid)
+                .or_insert_with(|| Arc::new(RcuCell::new(hist)));
             m
         });
-        Ok(out.expect("set in update"))
+        Ok(())
     }
 
     /// Apply transaction `rev` that stored `oids`: returns the changes of

@@ -7,7 +7,7 @@ use super::stats::Stats;
 use bytes::Bytes;
 use engine::ftail::DeltaFTail;
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::{Duration, SystemTime};
@@ -170,9 +170,6 @@ pub(crate) struct Wcfs {
     /// Loads in progress: (oid, at, blk) -> the result, once there. Like
     /// `cache_mu`, held briefly and never together with it.
     loading_mu: Mutex<HashMap<BlkKey, Arc<LoadSlot>>>,
-    /// oid -> blocks tracked since the file's last epoch (for stats).
-    /// Taken under `zhead` only.
-    tracked_mu: Mutex<HashMap<Oid, HashSet<i64>>>,
     pub(crate) stats: Stats,
 }
 
@@ -238,7 +235,6 @@ impl Wcfs {
             nodes_mu: Mutex::new(nodes),
             cache_mu: Mutex::new(VecDeque::new()),
             loading_mu: Mutex::new(HashMap::new()),
-            tracked_mu: Mutex::new(HashMap::new()),
             stats: Stats::default(),
         })
     }
@@ -441,7 +437,11 @@ impl Wcfs {
             Node::RevDir(at) => dir(tid_time(at), false),
             Node::RevBigDir(_) => dir(SystemTime::UNIX_EPOCH, false),
             Node::HeadAt => small(16, 0o644, true),
-            Node::Stats => small(self.stats.render().len(), 0o644, true),
+            Node::Stats => small(
+                self.stats.render(self.ft.explicitly_tracked_count()).len(),
+                0o644,
+                true,
+            ),
             Node::Zurl => small(self.zurl.len(), 0o644, false),
             Node::PinTimeout => small(self.pintimeout_text().len(), 0o644, false),
             Node::HeadFile(oid) => {
@@ -545,7 +545,13 @@ impl Wcfs {
                 off,
                 len,
             ))),
-            Node::Stats => reply(Ok(slice_at(self.stats.render().as_bytes(), off, len))),
+            Node::Stats => reply(Ok(slice_at(
+                self.stats
+                    .render(self.ft.explicitly_tracked_count())
+                    .as_bytes(),
+                off,
+                len,
+            ))),
             Node::Zurl => reply(Ok(slice_at(self.zurl.as_bytes(), off, len))),
             Node::PinTimeout => reply(Ok(slice_at(self.pintimeout_text().as_bytes(), off, len))),
             Node::HeadFile(oid) => {
@@ -602,13 +608,6 @@ impl Wcfs {
                 self.ft
                     .track(zf, b.blk, &b.path, b.keycov, b.zblk)
                     .map_err(|e| db_err(zf.oid, format!("@{at}: track blk #{}", b.blk), e))?;
-                if lock(&self.tracked_mu)
-                    .entry(zf.oid)
-                    .or_default()
-                    .insert(b.blk)
-                {
-                    self.stats.tracked_blocks.fetch_add(1, Ordering::Relaxed);
-                }
             }
         }
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
@@ -705,11 +704,6 @@ impl Wcfs {
                     off: 0,
                     len: 0,
                 });
-                if let Some(t) = lock(&self.tracked_mu).remove(foid) {
-                    self.stats
-                        .tracked_blocks
-                        .fetch_sub(t.len() as u64, Ordering::Relaxed);
-                }
                 let re = ZBigFile::load(&*self.stor, *foid, tid).and_then(|zf| {
                     let size = zf.size(&*self.stor, tid)?;
                     Ok((zf, size))

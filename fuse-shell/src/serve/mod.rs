@@ -53,7 +53,7 @@
 //!
 //! # Locking order
 //!
-//! `zhead` > `ZHead::files_mu` > `nodes_mu` > `tracked_mu` > `cache_mu`
+//! `zhead` > `ZHead::files_mu` > `nodes_mu` > `cache_mu`
 //! (> ΔFtail's own locks); `loading_mu` is held alone. Concurrent READs of
 //! one block share one load (a `OnceLock` per block being loaded): the
 //! waiters hold `zhead` R as the loader does, so a commit waits for all.

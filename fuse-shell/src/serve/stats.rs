@@ -19,14 +19,14 @@ pub(crate) struct Stats {
     pub(crate) invalidated_blocks: AtomicU64,
     /// Transactions processed (cumulative).
     pub(crate) commits: AtomicU64,
-    /// Blocks of head/ files tracked in ΔFtail (since their last epoch).
-    pub(crate) tracked_blocks: AtomicU64,
 }
 
 impl Stats {
     /// The text of `.wcfs/stats`: the spec's keys first, in its order (the
-    /// watch ones are 0 until the isolation protocol exists), then ours.
-    pub(crate) fn render(&self) -> String {
+    /// watch ones are 0 until the isolation protocol exists), then ours;
+    /// `tracked_blocks` (blocks of head/ files tracked in ΔFtail since
+    /// their last epoch) is the engine's count, passed in.
+    pub(crate) fn render(&self, tracked_blocks: u64) -> String {
         let rows: [(&str, u64); 13] = [
             ("BigFile", self.bigfile.load(Relaxed)),
             ("RevHead", self.rev_head.load(Relaxed)),
@@ -40,7 +40,7 @@ impl Stats {
             ("bytes_read", self.bytes_read.load(Relaxed)),
             ("invalidated_blocks", self.invalidated_blocks.load(Relaxed)),
             ("commits", self.commits.load(Relaxed)),
-            ("tracked_blocks", self.tracked_blocks.load(Relaxed)),
+            ("tracked_blocks", tracked_blocks),
         ];
         let mut s = String::new();
         for (k, v) in rows {
@@ -56,7 +56,7 @@ mod tests {
     fn format() {
         let s = super::Stats::default();
         s.reads.fetch_add(3, super::Relaxed);
-        let r = s.render();
+        let r = s.render(0);
         assert!(
             r.starts_with("BigFile\t: 0\nRevHead\t: 0\nZHeadLink\t: 0\n"),
             "{r}"
