@@ -3,14 +3,15 @@
 //! only decodes requests, calls in here and replies.
 
 use super::errno::{lookup_error, FsError};
-use super::stats::Stats;
+use super::stats::{Instant as StatsNow, Stats};
+use super::watch::{self, DownWhy, PinEnd, PinWait, ReadReply, WatchLink};
 use bytes::Bytes;
 use engine::ftail::DeltaFTail;
 use rayon::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
+use std::time::{Duration, Instant, SystemTime};
 use zodb::btree::{self, Family};
 use zodb::zbigfile::{Block, ZBigFile};
 use zodb::{Oid, Storage, Tid};
@@ -33,6 +34,8 @@ pub(crate) const ZURL: u64 = 6;
 pub(crate) const STATS: u64 = 7;
 /// `.wcfs/pintimeout`.
 pub(crate) const PINTIMEOUT: u64 = 8;
+/// `head/watch`.
+pub(crate) const HEAD_WATCH: u64 = 9;
 /// The first inode number handed out on lookup.
 const FIRST_DYNAMIC: u64 = 16;
 
@@ -56,6 +59,7 @@ pub(crate) enum Node {
     Root,
     Head,
     HeadAt,
+    HeadWatch,
     HeadBigDir,
     DotWcfs,
     Zurl,
@@ -89,6 +93,55 @@ struct HeadFile {
     /// The last revision known to have touched it (mtime).
     rev: Tid,
 }
+
+/// A watch: one link's view of one head/ file as of `at` (spec §5).
+pub(crate) struct Watch {
+    link: Weak<WatchLink>,
+    foid: Oid,
+    /// The view (`Watch.atMu`). Written by the setup moving it; read by
+    /// READs and by the setup while they pin for it, so it cannot move
+    /// under a pin in flight.
+    at: RwLock<Tid>,
+    /// Blocks pinned (or being pinned) on the client: blk -> (rev, the
+    /// pin). A block not here shows head data on the client.
+    pinned: Mutex<HashMap<i64, (Tid, Arc<PinWait>)>>,
+}
+
+impl Watch {
+    fn at(&self) -> Tid {
+        *self.at.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Ask the client to show block `blk` as of `rev` (`None`: head).
+    /// Returns the pin to wait for, or `None` if nothing is to be sent
+    /// (the link is gone, or the block is not pinned and `rev` is head).
+    /// A pin to the same rev in force or in flight is shared, not re-sent.
+    fn pin(&self, blk: i64, rev: Option<Tid>, stats: &Stats) -> Option<Arc<PinWait>> {
+        let link = self.link.upgrade()?;
+        let mut p = lock(&self.pinned);
+        match (rev, p.get(&blk)) {
+            (Some(r), Some((pr, pw))) if *pr == r && !pw.failed() => return Some(pw.clone()),
+            (None, None) => return None,
+            _ => {}
+        }
+        let msg = client::proto::Pin {
+            oid: self.foid,
+            blk,
+            rev,
+        }
+        .to_string();
+        let pw = link.send_pin(&msg);
+        stats.pin.fetch_add(1, Ordering::Relaxed);
+        match rev {
+            Some(r) => p.insert(blk, (r, pw.clone())),
+            None => p.remove(&blk),
+        };
+        Some(pw)
+    }
+}
+
+/// A pin being waited for: (watch, blk, rev, the pin).
+type PinJob = (Arc<Watch>, i64, Option<Tid>, Arc<PinWait>);
 
 /// The head view: the database state head/ files are served at.
 #[derive(Debug)]
@@ -139,6 +192,8 @@ pub(crate) enum OpenMode {
     KeepCache,
     /// Small files computed on read (`head/at`, `.wcfs/stats`).
     DirectIo,
+    /// `head/watch`: a stream (no offsets, no cache), opened read-write.
+    Stream,
 }
 
 /// One kernel cache invalidation that a commit asks for: `off < 0` means
@@ -154,6 +209,15 @@ pub(crate) struct Inval {
 pub(crate) struct Wcfs {
     zurl: String,
     pintimeout: f64,
+    /// The open `head/watch` links.
+    pub(crate) links: watch::Registry,
+    /// Every watch by file (`BigFile.watchTab`): READs of head/ look here
+    /// for the watches to pin. Held briefly, never while waiting; after
+    /// `Watch::at` and `WatchLink::byfile` in the lock order.
+    watchers: RwLock<HashMap<Oid, Vec<Arc<Watch>>>>,
+    /// Notified whenever head/at moves or a link goes down, for setups
+    /// waiting for head/at to reach their at.
+    head_cv: (Mutex<()>, Condvar),
     stor: Arc<dyn Storage>,
     ft: DeltaFTail,
     /// The head view. READ of head/ files and Track hold it for reading,
@@ -211,6 +275,7 @@ impl Wcfs {
             (ROOT, 0, "", Node::Root),
             (HEAD, ROOT, "head", Node::Head),
             (HEAD_AT, HEAD, "at", Node::HeadAt),
+            (HEAD_WATCH, HEAD, "watch", Node::HeadWatch),
             (HEAD_BIGFILE, HEAD, "bigfile", Node::HeadBigDir),
             (DOT_WCFS, ROOT, ".wcfs", Node::DotWcfs),
             (ZURL, DOT_WCFS, "zurl", Node::Zurl),
@@ -225,6 +290,9 @@ impl Wcfs {
         Ok(Wcfs {
             zurl,
             pintimeout,
+            links: watch::Registry::default(),
+            watchers: RwLock::new(HashMap::new()),
+            head_cv: (Mutex::new(()), Condvar::new()),
             ft: DeltaFTail::new(at0, stor.clone()),
             stor,
             zhead: RwLock::new(ZHead {
@@ -294,6 +362,7 @@ impl Wcfs {
             Node::HeadBigDir => return self.lookup_head_file(name),
             Node::RevBigDir(at) => self.lookup_rev_file(parent, at, name)?,
             Node::HeadAt
+            | Node::HeadWatch
             | Node::Zurl
             | Node::Stats
             | Node::PinTimeout
@@ -437,11 +506,8 @@ impl Wcfs {
             Node::RevDir(at) => dir(tid_time(at), false),
             Node::RevBigDir(_) => dir(SystemTime::UNIX_EPOCH, false),
             Node::HeadAt => small(16, 0o644, true),
-            Node::Stats => small(
-                self.stats.render(self.ft.explicitly_tracked_count()).len(),
-                0o644,
-                true,
-            ),
+            Node::HeadWatch => small(0, 0o644, true),
+            Node::Stats => small(self.stats_text().len(), 0o644, true),
             Node::Zurl => small(self.zurl.len(), 0o644, false),
             Node::PinTimeout => small(self.pintimeout_text().len(), 0o644, false),
             Node::HeadFile(oid) => {
@@ -490,6 +556,7 @@ impl Wcfs {
                         Node::HeadFile(_)
                         | Node::RevFile(_)
                         | Node::HeadAt
+                        | Node::HeadWatch
                         | Node::Zurl
                         | Node::Stats
                         | Node::PinTimeout,
@@ -507,6 +574,7 @@ impl Wcfs {
     pub(crate) fn open(&self, ino: u64) -> Result<OpenMode, FsError> {
         match self.node(ino).ok_or(FsError::NoEnt)? {
             Node::HeadAt | Node::Stats => Ok(OpenMode::DirectIo),
+            Node::HeadWatch => Ok(OpenMode::Stream),
             Node::Zurl | Node::PinTimeout | Node::RevFile(_) => Ok(OpenMode::KeepCache),
             Node::HeadFile(oid) => {
                 let zh = self.zhead_read();
@@ -545,13 +613,8 @@ impl Wcfs {
                 off,
                 len,
             ))),
-            Node::Stats => reply(Ok(slice_at(
-                self.stats
-                    .render(self.ft.explicitly_tracked_count())
-                    .as_bytes(),
-                off,
-                len,
-            ))),
+            Node::Stats => reply(Ok(slice_at(self.stats_text().as_bytes(), off, len))),
+            Node::HeadWatch => reply(Err(FsError::Errno(fuser::Errno::EBADF))),
             Node::Zurl => reply(Ok(slice_at(self.zurl.as_bytes(), off, len))),
             Node::PinTimeout => reply(Ok(slice_at(self.pintimeout_text().as_bytes(), off, len))),
             Node::HeadFile(oid) => {
@@ -609,6 +672,7 @@ impl Wcfs {
                     .track(zf, b.blk, &b.path, b.keycov, b.zblk)
                     .map_err(|e| db_err(zf.oid, format!("@{at}: track blk #{}", b.blk), e))?;
             }
+            self.pin_watchers(zf, at, &blocks);
         }
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -699,6 +763,7 @@ impl Wcfs {
             hf.rev = tid;
             let ino = hf.ino;
             if d.epoch {
+                self.epoch_watchers(*foid, tid);
                 inval.push(Inval {
                     ino,
                     off: 0,
@@ -772,7 +837,11 @@ impl Wcfs {
         }
         zh.at = tid;
         if let Some(t) = tid.to_time().and_then(|t| t.checked_sub(HISTORY_WINDOW)) {
-            let cut = Tid::from_time(t);
+            // keep what every watch still needs
+            let cut = match self.min_watch_at() {
+                Some(m) => Tid::from_time(t).min(m),
+                None => Tid::from_time(t),
+            };
             if cut > self.ft.tail() && cut < tid {
                 self.ft.forget_past(cut)?;
             }
@@ -787,11 +856,414 @@ impl Wcfs {
     /// Show `tid` in head/at (after its invalidations were sent).
     pub(crate) fn publish(&self, tid: Tid) {
         self.head_at.store(tid.0, Ordering::Release);
+        self.wake_setups();
+    }
+
+    /// File `foid` changed as a whole at `tid` (re-created, blksize or
+    /// blktab replaced): block numbers of views before `tid` no longer
+    /// mean the same bytes, so its watches cannot be kept isolated by pins.
+    /// Their links are shut down with `0 fatal: ...` (no kill: the client
+    /// did nothing wrong; it sees its link end).
+    fn epoch_watchers(&self, foid: Oid, tid: Tid) {
+        let ws = self
+            .watchers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&foid)
+            .cloned()
+            .unwrap_or_default();
+        for w in ws {
+            if let Some(l) = w.link.upgrade() {
+                let msg = format!("fatal: file {foid}: epoch @{tid}: the watch cannot be kept");
+                tracing::warn!(link = l.id, pid = l.client.pid, "head/watch: {msg}");
+                l.shutdown(Some(&msg), DownWhy::Epoch);
+                self.drop_watches(&l);
+            }
+        }
     }
 
     /// The storage served.
     pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
         &self.stor
+    }
+}
+
+// ---- 4) the isolation protocol: watches and pins (spec §5, §7) ----
+
+impl Wcfs {
+    /// Whether `ino` is a head/ file (its getattr and open take `zhead`).
+    pub(crate) fn is_head_file(&self, ino: u64) -> bool {
+        matches!(self.node(ino), Some(Node::HeadFile(_)))
+    }
+
+    fn pintimeout(&self) -> Duration {
+        Duration::from_secs_f64(self.pintimeout.max(0.001))
+    }
+
+    fn stats_text(&self) -> String {
+        let (mut watches, mut pinned) = (0, 0);
+        for ws in self
+            .watchers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            watches += ws.len() as u64;
+            pinned += ws.iter().map(|w| lock(&w.pinned).len() as u64).sum::<u64>();
+        }
+        self.stats.render(StatsNow {
+            watch_link: self.links.count() as u64,
+            watch: watches,
+            pinned_blk: pinned,
+            tracked_blocks: self.ft.explicitly_tracked_count(),
+        })
+    }
+
+    /// Before `blocks` of `zf` (as of head `head`) reach the kernel: pin
+    /// them on every watch of the file whose view is older than the
+    /// block's revision, and wait for the acks (spec §5 "lazy pins").
+    /// Called under `zhead` read. A watch that fails its pin is dropped
+    /// and its client dealt with; the READ goes on.
+    fn pin_watchers(&self, zf: &ZBigFile, head: Tid, blocks: &[Arc<Block>]) {
+        let ws = match self
+            .watchers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&zf.oid)
+        {
+            Some(ws) if !ws.is_empty() => ws.clone(),
+            _ => return,
+        };
+        let mut jobs: Vec<PinJob> = Vec::new();
+        // each watch's `at` stays read-locked until its pins are acked
+        let mut held = Vec::with_capacity(ws.len());
+        for w in &ws {
+            let at_g = w.at.read().unwrap_or_else(|p| p.into_inner());
+            let at = *at_g;
+            for b in blocks {
+                if b.rev_max <= at {
+                    continue; // the cheap upper bound says: unchanged since at
+                }
+                let hint = Some(b.zblk.unwrap_or(Oid::INVALID));
+                let r = self
+                    .ft
+                    .blk_rev_at_hint(zf.oid, b.blk, head, hint)
+                    .and_then(|(rh, _)| {
+                        if rh <= at {
+                            Ok(None)
+                        } else {
+                            self.ft.blk_rev_at(zf.oid, b.blk, at).map(|(r, _)| Some(r))
+                        }
+                    });
+                match r {
+                    Ok(None) => {}
+                    Ok(Some(rev)) => {
+                        if let Some(pw) = w.pin(b.blk, Some(rev), &self.stats) {
+                            jobs.push((w.clone(), b.blk, Some(rev), pw));
+                        }
+                    }
+                    Err(e) => tracing::error!(
+                        oid = %zf.oid, blk = b.blk,
+                        "pin for a watch @{at}: BlkRevAt: {e}: this watch is not pinned"
+                    ),
+                }
+            }
+            held.push(at_g);
+        }
+        self.wait_pins(jobs);
+        drop(held);
+    }
+
+    /// Wait for all `jobs` (sent in parallel) until the pin timeout; deal
+    /// with each that failed. True if all were acked.
+    fn wait_pins(&self, jobs: Vec<PinJob>) -> bool {
+        let deadline = Instant::now() + self.pintimeout();
+        let mut ok = true;
+        for (w, blk, rev, pw) in jobs {
+            match pw.wait(deadline) {
+                Some(PinEnd::Ack) => {}
+                end => {
+                    ok = false;
+                    self.pin_failed(&w, blk, rev, end);
+                }
+            }
+        }
+        ok
+    }
+
+    /// A pin failed (`end`: its reply, `None` on timeout): shut the link
+    /// down with `0 fatal: ...`, drop its watches, and in the background
+    /// kill the client unless it is leaving (spec §7).
+    fn pin_failed(&self, w: &Watch, blk: i64, rev: Option<Tid>, end: Option<PinEnd>) {
+        let Some(link) = w.link.upgrade() else {
+            return;
+        };
+        let why = match &end {
+            None => "timeout".to_owned(),
+            Some(PinEnd::Nak(m)) => format!("expected {:?}, got {m:?}", client::proto::ACK),
+            Some(PinEnd::LinkDown) => "link is down".to_owned(),
+            Some(PinEnd::Ack) => return,
+        };
+        let rev = rev.map_or("head".to_owned(), |r| r.to_string());
+        if end != Some(PinEnd::LinkDown) {
+            let msg = format!("fatal: pin #{blk} @{rev}: {why}");
+            tracing::warn!(link = link.id, pid = link.client.pid, oid = %w.foid, "head/watch: {msg}");
+            link.shutdown(Some(&msg), DownWhy::PinFailed);
+        }
+        self.drop_watches(&link);
+        if !link.claim_kill() {
+            return;
+        }
+        let (pt, stats) = (self.pintimeout(), self.stats.pinkill.clone());
+        let spawned = std::thread::Builder::new()
+            .name("wcfs-pinkill".into())
+            .spawn(move || {
+                if watch::bad_pin_kill(&link, end, pt) {
+                    stats.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("start a thread to kill a faulty client: {e}");
+        }
+    }
+
+    /// Remove all watches of `link` (it is down).
+    fn drop_watches(&self, link: &Arc<WatchLink>) {
+        let ws: Vec<Arc<Watch>> = lock(&link.byfile).drain().map(|(_, w)| w).collect();
+        if ws.is_empty() {
+            return;
+        }
+        let mut all = self.watchers.write().unwrap_or_else(|p| p.into_inner());
+        for w in ws {
+            if let Some(v) = all.get_mut(&w.foid) {
+                v.retain(|x| !Arc::ptr_eq(x, &w));
+                if v.is_empty() {
+                    all.remove(&w.foid);
+                }
+            }
+        }
+    }
+
+    /// The oldest view of any watch (history must be kept for it).
+    fn min_watch_at(&self) -> Option<Tid> {
+        let all = self.watchers.read().unwrap_or_else(|p| p.into_inner());
+        all.values().flatten().map(|w| w.at()).min()
+    }
+
+    /// OPEN of `head/watch` by thread `tid`: a new link, its id is the
+    /// file handle. Fails if the opener is gone already.
+    pub(crate) fn watch_open(&self, tid: u32) -> Result<u64, FsError> {
+        let l = self
+            .links
+            .open(tid)
+            .ok_or(FsError::Errno(fuser::Errno::ESRCH))?;
+        tracing::debug!(link = l.id, pid = l.client.pid, "head/watch: open");
+        Ok(l.id)
+    }
+
+    /// READ of `head/watch` link `fh` by thread `tid`: answered when a
+    /// line is there (at once if queued), EOF once the link is down.
+    pub(crate) fn watch_read(&self, fh: u64, size: u32, tid: u32, reply: ReadReply) {
+        match self.links.get(fh) {
+            Some(l) => l.read(size, tid, reply),
+            None => reply(Err(fuser::Errno::EBADF)),
+        }
+    }
+
+    /// WRITE to `head/watch` link `fh`: replies are taken at once; watch
+    /// requests run in their own threads (they wait for head/at and for
+    /// pins). Never blocks.
+    pub(crate) fn watch_write(self: &Arc<Self>, fh: u64, data: &[u8]) -> Result<(), FsError> {
+        let l = self
+            .links
+            .get(fh)
+            .ok_or(FsError::Errno(fuser::Errno::EBADF))?;
+        for i in l.input(data) {
+            match i {
+                watch::Input::Down => {
+                    self.drop_watches(&l);
+                    self.wake_setups();
+                }
+                watch::Input::Watch { stream, oid, at } => {
+                    let (fs, l2) = (self.clone(), l.clone());
+                    let r = std::thread::Builder::new()
+                        .name("wcfs-watch".into())
+                        .spawn(move || fs.setup_watch(&l2, stream, oid, at));
+                    if let Err(e) = r {
+                        tracing::error!("start a watch setup: {e}");
+                        l.send(stream, &format!("error {e}"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// RELEASE of `head/watch` link `fh`: the link goes down, its watches
+    /// go, pins in flight to it end (without a kill).
+    pub(crate) fn watch_release(&self, fh: u64) {
+        if let Some(l) = self.links.remove(fh) {
+            l.shutdown(None, DownWhy::Closed);
+            self.drop_watches(&l);
+            self.wake_setups();
+            tracing::debug!(link = l.id, "head/watch: closed");
+        }
+    }
+
+    fn wake_setups(&self) {
+        let _g = lock(&self.head_cv.0);
+        self.head_cv.1.notify_all();
+    }
+
+    /// `watch <oid> @<at>` / `watch <oid> -` on `stream` of `link`:
+    /// set the watch up or move it (`at_prev → at`, pins and unpins), or
+    /// remove it; reply `ok` or `error ...` (spec §5).
+    fn setup_watch(&self, link: &Arc<WatchLink>, stream: u64, foid: Oid, at: Option<Tid>) {
+        let setup = link.setup_lock(foid);
+        let _setup = lock(&setup);
+        let at_text = at.map_or_else(|| Tid(u64::MAX).to_string(), |t| t.to_string());
+        let fail = |why: &str| {
+            link.send(
+                stream,
+                &format!("error setup watch f{foid} @{at_text}: {why}"),
+            )
+        };
+        let known = |zh: &ZHeadRead<'_>| {
+            lock(&zh.0.files_mu)
+                .get(&foid)
+                .and_then(|hf| hf.zfile.clone())
+        };
+        const UNKNOWN: &str = "file not yet known to wcfs or is not a ZBigFile";
+        let Some(at) = at else {
+            // removal
+            if known(&self.zhead_read()).is_none() {
+                return fail(UNKNOWN);
+            }
+            let w = lock(&link.byfile).remove(&foid);
+            if let Some(w) = w {
+                let mut all = self.watchers.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(v) = all.get_mut(&foid) {
+                    v.retain(|x| !Arc::ptr_eq(x, &w));
+                    if v.is_empty() {
+                        all.remove(&foid);
+                    }
+                }
+            }
+            return link.send(stream, "ok");
+        };
+        if known(&self.zhead_read()).is_none() {
+            return fail(UNKNOWN);
+        }
+        // wait for head/at ≥ at (published: its invalidations are done)
+        {
+            let mut g = lock(&self.head_cv.0);
+            while self.head_at() < at {
+                if link.is_down() {
+                    return;
+                }
+                g = self
+                    .head_cv
+                    .1
+                    .wait_timeout(g, Duration::from_millis(200))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        let zh = self.zhead_read();
+        let head = zh.0.at;
+        if known(&zh).is_none() {
+            return fail(UNKNOWN);
+        }
+        if at < self.ft.tail() {
+            let dt = tid_time(head)
+                .duration_since(tid_time(at))
+                .unwrap_or_default();
+            return fail(&format!(
+                "too far away back from head/at (@{head}); δt = {}",
+                watch::go_duration(dt)
+            ));
+        }
+        let existing = lock(&link.byfile).get(&foid).cloned();
+        if let Some(w) = &existing {
+            if at < w.at() {
+                return fail("going back in history is forbidden");
+            }
+        }
+        let opts = engine::ftail::SliceOpts {
+            only_explicitly_tracked: true,
+        };
+        let changed = match self.ft.slice_by_file_rev_ex(foid, at, head, opts) {
+            Ok(c) => c,
+            Err(e) => return fail(&e.to_string()),
+        };
+        if let Some(e) = changed.iter().find(|d| d.epoch) {
+            return fail(&format!(
+                "file epoch detected @{} in between (at,head=@{head}]",
+                e.rev
+            ));
+        }
+        // register the new at before computing pins: READs from now on
+        // pin for it too (they and we share pins in flight)
+        let w = match existing {
+            Some(w) => {
+                *w.at.write().unwrap_or_else(|p| p.into_inner()) = at;
+                w
+            }
+            None => {
+                let w = Arc::new(Watch {
+                    link: Arc::downgrade(link),
+                    foid,
+                    at: RwLock::new(at),
+                    pinned: Mutex::new(HashMap::new()),
+                });
+                if link.is_down() {
+                    return;
+                }
+                lock(&link.byfile).insert(foid, w.clone());
+                self.watchers
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(foid)
+                    .or_default()
+                    .push(w.clone());
+                w
+            }
+        };
+        let at_g = w.at.read().unwrap_or_else(|p| p.into_inner());
+        let blocks: std::collections::BTreeSet<i64> = changed
+            .iter()
+            .flat_map(|d| d.blocks.iter().copied())
+            .collect();
+        let mut jobs: Vec<PinJob> = Vec::new();
+        for &blk in &blocks {
+            match self.ft.blk_rev_at(foid, blk, at) {
+                Ok((rev, _)) => {
+                    if let Some(pw) = w.pin(blk, Some(rev), &self.stats) {
+                        jobs.push((w.clone(), blk, Some(rev), pw));
+                    }
+                }
+                Err(e) => {
+                    drop(at_g);
+                    return fail(&format!("pin #{blk}: {e}"));
+                }
+            }
+        }
+        let unpin: Vec<i64> = lock(&w.pinned)
+            .keys()
+            .copied()
+            .filter(|b| !blocks.contains(b))
+            .collect();
+        for blk in unpin {
+            if let Some(pw) = w.pin(blk, None, &self.stats) {
+                jobs.push((w.clone(), blk, None, pw));
+            }
+        }
+        let ok = self.wait_pins(jobs);
+        drop(at_g);
+        drop(zh);
+        if ok {
+            link.send(stream, "ok");
+        }
     }
 }
 
@@ -888,5 +1360,265 @@ mod tests {
             fs.lookup(ROOT, &format!("@{}", Tid(at1.0 + 1))),
             Err(FsError::NoEnt)
         ));
+    }
+}
+
+/// The isolation protocol on the filesystem without a mount: watch links
+/// driven through `watch_open/read/write`, pins acked by a thread per
+/// link, commits through `handle_commit`.
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+    use std::sync::mpsc;
+    use zodb::zbigfile::ZBlkFormat;
+    use zodb::zwrite::ZWriter;
+
+    /// One link as a test client: a thread reads its lines, acks every pin
+    /// (when `auto_ack`) and passes all lines on.
+    struct TLink {
+        fs: Arc<Wcfs>,
+        fh: u64,
+        rx: mpsc::Receiver<String>,
+    }
+
+    impl TLink {
+        fn open(fs: &Arc<Wcfs>, auto_ack: bool) -> TLink {
+            let fh = fs.watch_open(std::process::id()).unwrap();
+            let (tx, rx) = mpsc::channel();
+            let f2 = fs.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                loop {
+                    let (btx, brx) = mpsc::channel();
+                    f2.watch_read(
+                        fh,
+                        4096,
+                        std::process::id(),
+                        Box::new(move |r| {
+                            let _ = btx.send(r.map(|b| b.to_vec()));
+                        }),
+                    );
+                    let Ok(Ok(b)) = brx.recv() else { return };
+                    if b.is_empty() {
+                        let _ = tx.send("EOF".to_owned());
+                        return;
+                    }
+                    buf.extend(b);
+                    while let Some(nl) = buf.iter().position(|&c| c == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=nl).collect();
+                        let line = String::from_utf8(line).unwrap().trim_end().to_owned();
+                        if auto_ack && line.contains(" pin ") {
+                            let id = line.split(' ').next().unwrap();
+                            f2.watch_write(fh, format!("{id} ack\n").as_bytes())
+                                .unwrap();
+                        }
+                        if tx.send(line).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+            TLink {
+                fs: fs.clone(),
+                fh,
+                rx,
+            }
+        }
+
+        fn send(&self, line: &str) {
+            self.fs
+                .watch_write(self.fh, format!("{line}\n").as_bytes())
+                .unwrap();
+        }
+
+        fn line(&self) -> String {
+            self.rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a line from the server within 10 s")
+        }
+
+        /// Send request `line` on `stream` and collect the pins (blk ->
+        /// "@rev") that come before the reply; returns (pins, reply).
+        fn request(&self, stream: u64, line: &str) -> (BTreeMap<i64, String>, String) {
+            self.send(&format!("{stream} {line}"));
+            let mut pins = BTreeMap::new();
+            loop {
+                let l = self.line();
+                let (s, msg) = l.split_once(' ').unwrap();
+                if s == stream.to_string() {
+                    return (pins, msg.to_owned());
+                }
+                let p = client::proto::parse_pin(msg).unwrap_or_else(|e| panic!("{l}: {e}"));
+                let rev = p.rev.map_or("@head".to_owned(), |r| format!("@{r}"));
+                assert!(pins.insert(p.blk, rev).is_none(), "pinned twice: {l}");
+            }
+        }
+
+        fn pins_now(&self) -> BTreeMap<i64, String> {
+            let mut pins = BTreeMap::new();
+            while let Ok(l) = self.rx.try_recv() {
+                let (_, msg) = l.split_once(' ').unwrap();
+                let p = client::proto::parse_pin(msg).unwrap_or_else(|e| panic!("{l}: {e}"));
+                pins.insert(p.blk, p.rev.map_or("@head".to_owned(), |r| format!("@{r}")));
+            }
+            pins
+        }
+    }
+
+    use std::collections::BTreeMap;
+
+    fn commit(fs: &Wcfs, stor: &Arc<dyn Storage>, tid: Tid) {
+        stor.sync().unwrap();
+        let txn = stor.iterate(tid, tid).unwrap().next().unwrap().unwrap();
+        fs.handle_commit(tid, &txn.oids).unwrap();
+        fs.publish(tid);
+    }
+
+    fn read(fs: &Wcfs, ino: u64, off: u64, len: u32) -> Vec<u8> {
+        fs.read_with(ino, off, len, |r| r.unwrap().to_vec())
+    }
+
+    /// The spec's worked example (§5, `test_wcfs_watch_setup`), then lazy
+    /// pins on READ of a block never read before.
+    #[test]
+    fn setup_example_and_lazy_pins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Data.fs");
+        let mut zw = ZWriter::open(&path).unwrap();
+        let bs = 4u64;
+        let d = |s: &'static str| Some((ZBlkFormat::ZBlk0, s.as_bytes()));
+        let (foid, at0) = zw
+            .create_file(
+                "f",
+                bs,
+                &[
+                    (1, d("a1")),
+                    (2, d("a2")),
+                    (3, d("a3")),
+                    (4, d("a4")),
+                    (5, d("a5")),
+                ],
+            )
+            .unwrap();
+        let stor: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
+        let fs = Arc::new(Wcfs::new("test".into(), stor.clone(), 5.0).unwrap());
+        let a = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap();
+        for blk in [0u64, 2, 3, 5] {
+            read(&fs, a.ino, blk * bs, bs as u32);
+        }
+        let mut at = vec![at0];
+        for set in [&[2][..], &[2, 3, 4, 5], &[0, 2, 5], &[2, 4, 5], &[3, 5]] {
+            let n = at.len();
+            let data: Vec<String> = set.iter().map(|b| format!("{b}.{n}")).collect();
+            let ch: Vec<_> = set
+                .iter()
+                .zip(&data)
+                .map(|(&b, s)| (b, Some((ZBlkFormat::ZBlk0, s.as_bytes()))))
+                .collect();
+            let t = zw.update_file(foid, &ch).unwrap();
+            commit(&fs, &stor, t);
+            at.push(t);
+        }
+        let r = |i: usize| format!("@{}", at[i]);
+        let want = |v: &[(i64, String)]| v.iter().cloned().collect::<BTreeMap<_, _>>();
+
+        let la = TLink::open(&fs, true);
+        let (pins, reply) = la.request(1, &format!("watch {foid} {}", r(1)));
+        assert_eq!(reply, "ok");
+        assert_eq!(pins, want(&[(0, r(0)), (2, r(1)), (3, r(0)), (5, r(0))]));
+
+        let lb = TLink::open(&fs, true);
+        let (pins, reply) = lb.request(1, &format!("watch {foid} {}", r(2)));
+        assert_eq!(reply, "ok");
+        assert_eq!(pins, want(&[(0, r(0)), (2, r(2)), (3, r(2)), (5, r(2))]));
+        let (pins, reply) = lb.request(3, &format!("watch {foid} {}", r(3)));
+        assert_eq!(reply, "ok");
+        assert_eq!(pins, want(&[(0, "@head".into()), (2, r(3)), (5, r(3))]));
+        let (pins, reply) = lb.request(5, &format!("watch {foid} {}", r(1)));
+        assert!(pins.is_empty());
+        assert_eq!(
+            reply,
+            format!(
+                "error setup watch f{foid} {}: going back in history is forbidden",
+                r(1)
+            )
+        );
+
+        let lc = TLink::open(&fs, true);
+        let (pins, reply) = lc.request(1, &format!("watch {foid} {}", r(5)));
+        assert_eq!((pins.len(), reply.as_str()), (0, "ok"));
+
+        // block 4 was never read: reading it now pins A (@at1 → at0) and
+        // B (@at3 → at2), not C (at5 ≥ its revision at4), before the data
+        assert_eq!(read(&fs, a.ino, 4 * bs, bs as u32), b"4.4\0");
+        assert_eq!(la.pins_now(), want(&[(4, r(0))]));
+        assert_eq!(lb.pins_now(), want(&[(4, r(2))]));
+        assert!(lc.pins_now().is_empty());
+        // again: nothing new
+        assert_eq!(read(&fs, a.ino, 4 * bs, bs as u32), b"4.4\0");
+        assert!(la.pins_now().is_empty() && lb.pins_now().is_empty());
+        let st = fs.stats_text();
+        assert!(st.contains("WatchLink\t: 3\n"), "{st}");
+        assert!(st.contains("Watch\t: 3\n"), "{st}");
+
+        // a file never looked up; bad requests; removal
+        let (_, reply) = lc.request(3, &format!("watch {} {}", Oid(999), r(5)));
+        assert_eq!(
+            reply,
+            format!(
+                "error setup watch f{} {}: file not yet known to wcfs or is not a ZBigFile",
+                Oid(999),
+                r(5)
+            )
+        );
+        let (_, reply) = lc.request(5, "watch 123 @x");
+        assert_eq!(reply, "error bad watch: invalid oid");
+        let (_, reply) = lc.request(7, &format!("watch {foid} -"));
+        assert_eq!(reply, "ok");
+        // bye: EOF, the watches go
+        la.send("9 bye");
+        assert_eq!(la.line(), "EOF");
+        fs.watch_release(la.fh);
+        let st = fs.stats_text();
+        assert!(st.contains("Watch\t: 1\n"), "{st}");
+    }
+
+    /// A watch at an at ahead of head waits for that commit; a link that
+    /// never acks is cut off after the pin timeout and the READ goes on.
+    #[test]
+    fn setup_waits_for_head_and_pin_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Data.fs");
+        let mut zw = ZWriter::open(&path).unwrap();
+        let d = |s: &'static str| Some((ZBlkFormat::ZBlk0, s.as_bytes()));
+        let (foid, at0) = zw.create_file("f", 4, &[(0, d("x"))]).unwrap();
+        let stor: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
+        let fs = Arc::new(Wcfs::new("test".into(), stor.clone(), 0.5).unwrap());
+        let a = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap();
+        assert_eq!(read(&fs, a.ino, 0, 4), b"x\0\0\0");
+
+        let l = TLink::open(&fs, false);
+        l.send(&format!("1 watch {foid} @{at0}"));
+        assert_eq!(l.line(), "1 ok");
+        let at1 = zw.update_file(foid, &[(0, d("y"))]).unwrap();
+        // ahead of head: no reply until the commit is processed
+        l.send(&format!("3 watch {foid} @{at1}"));
+        assert!(l.rx.recv_timeout(Duration::from_millis(300)).is_err());
+        commit(&fs, &stor, at1);
+        assert_eq!(l.line(), "3 ok", "no pins: block 0 changed at at1 itself");
+        let at2 = zw.update_file(foid, &[(0, d("z"))]).unwrap();
+        commit(&fs, &stor, at2);
+        // this link does not ack: the READ waits ~0.5 s, then gets the data
+        let t0 = Instant::now();
+        assert_eq!(read(&fs, a.ino, 0, 4), b"z\0\0\0");
+        assert!(t0.elapsed() >= Duration::from_millis(400));
+        let pin = l.line();
+        assert!(
+            pin.starts_with("2 pin ") && pin.ends_with(&format!("#0 @{at1}")),
+            "{pin}"
+        );
+        assert_eq!(l.line(), format!("0 fatal: pin #0 @{at1}: timeout"));
+        assert_eq!(l.line(), "EOF");
+        assert!(fs.stats_text().contains("Watch\t: 0\n"));
     }
 }

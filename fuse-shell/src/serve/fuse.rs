@@ -1,12 +1,19 @@
 //! The FUSE adapter: decode a request, call [`Wcfs`], reply. One span per
-//! request; READs run on the read pool so that a slow load stalls nothing
-//! else.
+//! request.
+//!
+//! The session thread (the one reading /dev/fuse) must never wait for the
+//! head view: a READ holding it may be waiting for a client's pin ack, and
+//! that client's pinner needs the session thread to look up and open
+//! `@<rev>/` files. So everything that takes `zhead` (READs of data,
+//! lookups in `head/bigfile/`, getattr/open of head files) runs on the read
+//! pool; the session thread serves the rest, including all of
+//! `head/watch`, which never blocks.
 
-use super::fs::{Attr, Kind, OpenMode, Wcfs};
+use super::fs::{Attr, Kind, OpenMode, Wcfs, HEAD_BIGFILE, HEAD_WATCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, Request,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -55,30 +62,37 @@ impl Fuse {
         self.last_use.store(now, Ordering::Relaxed);
     }
 
-    fn attr(&self, a: &Attr) -> FileAttr {
-        FileAttr {
-            ino: INodeNo(a.ino),
-            size: a.size,
-            blocks: a.size.div_ceil(512),
-            atime: a.mtime,
-            mtime: a.mtime,
-            ctime: a.mtime,
-            crtime: a.mtime,
-            kind: match a.kind {
-                Kind::Dir => FileType::Directory,
-                Kind::File => FileType::RegularFile,
-            },
-            perm: a.perm,
-            nlink: match a.kind {
-                Kind::Dir => 2,
-                Kind::File => 1,
-            },
-            uid: self.uid,
-            gid: self.gid,
-            rdev: 0,
-            blksize: a.blksize,
-            flags: 0,
-        }
+    /// The FUSE attributes of an [`Attr`], as a closure that can be sent
+    /// to the pool.
+    fn attr_maker(&self) -> impl Fn(&Attr) -> FileAttr + Send + 'static {
+        let (uid, gid) = (self.uid, self.gid);
+        move |a| file_attr(uid, gid, a)
+    }
+}
+
+fn file_attr(uid: u32, gid: u32, a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+        },
+        perm: a.perm,
+        nlink: match a.kind {
+            Kind::Dir => 2,
+            Kind::File => 1,
+        },
+        uid,
+        gid,
+        rdev: 0,
+        blksize: a.blksize,
+        flags: 0,
     }
 }
 
@@ -108,36 +122,78 @@ impl Filesystem for Fuse {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::EINVAL);
         };
-        match self.fs.lookup(parent.0, name) {
-            Ok(a) => {
-                reply.entry_with_ttls(&attr_ttl(&a), &TTL_ENTRY, &self.attr(&a), Generation(0))
+        let run = {
+            let (fs, name, attr) = (self.fs.clone(), name.to_owned(), self.attr_maker());
+            move || match fs.lookup(parent.0, &name) {
+                Ok(a) => reply.entry_with_ttls(&attr_ttl(&a), &TTL_ENTRY, &attr(&a), Generation(0)),
+                Err(e) => reply.error(e.errno()),
             }
-            Err(e) => reply.error(e.errno()),
+        };
+        if parent.0 == HEAD_BIGFILE {
+            let span = tracing::Span::current();
+            self.pool.spawn(move || span.in_scope(run));
+        } else {
+            run()
         }
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.touch();
         let _s = debug_span!("getattr", req = req.unique().0, ino = ino.0).entered();
-        match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&attr_ttl(&a), &self.attr(&a)),
-            Err(e) => reply.error(e.errno()),
+        let run = {
+            let (fs, attr) = (self.fs.clone(), self.attr_maker());
+            move || match fs.getattr(ino.0) {
+                Ok(a) => reply.attr(&attr_ttl(&a), &attr(&a)),
+                Err(e) => reply.error(e.errno()),
+            }
+        };
+        if self.fs.is_head_file(ino.0) {
+            let span = tracing::Span::current();
+            self.pool.spawn(move || span.in_scope(run));
+        } else {
+            run()
         }
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         self.touch();
         let _s = debug_span!("open", req = req.unique().0, ino = ino.0).entered();
+        if ino.0 == HEAD_WATCH {
+            return match self.fs.watch_open(req.pid()) {
+                Ok(fh) => {
+                    self.open_files.fetch_add(1, Ordering::Relaxed);
+                    reply.opened(
+                        FileHandle(fh),
+                        FopenFlags::FOPEN_STREAM
+                            | FopenFlags::FOPEN_NONSEEKABLE
+                            | FopenFlags::FOPEN_DIRECT_IO,
+                    )
+                }
+                Err(e) => reply.error(e.errno()),
+            };
+        }
         if flags.0 & libc_accmode() != 0 {
             return reply.error(Errno::EROFS);
         }
-        let flags = match self.fs.open(ino.0) {
-            Ok(OpenMode::KeepCache) => FopenFlags::FOPEN_KEEP_CACHE,
-            Ok(OpenMode::DirectIo) => FopenFlags::FOPEN_DIRECT_IO,
-            Err(e) => return reply.error(e.errno()),
+        let run = {
+            let (fs, open_files) = (self.fs.clone(), self.open_files.clone());
+            move || {
+                let flags = match fs.open(ino.0) {
+                    Ok(OpenMode::KeepCache) => FopenFlags::FOPEN_KEEP_CACHE,
+                    Ok(OpenMode::DirectIo) => FopenFlags::FOPEN_DIRECT_IO,
+                    Ok(OpenMode::Stream) => return reply.error(Errno::EINVAL),
+                    Err(e) => return reply.error(e.errno()),
+                };
+                open_files.fetch_add(1, Ordering::Relaxed);
+                reply.opened(FileHandle(0), flags)
+            }
         };
-        self.open_files.fetch_add(1, Ordering::Relaxed);
-        reply.opened(FileHandle(0), flags)
+        if self.fs.is_head_file(ino.0) {
+            let span = tracing::Span::current();
+            self.pool.spawn(move || span.in_scope(run));
+        } else {
+            run()
+        }
     }
 
     fn flush(
@@ -154,14 +210,17 @@ impl Filesystem for Fuse {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
+        ino: INodeNo,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
         self.touch();
+        if ino.0 == HEAD_WATCH {
+            self.fs.watch_release(fh.0);
+        }
         self.open_files.fetch_sub(1, Ordering::Relaxed);
         reply.ok()
     }
@@ -178,6 +237,18 @@ impl Filesystem for Fuse {
         reply: ReplyData,
     ) {
         self.touch();
+        if ino.0 == HEAD_WATCH {
+            let _s = debug_span!("read watch", req = req.unique().0, fh = _fh.0, size).entered();
+            return self.fs.watch_read(
+                _fh.0,
+                size,
+                req.pid(),
+                Box::new(move |r| match r {
+                    Ok(data) => reply.data(data),
+                    Err(e) => reply.error(e),
+                }),
+            );
+        }
         let span = debug_span!("read", req = req.unique().0, ino = ino.0, offset, size);
         let fs = self.fs.clone();
         self.pool.spawn(move || {
@@ -187,6 +258,30 @@ impl Filesystem for Fuse {
                 Err(e) => reply.error(e.errno()),
             })
         });
+    }
+
+    fn write(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        self.touch();
+        let _s =
+            debug_span!("write", req = req.unique().0, ino = ino.0, len = data.len()).entered();
+        if ino.0 != HEAD_WATCH {
+            return reply.error(Errno::EROFS);
+        }
+        match self.fs.watch_write(fh.0, data) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(e.errno()),
+        }
     }
 
     fn readdir(

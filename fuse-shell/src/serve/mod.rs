@@ -4,28 +4,40 @@
 //! kernel page cache kept across opens and invalidated exactly where a
 //! commit changed a block that was served) and `@<tid>/bigfile/<oid>` (the
 //! file as of `<tid>`, immutable), plus `head/at`, `.wcfs/zurl`,
-//! `.wcfs/pintimeout` and `.wcfs/stats` (spec §2, §3). The isolation
-//! protocol (`head/watch`, pins) is not here yet.
+//! `.wcfs/pintimeout` and `.wcfs/stats` (spec §2, §3), and `head/watch`,
+//! the isolation protocol (spec §4-§7): clients watch a file as of their
+//! database state and are told, before any newer data of a block reaches
+//! the page cache they map, to pin that block to an older `@<rev>/` file.
 //!
 //! # Organization
 //!
 //! - [`fs`]: the filesystem without FUSE (nodes, the head view, READ,
 //!   commit processing); [`fuse`]: the adapter; [`pool`]: the READ worker
 //!   threads (not rayon: see there why); [`errno`]: errors to errno and
-//!   log lines; [`stats`]: the counters. This file: mount, the commit
-//!   follower, signals and unmount.
+//!   log lines; [`stats`]: the counters; [`watch`]: `head/watch` links,
+//!   their lines and pins in flight, killing faulty clients. This file:
+//!   mount, the commit follower, the watch reaper, signals and unmount.
 //!
 //! Data flow:
 //! 1. READ of head/bigfile/f at `[off, off+len)` (on the read pool): take
 //!    `zhead` read → load the covering blocks at head (`ZBigFile::load_blk`:
 //!    data, blktab path, key coverage, ZBlk) → `ΔFtail.Track` each block →
+//!    pin the block on every watch of the file whose `at` is older than the
+//!    block's revision (`BlkRevAt(blk, w.at)`) and wait for the acks →
 //!    reply → release `zhead`.
 //! 2. Commit δZ = (tid, oids) (the follower thread): take `zhead` write →
 //!    `δF = ΔFtail.Update(δZ)` → refresh the touched head files (epoch:
 //!    reload; size: recompute and re-track the path to the last block) →
 //!    head view := tid → `ΔFtail.ForgetPast(tid - 60 s)` → release `zhead`
 //!    → invalidate the changed blocks (and sizes) in the kernel cache →
-//!    head/at := tid.
+//!    head/at := tid → wake watch setups waiting for it. Forgetting keeps
+//!    everything the oldest watch needs.
+//! 3. `watch f @at` (a thread per request): wait for head/at ≥ at (so the
+//!    page cache holds nothing newer than what pins account for) → `zhead`
+//!    read → register `at` → pin every explicitly tracked block changed in
+//!    (at, head] to its revision as of at, unpin what is pinned no more →
+//!    wait for the acks → `ok`. No message goes to clients at commit time:
+//!    pins are lazy.
 //!
 //! # Invariants
 //!
@@ -43,6 +55,12 @@
 //! | commit (follower thread) | `zhead` W | nothing that takes `zhead` |
 //! | invalidation (follower thread) | nothing | READs of the new head |
 //! | READ of @rev/ | nothing but `cache_mu` | everything |
+//! | watch setup (its own thread) | `zhead` R, its link's per-file setup lock | READs, other setups |
+//! | head/watch READ / WRITE / release (session thread) | a link's `st` briefly | everything |
+//!
+//! The session thread never waits for `zhead` ([`fuse`]): a client's
+//! pinner must be able to look up and open `@<rev>/` files while READs
+//! wait for its ack.
 //!
 //! The invalidations are sent with `zhead` released: the kernel holds the
 //! page locks of a READ in flight while it waits for our reply, and an
@@ -54,7 +72,12 @@
 //! # Locking order
 //!
 //! `zhead` > `ZHead::files_mu` > `nodes_mu` > `cache_mu`
-//! (> ΔFtail's own locks); `loading_mu` is held alone. Concurrent READs of
+//! (> ΔFtail's own locks); `loading_mu` is held alone. Watches:
+//! `zhead` > link setup lock > `Watch::at` > `Watch::pinned` >
+//! `WatchLink::st`; `WatchLink::byfile` and `Wcfs::watchers` are held
+//! briefly, never while waiting and never with `Watch::pinned`. Pins are
+//! waited for with `zhead` R and `Watch::at` R held (the head view and the
+//! watch's view cannot move under a pin in flight), never with a mutex. Concurrent READs of
 //! one block share one load (a `OnceLock` per block being loaded): the
 //! waiters hold `zhead` R as the loader does, so a commit waits for all.
 //! The READ workers are plain threads, not rayon ([`pool`]): a rayon
@@ -69,6 +92,7 @@ pub(crate) mod fs;
 pub(crate) mod fuse;
 pub(crate) mod pool;
 pub(crate) mod stats;
+pub(crate) mod watch;
 
 use anyhow::{bail, Context, Result};
 use fuser::{Config, INodeNo, MountOption, Notifier, SessionACL};
@@ -123,7 +147,9 @@ pub(crate) fn serve(o: ServeOpts) -> Result<()> {
     let fs = Arc::new(fs::Wcfs::new(o.zurl.clone(), stor, o.pintimeout)?);
     let at0 = fs.head_at();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let pool = pool::Pool::new((2 * threads).max(4)).context("read pool")?;
+    // READs may wait for pins (up to --pintimeout): enough threads that a
+    // few stuck clients do not stall everyone's READs
+    let pool = pool::Pool::new((8 * threads).max(16)).context("read pool")?;
     let last_use = Arc::new(AtomicU64::new(now_secs()));
     let open_files = Arc::new(AtomicU64::new(0));
 
@@ -140,6 +166,19 @@ pub(crate) fn serve(o: ServeOpts) -> Result<()> {
 
     // ---- 2) follow the storage ----
     let stop = Arc::new(AtomicBool::new(false));
+    {
+        // parked head/watch READs of killed threads get EINTR (see watch.rs)
+        let (fs, stop) = (fs.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("wcfs-reaper".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    fs.links.reap_parked();
+                }
+            })
+            .context("start the watch reaper")?;
+    }
     {
         let (fs, stop) = (fs.clone(), stop.clone());
         std::thread::Builder::new()
@@ -192,7 +231,6 @@ fn mount(fuse: fuse::Fuse, zurl: &str, mountpoint: &Path) -> Result<fuser::Sessi
     cfg.mount_options = vec![
         MountOption::FSName(zurl.to_owned()),
         MountOption::Subtype("wcfs".into()),
-        MountOption::RO,
         MountOption::NoSuid,
         MountOption::NoDev,
         MountOption::NoExec,

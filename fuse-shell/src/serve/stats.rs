@@ -2,6 +2,20 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+/// The instantaneous values, computed by the caller when rendering.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Instant {
+    /// Open `head/watch` links.
+    pub(crate) watch_link: u64,
+    /// Watches (established or being set up).
+    pub(crate) watch: u64,
+    /// Blocks pinned on clients.
+    pub(crate) pinned_blk: u64,
+    /// Blocks of head/ files tracked in ΔFtail since their last epoch.
+    pub(crate) tracked_blocks: u64,
+}
 
 /// The counters users read. Each is independent (no ordering between
 /// them is promised), so every access is `Relaxed`.
@@ -19,23 +33,27 @@ pub(crate) struct Stats {
     pub(crate) invalidated_blocks: AtomicU64,
     /// Transactions processed (cumulative).
     pub(crate) commits: AtomicU64,
+    /// Pin requests sent (cumulative).
+    pub(crate) pin: AtomicU64,
+    /// Clients killed for failing a pin (cumulative; shared with the
+    /// killer threads).
+    pub(crate) pinkill: Arc<AtomicU64>,
 }
 
 impl Stats {
-    /// The text of `.wcfs/stats`: the spec's keys first, in its order (the
-    /// watch ones are 0 until the isolation protocol exists), then ours;
-    /// `tracked_blocks` (blocks of head/ files tracked in ΔFtail since
-    /// their last epoch) is the engine's count, passed in.
-    pub(crate) fn render(&self, tracked_blocks: u64) -> String {
+    /// The text of `.wcfs/stats`: the spec's keys first, in its order,
+    /// then ours (`ZHeadLink` is 0: there is no debug/zhead).
+    pub(crate) fn render(&self, now: Instant) -> String {
+        let tracked_blocks = now.tracked_blocks;
         let rows: [(&str, u64); 13] = [
             ("BigFile", self.bigfile.load(Relaxed)),
             ("RevHead", self.rev_head.load(Relaxed)),
             ("ZHeadLink", 0),
-            ("WatchLink", 0),
-            ("Watch", 0),
-            ("PinnedBlk", 0),
-            ("pin", 0),
-            ("pinkill", 0),
+            ("WatchLink", now.watch_link),
+            ("Watch", now.watch),
+            ("PinnedBlk", now.pinned_blk),
+            ("pin", self.pin.load(Relaxed)),
+            ("pinkill", self.pinkill.load(Relaxed)),
             ("reads", self.reads.load(Relaxed)),
             ("bytes_read", self.bytes_read.load(Relaxed)),
             ("invalidated_blocks", self.invalidated_blocks.load(Relaxed)),
@@ -56,7 +74,7 @@ mod tests {
     fn format() {
         let s = super::Stats::default();
         s.reads.fetch_add(3, super::Relaxed);
-        let r = s.render(0);
+        let r = s.render(super::Instant::default());
         assert!(
             r.starts_with("BigFile\t: 0\nRevHead\t: 0\nZHeadLink\t: 0\n"),
             "{r}"

@@ -1,0 +1,777 @@
+//! `head/watch` links: the isolation protocol's message layer on the server
+//! (spec §4, §7). The protocol's meaning — watch setup, which blocks to pin
+//! — is in [`super::fs`]; here are the links, their message queues, pins
+//! in flight and what happens to a client whose pin fails.
+//!
+//! # A link
+//!
+//! Every open of `head/watch` is one [`WatchLink`]. Client lines arrive as
+//! FUSE WRITEs (on the session thread: nothing here blocks it); lines to
+//! the client are queued and handed to READs. A READ that finds nothing
+//! queued is *parked*: its reply is kept and sent when a line is queued or
+//! the link goes down (then with EOF). No thread waits for a client.
+//!
+//! A parked READ must also end when its caller is killed: the kernel waits
+//! for our reply even for a SIGKILLed thread, and fuser does not pass
+//! FUSE_INTERRUPT on, so [`Registry::reap_parked`] (every 100 ms) answers
+//! EINTR to parked READs whose thread has SIGKILL pending or is gone.
+//!
+//! # Pins
+//!
+//! A pin is a server request on an even stream: [`WatchLink::send_pin`]
+//! queues it and returns a [`PinWait`] that the client's reply completes.
+//! The waiter gives up at its deadline (`--pintimeout`); then, and on any
+//! reply other than `ack`, the link is shut down with `0 fatal: ...` and
+//! the client killed (spec §7): SIGBUS, then SIGKILL; a client that closed
+//! the link without `bye` is given a moment to die by itself first. `bye`
+//! and close cancel the pins in flight without killing.
+//!
+//! # Locks
+//!
+//! `LinkState` (the `st` mutex of one link) is innermost: nothing is
+//! called and nothing waited for while it is held (parked replies are sent
+//! after unlocking). `Registry::links` is held briefly, never with `st`.
+
+use client::proto;
+use fuser::Errno;
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use zodb::Oid;
+
+/// How a parked READ of `head/watch` is answered.
+pub(crate) type ReadReply = Box<dyn FnOnce(Result<&[u8], Errno>) + Send>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+// ---- the client process ----
+
+/// The process that opened a link: the one killed when its pins fail.
+#[derive(Debug)]
+pub(crate) struct ClientProc {
+    /// Its process id (the thread group of the opening thread).
+    pub(crate) pid: i32,
+    /// A pidfd, when the kernel gives one: signals then reach this very
+    /// process even if its pid is reused.
+    pidfd: Option<OwnedFd>,
+}
+
+/// The thread group of thread `tid` (`Tgid:` in /proc), if it exists.
+fn tgid_of(tid: u32) -> Option<i32> {
+    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether thread `tid` is gone or about to die: no such thread, a zombie,
+/// or SIGKILL pending (its own or its process's).
+fn thread_dying(tid: u32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
+        return true;
+    };
+    const SIGKILL_BIT: u64 = 1 << (9 - 1);
+    for l in s.lines() {
+        if let Some(v) = l.strip_prefix("State:") {
+            if v.trim_start().starts_with('Z') || v.trim_start().starts_with('X') {
+                return true;
+            }
+        }
+        for key in ["SigPnd:", "ShdPnd:"] {
+            if let Some(v) = l.strip_prefix(key) {
+                if u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m & SIGKILL_BIT != 0) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+impl ClientProc {
+    /// The process of thread `tid` (the pid in a FUSE request header).
+    pub(crate) fn of_thread(tid: u32) -> Option<ClientProc> {
+        let pid = tgid_of(tid)?;
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or
+        // -1; no memory is passed.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = (fd >= 0).then(|| {
+            // SAFETY: `fd` was just returned by pidfd_open and is owned by
+            // nobody else.
+            unsafe { OwnedFd::from_raw_fd(fd as i32) }
+        });
+        let c = ClientProc { pid, pidfd };
+        c.alive().then_some(c)
+    }
+
+    /// Send `sig` (0: only check): Ok if it was delivered.
+    fn signal(&self, sig: i32) -> std::io::Result<()> {
+        let r = match &self.pidfd {
+            // SAFETY: pidfd_send_signal takes the pidfd we own, a signal
+            // number, a null siginfo (allowed: as kill(2)) and flags.
+            Some(fd) => unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            },
+            // SAFETY: kill(2) takes plain integers.
+            None => unsafe { libc::kill(self.pid, sig) as libc::c_long },
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+
+    /// Alive: a signal can reach it and it is not a zombie. (EPERM is an
+    /// error, not "dead": spec §7.)
+    pub(crate) fn alive(&self) -> bool {
+        match self.signal(0) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
+            Err(_) => return true,
+        }
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            // "pid (comm) S ...": the state follows the last ')'
+            Ok(s) => !s
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+            Err(_) => false,
+        }
+    }
+
+    /// Poll until dead or `limit` passed; true if dead.
+    fn wait_dead(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        loop {
+            if !self.alive() {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+// ---- pins in flight ----
+
+/// How a pin ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PinEnd {
+    /// `ack`.
+    Ack,
+    /// Another reply: the client failed the pin (its logical error).
+    Nak(String),
+    /// The link went down while waiting: `bye`, close, a protocol error or
+    /// another pin's failure.
+    LinkDown,
+}
+
+/// One pin waiting for its reply.
+#[derive(Debug, Default)]
+pub(crate) struct PinWait {
+    end: Mutex<Option<PinEnd>>,
+    cv: Condvar,
+}
+
+impl PinWait {
+    fn finish(&self, e: PinEnd) {
+        let mut g = lock(&self.end);
+        if g.is_none() {
+            *g = Some(e);
+            self.cv.notify_all();
+        }
+    }
+
+    /// The reply, or `None` if `deadline` passed first.
+    pub(crate) fn wait(&self, deadline: Instant) -> Option<PinEnd> {
+        let mut g = lock(&self.end);
+        loop {
+            if let Some(e) = &*g {
+                return Some(e.clone());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            g = self
+                .cv
+                .wait_timeout(g, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Ended, other than by `ack` (a new pin must be sent).
+    pub(crate) fn failed(&self) -> bool {
+        matches!(&*lock(&self.end), Some(e) if *e != PinEnd::Ack)
+    }
+}
+
+// ---- a link ----
+
+/// A READ waiting for lines.
+struct Parked {
+    reply: ReadReply,
+    size: u32,
+    /// The reading thread (FUSE header pid).
+    tid: u32,
+}
+
+#[derive(Default)]
+struct LinkState {
+    /// Bytes queued to the client.
+    out: VecDeque<u8>,
+    /// READs waiting for bytes, oldest first.
+    parked: VecDeque<Parked>,
+    /// Server requests waiting for the client's reply: stream -> waiter.
+    pending: HashMap<u64, Arc<PinWait>>,
+    /// The last server stream id used (even).
+    last_stream: u64,
+    /// No more lines in or out; READs get what is queued, then EOF.
+    down: bool,
+    /// Why the link went down.
+    why: Option<DownWhy>,
+    /// Bytes of a client line not yet terminated by LF.
+    inbuf: Vec<u8>,
+}
+
+/// One open of `head/watch`.
+pub(crate) struct WatchLink {
+    /// The FUSE file handle.
+    pub(crate) id: u64,
+    pub(crate) client: ClientProc,
+    st: Mutex<LinkState>,
+    /// Watches of this link: foid -> watch (`byfileMu` of the spec's
+    /// server locking). Changed by setups, dropped on shutdown.
+    pub(crate) byfile: Mutex<HashMap<Oid, Arc<super::fs::Watch>>>,
+    /// One setup at a time per file: foid -> its setup lock.
+    setup_mu: Mutex<HashMap<Oid, Arc<Mutex<()>>>>,
+    /// Set by the first to handle a failed pin (one killer per link).
+    /// AcqRel: a plain claim flag, no data is published through it.
+    kill_claimed: std::sync::atomic::AtomicBool,
+}
+
+/// Why a link went down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DownWhy {
+    /// The client said `bye`.
+    Bye,
+    /// The client closed it (release).
+    Closed,
+    /// The client broke the grammar (bad frame, reply on a stream nobody
+    /// asked on).
+    Protocol,
+    /// A pin to it failed (timeout, not `ack`).
+    PinFailed,
+    /// A watched file's epoch: its view can no longer be kept isolated.
+    Epoch,
+}
+
+/// What a client line asks the server to do (returned by
+/// [`WatchLink::input`], done by the caller).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Input {
+    /// A watch request on an odd stream.
+    Watch {
+        stream: u64,
+        oid: Oid,
+        at: Option<zodb::Tid>,
+    },
+    /// `bye`, or a fatal protocol error: the link is down now.
+    Down,
+}
+
+/// The pieces of a replied READ: sent after the link's lock is released.
+type Delivery = Vec<(ReadReply, Result<Vec<u8>, Errno>)>;
+
+fn deliver(d: Delivery) {
+    for (reply, r) in d {
+        match r {
+            Ok(b) => reply(Ok(&b)),
+            Err(e) => reply(Err(e)),
+        }
+    }
+}
+
+impl WatchLink {
+    pub(crate) fn new(id: u64, client: ClientProc) -> WatchLink {
+        WatchLink {
+            id,
+            client,
+            st: Mutex::new(LinkState::default()),
+            byfile: Mutex::new(HashMap::new()),
+            setup_mu: Mutex::new(HashMap::new()),
+            kill_claimed: Default::default(),
+        }
+    }
+
+    /// The lock serializing setups of `foid` on this link.
+    pub(crate) fn setup_lock(&self, foid: Oid) -> Arc<Mutex<()>> {
+        lock(&self.setup_mu).entry(foid).or_default().clone()
+    }
+
+    pub(crate) fn is_down(&self) -> bool {
+        lock(&self.st).down
+    }
+
+    /// Why the link is down (`None` while up).
+    pub(crate) fn down_why(&self) -> Option<DownWhy> {
+        lock(&self.st).why
+    }
+
+    /// True the first time only: whoever gets it deals with the client.
+    pub(crate) fn claim_kill(&self) -> bool {
+        !self.kill_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Hand queued bytes to parked READs (EOF to all once down and empty).
+    fn drain(st: &mut LinkState) -> Delivery {
+        let mut d = Vec::new();
+        while !st.parked.is_empty() {
+            if st.out.is_empty() {
+                if !st.down {
+                    break;
+                }
+                let p = st.parked.pop_front().expect("non-empty");
+                d.push((p.reply, Ok(Vec::new())));
+                continue;
+            }
+            let p = st.parked.pop_front().expect("non-empty");
+            let n = (p.size as usize).min(st.out.len());
+            d.push((p.reply, Ok(st.out.drain(..n).collect())));
+        }
+        d
+    }
+
+    fn queue_locked(st: &mut LinkState, line: &str) {
+        st.out.extend(line.as_bytes());
+    }
+
+    /// Queue one frame to the client (dropped if the link is down).
+    pub(crate) fn send(&self, stream: u64, msg: &str) {
+        let d = {
+            let mut st = lock(&self.st);
+            if st.down {
+                return;
+            }
+            Self::queue_locked(&mut st, &proto::format_frame(stream, msg));
+            Self::drain(&mut st)
+        };
+        deliver(d);
+    }
+
+    /// Send `msg` as a server request; its reply completes the returned
+    /// waiter (at once with `LinkDown` if the link is down).
+    pub(crate) fn send_pin(&self, msg: &str) -> Arc<PinWait> {
+        let w = Arc::new(PinWait::default());
+        let d = {
+            let mut st = lock(&self.st);
+            if st.down {
+                w.finish(PinEnd::LinkDown);
+                return w;
+            }
+            let mut s = st.last_stream.wrapping_add(2);
+            if s == 0 {
+                s = 2;
+            }
+            st.last_stream = s;
+            st.pending.insert(s, w.clone());
+            Self::queue_locked(&mut st, &proto::format_frame(s, msg));
+            Self::drain(&mut st)
+        };
+        deliver(d);
+        w
+    }
+
+    /// A READ of `size` bytes by thread `tid`: answered now if bytes are
+    /// queued or the link is down, else parked.
+    pub(crate) fn read(&self, size: u32, tid: u32, reply: ReadReply) {
+        let d = {
+            let mut st = lock(&self.st);
+            st.parked.push_back(Parked { reply, size, tid });
+            Self::drain(&mut st)
+        };
+        deliver(d);
+    }
+
+    /// Take the link down: queue `last` (a stream-0 message) first, fail
+    /// pins in flight with `LinkDown`, let READs drain to EOF. Returns
+    /// false if it was down already. The caller drops the watches.
+    pub(crate) fn shutdown(&self, last: Option<&str>, why: DownWhy) -> bool {
+        let (d, pending) = {
+            let mut st = lock(&self.st);
+            if st.down {
+                return false;
+            }
+            if let Some(m) = last {
+                Self::queue_locked(&mut st, &proto::format_frame(0, m));
+            }
+            st.down = true;
+            st.why = Some(why);
+            let pending: Vec<_> = st.pending.drain().map(|(_, w)| w).collect();
+            (Self::drain(&mut st), pending)
+        };
+        for w in pending {
+            w.finish(PinEnd::LinkDown);
+        }
+        deliver(d);
+        true
+    }
+
+    /// Bytes the client wrote: complete replies to pins, return the watch
+    /// requests for the caller to run. A protocol error shuts the link down
+    /// with the error text (spec §4) and returns [`Input::Down`] last.
+    pub(crate) fn input(&self, data: &[u8]) -> Vec<Input> {
+        let mut out = Vec::new();
+        let mut replies = Vec::new();
+        let mut fatal = None;
+        {
+            let mut st = lock(&self.st);
+            if st.down {
+                return out;
+            }
+            st.inbuf.extend_from_slice(data);
+            while let Some(nl) = st.inbuf.iter().position(|&b| b == b'\n') {
+                let raw: Vec<u8> = st.inbuf.drain(..=nl).collect();
+                let line = String::from_utf8_lossy(&raw[..raw.len() - 1]).into_owned();
+                let f = match proto::parse_frame(&line) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        fatal = Some(e.to_string());
+                        break;
+                    }
+                };
+                if f.stream % 2 == 0 {
+                    match st.pending.remove(&f.stream) {
+                        Some(w) if f.msg == proto::ACK => replies.push((w, PinEnd::Ack)),
+                        Some(w) => replies.push((w, PinEnd::Nak(f.msg.to_owned()))),
+                        None => {
+                            fatal =
+                                Some(format!("error: {}: reply on unexpected stream", f.stream));
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                match proto::parse_request(f.msg) {
+                    Ok(proto::Request::Bye) => {
+                        fatal = Some(String::new());
+                        break;
+                    }
+                    Ok(proto::Request::Watch { oid, at }) => out.push(Input::Watch {
+                        stream: f.stream,
+                        oid,
+                        at,
+                    }),
+                    Err(e) => {
+                        let msg = proto::Reply::Error(e.to_string()).to_string();
+                        Self::queue_locked(&mut st, &proto::format_frame(f.stream, &msg));
+                    }
+                }
+            }
+            let d = Self::drain(&mut st);
+            drop(st);
+            deliver(d);
+        }
+        for (w, e) in replies {
+            w.finish(e);
+        }
+        if let Some(m) = fatal {
+            if !m.is_empty() {
+                tracing::warn!(link = self.id, pid = self.client.pid, "head/watch: {m}");
+            }
+            let why = if m.is_empty() {
+                DownWhy::Bye
+            } else {
+                DownWhy::Protocol
+            };
+            self.shutdown((!m.is_empty()).then_some(m.as_str()), why);
+            out.push(Input::Down);
+        }
+        out
+    }
+
+    /// Parked READs whose thread is dying get EINTR.
+    fn reap_parked(&self) {
+        let d = {
+            let mut st = lock(&self.st);
+            if st.parked.is_empty() {
+                return;
+            }
+            let mut keep = VecDeque::new();
+            let mut d: Delivery = Vec::new();
+            for p in st.parked.drain(..) {
+                if thread_dying(p.tid) {
+                    d.push((p.reply, Err(Errno::EINTR)));
+                } else {
+                    keep.push_back(p);
+                }
+            }
+            st.parked = keep;
+            d
+        };
+        deliver(d);
+    }
+}
+
+/// How a failed pin is dealt with (spec §7), from the pin's end: kill the
+/// client unless it dies by itself. Runs in its own thread. Returns true
+/// if the client was killed by us.
+pub(crate) fn bad_pin_kill(link: &WatchLink, end: Option<PinEnd>, pintimeout: Duration) -> bool {
+    let c = &link.client;
+    match &end {
+        Some(PinEnd::LinkDown) => match link.down_why() {
+            // `bye` / close / our own epoch shutdown: it is leaving or was
+            // told; no kill
+            Some(DownWhy::Bye | DownWhy::Closed | DownWhy::Epoch) | None => return false,
+            // the client broke the protocol; it may be a process dying
+            // (writing garbage on the way): give it a moment
+            Some(DownWhy::Protocol | DownWhy::PinFailed) => {
+                if c.wait_dead(pintimeout.min(Duration::from_secs(3))) {
+                    return false;
+                }
+            }
+        },
+        None if !c.alive() => return false,
+        _ => {}
+    }
+    if c.pid == std::process::id() as i32 {
+        // the server's own process (only tests open links from in here)
+        tracing::warn!(
+            link = link.id,
+            "head/watch: pin failed on a link of the server itself: not killed"
+        );
+        return false;
+    }
+    tracing::warn!(
+        link = link.id,
+        pid = c.pid,
+        "head/watch: pin failed ({}): killing the client with SIGBUS",
+        match &end {
+            None => "timeout".to_owned(),
+            Some(PinEnd::Nak(m)) => format!("reply {m:?}"),
+            Some(e) => format!("{e:?}"),
+        }
+    );
+    if let Err(e) = c.signal(libc::SIGBUS) {
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return false;
+        }
+        tracing::error!(
+            pid = c.pid,
+            "major unexpected event: cannot kill a faulty client: SIGBUS: {e}"
+        );
+        return false;
+    }
+    if c.wait_dead(pintimeout / 6) {
+        return true;
+    }
+    let _ = c.signal(libc::SIGKILL);
+    if c.wait_dead(pintimeout / 3) {
+        return true;
+    }
+    tracing::error!(
+        pid = c.pid,
+        "major unexpected event: a faulty client survives SIGKILL for {:?}",
+        pintimeout / 3
+    );
+    false
+}
+
+// ---- all links ----
+
+/// The open links by file handle.
+#[derive(Default)]
+pub(crate) struct Registry {
+    links: Mutex<HashMap<u64, Arc<WatchLink>>>,
+    next: AtomicU64,
+}
+
+impl Registry {
+    /// Register a new link opened by thread `tid`; None if that process is
+    /// gone already.
+    pub(crate) fn open(&self, tid: u32) -> Option<Arc<WatchLink>> {
+        let client = ClientProc::of_thread(tid)?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let l = Arc::new(WatchLink::new(id, client));
+        lock(&self.links).insert(id, l.clone());
+        Some(l)
+    }
+
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<WatchLink>> {
+        lock(&self.links).get(&id).cloned()
+    }
+
+    pub(crate) fn remove(&self, id: u64) -> Option<Arc<WatchLink>> {
+        lock(&self.links).remove(&id)
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        lock(&self.links).len()
+    }
+
+    /// Answer EINTR to parked READs of dying threads, on every link.
+    pub(crate) fn reap_parked(&self) {
+        let all: Vec<_> = lock(&self.links).values().cloned().collect();
+        for l in all {
+            l.reap_parked();
+        }
+    }
+}
+
+/// Go's `time.Duration.String()` of `d` (as in the original's error texts:
+/// `1m0.5s`, `250ms`, `0s`).
+pub(crate) fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    let frac = |v: u128, unit: u128| -> String {
+        let (i, f) = (v / unit, v % unit);
+        if f == 0 {
+            return i.to_string();
+        }
+        let width = unit.ilog10() as usize;
+        let s = format!("{f:0width$}");
+        format!("{i}.{}", s.trim_end_matches('0'))
+    };
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", frac(ns, 1_000));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", frac(ns, 1_000_000));
+    }
+    let secs_ns = ns % 60_000_000_000;
+    let mins = ns / 60_000_000_000;
+    let (h, m) = (mins / 60, mins % 60);
+    let mut s = String::new();
+    if h > 0 {
+        s += &format!("{h}h");
+    }
+    if h > 0 || m > 0 {
+        s += &format!("{m}m");
+    }
+    s += &format!("{}s", frac(secs_ns, 1_000_000_000));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_as_go() {
+        let t = |ns: u64| go_duration(Duration::from_nanos(ns));
+        assert_eq!(t(0), "0s");
+        assert_eq!(t(999), "999ns");
+        assert_eq!(t(1_500), "1.5µs");
+        assert_eq!(t(250_000_000), "250ms");
+        assert_eq!(t(1_000_000_000), "1s");
+        assert_eq!(t(60_500_000_000), "1m0.5s");
+        assert_eq!(t(3_723_000_000_000), "1h2m3s");
+        assert_eq!(t(90_000_000_000), "1m30s");
+    }
+
+    fn me() -> ClientProc {
+        ClientProc::of_thread(std::process::id()).expect("this process")
+    }
+
+    /// Lines in, pins out and back, protocol errors, parked READs.
+    #[test]
+    fn link_lines() {
+        let l = WatchLink::new(1, me());
+        // a parked READ gets the next queued line
+        let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<u8>, Errno>>();
+        let t2 = tx.clone();
+        l.read(
+            100,
+            std::process::id(),
+            Box::new(move |r| {
+                t2.send(r.map(|b| b.to_vec())).unwrap();
+            }),
+        );
+        assert!(rx.try_recv().is_err(), "parked");
+        let w = l.send_pin("pin 0000000000000001 #3 @head");
+        assert_eq!(
+            rx.recv().unwrap().unwrap(),
+            b"2 pin 0000000000000001 #3 @head\n"
+        );
+        // replies in pieces; a watch request; a bad one
+        assert!(l.input(b"2 ac").is_empty());
+        assert_eq!(
+            l.input(b"k\n1 watch 0000000000000001 @0000000000000002\n3 watch x\n"),
+            vec![Input::Watch {
+                stream: 1,
+                oid: Oid(1),
+                at: Some(zodb::Tid(2))
+            }]
+        );
+        assert_eq!(w.wait(Instant::now()), Some(PinEnd::Ack));
+        let t3 = tx.clone();
+        l.read(
+            100,
+            1,
+            Box::new(move |r| {
+                t3.send(r.map(|b| b.to_vec())).unwrap();
+            }),
+        );
+        assert_eq!(
+            rx.recv().unwrap().unwrap(),
+            b"3 error bad watch: expected 2 arguments, got 1\n"
+        );
+        // a reply on a stream nobody asked on is fatal; EOF follows
+        let w2 = l.send_pin("pin 0000000000000001 #4 @head");
+        assert_eq!(l.input(b"8 ack\n"), vec![Input::Down]);
+        assert_eq!(w2.wait(Instant::now()), Some(PinEnd::LinkDown));
+        let mut got = Vec::new();
+        loop {
+            let t = tx.clone();
+            l.read(
+                1000,
+                1,
+                Box::new(move |r| t.send(r.map(|b| b.to_vec())).unwrap()),
+            );
+            let b = rx.recv().unwrap().unwrap();
+            if b.is_empty() {
+                break;
+            }
+            got.extend(b);
+        }
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            "4 pin 0000000000000001 #4 @head\n0 error: 8: reply on unexpected stream\n"
+        );
+    }
+
+    #[test]
+    fn bad_frames_are_fatal() {
+        let l = WatchLink::new(1, me());
+        assert_eq!(l.input(b"hello\n"), vec![Input::Down]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        l.read(
+            1000,
+            1,
+            Box::new(move |r| tx.send(r.map(|b| b.to_vec())).unwrap()),
+        );
+        assert_eq!(
+            rx.recv().unwrap().unwrap(),
+            b"0 error: invalid frame: \"hello\\n\"\n"
+        );
+        assert!(l.is_down());
+    }
+}
