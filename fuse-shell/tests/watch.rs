@@ -190,6 +190,7 @@ fn grammar() {
         "0 error: 2: reply on unexpected stream"
     );
     l.expect_eof("after stray ack");
+    drop(l); // a link counts until its fd is closed
     let mut l = Link::open(&srv, "stray nak", false);
     l.send(4, "nak: what");
     assert_eq!(
@@ -197,6 +198,7 @@ fn grammar() {
         "0 error: 4: reply on unexpected stream"
     );
     l.expect_eof("after stray nak");
+    drop(l);
 
     // bye: no reply, EOF
     let mut l = Link::open(&srv, "bye", false);
