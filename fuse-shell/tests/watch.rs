@@ -356,6 +356,39 @@ fn watch_setup() {
     srv.finish();
 }
 
+/// Edges of setup: a stream with leading zeros is accepted (and answered
+/// without them), `@ffffffffffffffff` removes the watch like `-`, an `at`
+/// before the history tail is refused.
+#[test]
+fn watch_setup_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let c0 = zw.head();
+    let c1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    assert_eq!(srv.head_at(), c1);
+    let _f = File::open(srv.head_file(oid)).unwrap();
+
+    let mut l = Link::open(&srv, "edges", false);
+    l.send_raw(&format!("007 watch {oid} @{c1}\n")).unwrap();
+    assert_eq!(l.reply(7, "stream 007"), ("ok".to_owned(), vec![]));
+    assert_eq!(srv.stat("Watch"), 1);
+    let (r, _) = l.watch(oid, "@ffffffffffffffff");
+    assert_eq!(r, "ok", "@ffffffffffffffff");
+    srv.wait_stat("Watch", 0);
+
+    // the tail is head/at at start: c0 is before it
+    let (r, _) = l.watch(oid, &format!("@{c0}"));
+    let want =
+        format!("error setup watch f{oid} @{c0}: too far away back from head/at (@{c1}); δt = ");
+    assert!(r.starts_with(&want), "{r:?}, want {want:?}...");
+    // the link stays usable
+    assert_eq!(l.watch_ok(oid, c1), pins(&[]));
+    l.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
 // ---- 3) lazy pins on READ ----
 
 /// A READ of a block changed after a watch's `at` pins it on the watch and
@@ -454,6 +487,75 @@ fn lazy_pin_on_read() {
     drop(map);
     w.bye();
     srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// A READ pins all watches of the file in parallel (both pins arrive
+/// before either is acked) and returns only after the last ack; a link
+/// that watches two files gets the pins of each with its oid.
+#[test]
+fn pins_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2]);
+    let gd = data(9, 0);
+    let (goid, _) = zw
+        .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, &gd[..])))])
+        .unwrap();
+    let mut gm: Model = [(0, gd.clone())].into();
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let (p, pg) = (srv.head_file(oid), srv.head_file(goid));
+    for b in 0..3 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("f #{b}"));
+    }
+    eq_blk(&read_blk(&pg, 0, BS), &gd, "g #0");
+    let mut l1 = Link::open(&srv, "l1", false);
+    let mut l2 = Link::open(&srv, "l2", false);
+    assert_eq!(l1.watch_ok(oid, at0), pins(&[]));
+    assert_eq!(l1.watch_ok(goid, at0), pins(&[]));
+    assert_eq!(l2.watch_ok(oid, at0), pins(&[]));
+    assert_eq!(srv.stat("Watch"), 3);
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    let at2 = commit(&mut zw, goid, &mut gm, 2, &[0]);
+    srv.wait_head(at2);
+
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s1, p1) = l1.pin("l1: pin of f #1");
+    let (s2, p2) = l2.pin("l2: pin of f #1 (before l1's ack)");
+    let want_pin = Pin {
+        oid,
+        blk: 1,
+        rev: Some(at0),
+    };
+    assert_eq!((p1, p2), (want_pin, want_pin));
+    l1.ack(s1);
+    assert!(
+        rd.recv_timeout(QUIET).is_err(),
+        "the read returned with l2's pin pending"
+    );
+    l2.ack(s2);
+    eq_blk(&wait_read(&rd, WAIT, "f #1"), &want(&m, 1), "f #1 @at1");
+
+    let rd = read_blk_bg(pg.clone(), 0, BS);
+    let (s, pin) = l1.pin("l1: pin of g #0");
+    assert_eq!(
+        pin,
+        Pin {
+            oid: goid,
+            blk: 0,
+            rev: Some(at0)
+        },
+        "at1={at1}"
+    );
+    l1.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "g #0"), &want(&gm, 0), "g #0 @at2");
+    l2.expect_quiet("l2 does not watch g");
+    assert_eq!(srv.stat("pin"), 3);
+    assert_eq!(srv.stat("PinnedBlk"), 3);
+    l1.bye();
+    l2.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.wait_stat("PinnedBlk", 0);
     srv.finish();
 }
 
@@ -577,8 +679,8 @@ fn many_links_and_processes() {
 /// A child in `role` and a well-behaved watcher here both watch f @at0; a
 /// commit changes blocks 1 and 2; a read of #1 pins both. The child
 /// misbehaves on its pin: it must end up killed (SIGBUS, or SIGKILL when
-/// SIGBUS does not end it) within ~3×pintimeout — or for `close`, only be
-/// dropped — while the reader completes with head data and the watcher
+/// SIGBUS does not end it) within ~3×pintimeout — or for `close` and
+/// `bye`, only be dropped — while the reader completes with head data and the watcher
 /// keeps getting its pins.
 fn faulty(role: &str) {
     const PINTIMEOUT: u64 = 2;
@@ -613,10 +715,21 @@ fn faulty(role: &str) {
     let took = t0.elapsed();
     let seen = c.drain().to_vec();
     eprintln!("{role} child: {st} after {took:?}; reported {seen:?}");
-    if role == "close" {
-        assert_eq!(st.code(), Some(0), "close child: {st}, reported {seen:?}");
-        assert_eq!(srv.stat("pinkill"), 0, "the close child was not killed");
+    if role == "close" || role == "bye" {
+        assert_eq!(st.code(), Some(0), "{role} child: {st}, reported {seen:?}");
+        assert!(
+            !seen.iter().any(|l| l == "SIGBUS"),
+            "{role} child: {seen:?}"
+        );
+        assert_eq!(srv.stat("pinkill"), 0, "the {role} child was not killed");
     } else {
+        if role != "stop" {
+            // (a stopped process runs no handler: its SIGBUS stays pending)
+            assert!(
+                seen.iter().any(|l| l == "SIGBUS"),
+                "{role} child: no SIGBUS: {seen:?}"
+            );
+        }
         let sig = term_signal(st);
         assert!(
             sig == Some(Signal::SIGBUS as i32) || sig == Some(Signal::SIGKILL as i32),
@@ -652,6 +765,7 @@ fn faulty(role: &str) {
             );
         }
         "garbage" => assert!(said(r#"0 error: invalid frame: "garbage\n""#), "{seen:?}"),
+        "bye" => assert!(seen.iter().any(|l| l == "eof"), "{seen:?}"),
         _ => {}
     }
 
@@ -717,6 +831,13 @@ fn faulty_garbage() {
 #[test]
 fn faulty_close_mid_pin() {
     faulty("close");
+}
+
+/// A client that says `bye` instead of answering a pin: the pin is
+/// cancelled, the client is not killed.
+#[test]
+fn faulty_bye_mid_pin() {
+    faulty("bye");
 }
 
 /// A client that is stopped while a pin to it is pending: killed (a

@@ -824,7 +824,11 @@ pub(crate) fn term_signal(st: ExitStatus) -> Option<i32> {
 /// - `wrongstream`: acks on the pin's stream + 2;
 /// - `nak`: replies `nak: no`;
 /// - `garbage`: sends a line without a space;
-/// - `close`: closes the link without `bye`, and exits 0 after 500 ms.
+/// - `close`: closes the link without `bye`, and exits 0 after 500 ms;
+/// - `bye`: says `bye` instead of answering, exits 0 500 ms after EOF.
+///
+/// SIGBUS is reported (`SIGBUS`) and survived, so that a kill by the
+/// server shows both of its steps: SIGBUS, then SIGKILL.
 ///
 /// Reports go to stdout as `@@ <report>` (the rest of stdout is libtest's).
 pub(crate) fn child_main() {
@@ -832,6 +836,15 @@ pub(crate) fn child_main() {
         return;
     };
     let say = |m: &str| println!("@@ {m}");
+    // Report SIGBUS and survive it (std's own handler would too, silently):
+    // the test sees that the server sent it before SIGKILL.
+    let sa = nix::sys::signal::SigAction::new(
+        nix::sys::signal::SigHandler::Handler(on_sigbus),
+        nix::sys::signal::SaFlags::empty(),
+        nix::sys::signal::SigSet::empty(),
+    );
+    // SAFETY: the handler only calls write(2), which is async-signal-safe.
+    unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGBUS, &sa) }.unwrap();
     let mnt = PathBuf::from(std::env::var("WCFS_WATCH_MNT").unwrap());
     let oid = std::env::var("WCFS_WATCH_OID").unwrap();
     let at = std::env::var("WCFS_WATCH_AT").unwrap();
@@ -885,6 +898,7 @@ pub(crate) fn child_main() {
                     "wrongstream" => send(&f, &proto::format_frame(s + 2, "ack")),
                     "nak" => send(&f, &proto::format_frame(s, "nak: no")),
                     "garbage" => send(&f, "garbage\n"),
+                    "bye" => send(&f, "3 bye\n"),
                     "close" => {
                         match Arc::try_unwrap(f) {
                             Ok(f) => drop(f),
@@ -900,6 +914,10 @@ pub(crate) fn child_main() {
             }
             Ok(None) => {
                 say("eof");
+                if role == "bye" {
+                    std::thread::sleep(Duration::from_millis(500));
+                    std::process::exit(0);
+                }
                 break;
             }
             Err(e) => {
@@ -921,4 +939,10 @@ pub(crate) fn child_main() {
 /// provoke, so they are ignored.
 fn send(f: &File, s: &str) {
     let _ = (&*f).write_all(s.as_bytes());
+}
+
+extern "C" fn on_sigbus(_: nix::libc::c_int) {
+    const MSG: &[u8] = b"\n@@ SIGBUS\n";
+    // SAFETY: write(2) of a static buffer to fd 1, async-signal-safe.
+    unsafe { nix::libc::write(1, MSG.as_ptr().cast(), MSG.len()) };
 }
