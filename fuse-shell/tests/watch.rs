@@ -1,0 +1,901 @@
+//! The isolation protocol end to end: `wcfs serve` mounted for real, and
+//! clients that speak the raw `head/watch` grammar (wcfs-protocol.md §4,
+//! §5, §7) from this process (one reader thread per link) and from child
+//! processes of this test binary (`child_role`), against databases that
+//! our writer builds and changes.
+//!
+//! What is held: the exact error lines of the grammar and which of them
+//! close the link; the pins of a watch setup (the spec's worked example,
+//! `test_wcfs_watch_setup`) and of its updates, unpins included; `ok` only
+//! after every setup pin is acked; setups ahead of head wait for the
+//! commit; lazy pins on READ keep the reader blocked until the ack, are
+//! not re-sent, and are only sent for blocks changed after the watch's
+//! `at`; several links and processes each get pins for their own `at`;
+//! `.wcfs/stats` counters; faulty clients (no ack, wrong stream, nak,
+//! garbage, close mid-pin, SIGSTOP) are killed (or, for the close, just
+//! dropped) while a well-behaved watcher and the reader keep working; a
+//! blocked setup goes away with its link.
+//!
+//! Every test runs under a watchdog and an unmount guard (support module),
+//! kills and reaps its children on drop, and ends with `Server::finish`
+//! (exit 0, no mount entry left). Needs root, /dev/fuse and fusermount3.
+
+#[path = "support/watch_support.rs"]
+mod watch_support;
+
+use client::proto::{self, Pin};
+use memmap2::Mmap;
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use watch_support::*;
+use zodb::zbigfile::ZBlkFormat;
+use zodb::zwrite::{BlkChange, ZWriter};
+use zodb::{Oid, Tid};
+
+const BS: u64 = 16 << 10;
+
+/// Not a test: the body of the child processes (`Proc::spawn`); returns at
+/// once unless `$WCFS_WATCH_ROLE` is set.
+#[test]
+fn child_role() {
+    child_main();
+}
+
+/// Block contents of a file: blk -> bytes.
+type Model = BTreeMap<i64, Vec<u8>>;
+
+/// Full-block data, distinct per (tag, blk).
+fn data(tag: u64, blk: i64) -> Vec<u8> {
+    pattern(tag * 1000 + blk as u64 + 1, BS as usize)
+}
+
+/// Commit `blks` of `oid` with data tagged `tag`; update the model.
+fn commit(zw: &mut ZWriter, oid: Oid, m: &mut Model, tag: u64, blks: &[i64]) -> Tid {
+    let d: Vec<(i64, Vec<u8>)> = blks.iter().map(|&b| (b, data(tag, b))).collect();
+    let ch: Vec<BlkChange<'_>> = d
+        .iter()
+        .map(|(b, v)| (*b, Some((ZBlkFormat::ZBlk0, v.as_slice()))))
+        .collect();
+    let tid = zw.update_file(oid, &ch).unwrap();
+    for (b, v) in d {
+        m.insert(b, v);
+    }
+    tid
+}
+
+/// Expected bytes of block `blk` (a hole reads as zeros).
+fn want(m: &Model, blk: i64) -> Vec<u8> {
+    m.get(&blk).cloned().unwrap_or_else(|| vec![0; BS as usize])
+}
+
+/// A database with file "f" holding blocks `blks` (tag 0), one commit.
+fn db_with(dir: &Path, blks: &[i64]) -> (ZWriter, Oid, Model) {
+    let db = dir.join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let m: Model = blks.iter().map(|&b| (b, data(0, b))).collect();
+    let ch: Vec<BlkChange<'_>> = m
+        .iter()
+        .map(|(b, v)| (*b, Some((ZBlkFormat::ZBlk0, v.as_slice()))))
+        .collect();
+    let (oid, _) = zw.create_file("f", BS, &ch).unwrap();
+    (zw, oid, m)
+}
+
+fn eq_blk(got: &[u8], want: &[u8], what: &str) {
+    assert!(
+        got == want,
+        "{what}: data differs (len {} vs {})",
+        got.len(),
+        want.len()
+    );
+}
+
+/// The next tid after `t` (what a watch "ahead of head" asks for).
+fn after(t: Tid) -> Tid {
+    Tid(t.0 + 1)
+}
+
+// ---- 1) grammar ----
+
+/// The exact error lines of §4: bad frames and replies on unexpected
+/// streams close the link, bad watch requests do not; `bye` closes it.
+#[test]
+fn grammar() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, _) = db_with(dir.path(), &[0]);
+    // a second ZBigFile that nobody looks up
+    let (goid, _) = zw
+        .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, b"g")))])
+        .unwrap();
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let head = srv.head_at();
+    let _f = File::open(srv.head_file(oid)).unwrap();
+
+    // frames that are fatal for the link
+    for (raw, suffix) in [
+        ("hello\n", ""),
+        ("\n", ""),
+        ("x1 watch\n", " (invalid stream)"),
+        (" watch\n", " (invalid stream)"),
+        ("-1 watch\n", " (invalid stream)"),
+        ("+1 watch\n", " (invalid stream)"),
+    ] {
+        let mut l = Link::open(&srv, &format!("link {raw:?}"), false);
+        l.send_raw(raw).unwrap();
+        let want = format!("0 error: invalid frame: {}{suffix}", proto::go_quote(raw));
+        assert_eq!(l.line("bad frame"), want, "frame {raw:?}");
+        l.expect_eof(&format!("after bad frame {raw:?}"));
+    }
+
+    // bad watch requests: an error reply on the request's stream, the link
+    // stays usable
+    let mut l = Link::open(&srv, "requests", false);
+    let at = format!("@{head}");
+    for (msg, err) in [
+        (
+            "watch".to_owned(),
+            r#"not a watch request: "watch""#.to_owned(),
+        ),
+        (
+            "hello".to_owned(),
+            r#"not a watch request: "hello""#.to_owned(),
+        ),
+        (
+            format!("watch {oid}"),
+            "expected 2 arguments, got 1".to_owned(),
+        ),
+        (
+            format!("watch {oid} {at} x"),
+            "expected 2 arguments, got 3".to_owned(),
+        ),
+        (
+            format!("watch {oid}  {at}"),
+            "expected 2 arguments, got 3".to_owned(),
+        ),
+        (format!("watch zzz {at}"), "invalid oid".to_owned()),
+        (
+            format!("watch {}X {at}", &oid.to_string()[1..]),
+            "invalid oid".to_owned(),
+        ),
+        (format!("watch {oid} @xyz"), "invalid at".to_owned()),
+        (format!("watch {oid} {head}"), "invalid at".to_owned()),
+        (
+            format!("watch {oid} @{}", &head.to_string()[1..]),
+            "invalid at".to_owned(),
+        ),
+    ] {
+        let s = l.request(&msg);
+        let (r, p) = l.reply(s, &msg);
+        assert_eq!(r, format!("error bad watch: {err}"), "request {msg:?}");
+        assert!(p.is_empty());
+    }
+    // a file not yet looked up, a file that does not exist
+    for o in [goid, Oid(0x7fff_0000_0000_0001)] {
+        let (r, _) = l.watch(o, &at);
+        assert_eq!(
+            r,
+            format!("error setup watch f{o} {at}: file not yet known to wcfs or is not a ZBigFile"),
+        );
+    }
+    // still usable
+    assert_eq!(l.watch_ok(oid, head), pins(&[]));
+    assert_eq!(l.watch(oid, "-").0, "ok");
+    // an even-stream reply to no pending pin: fatal
+    l.send(2, "ack");
+    assert_eq!(
+        l.line("stray ack"),
+        "0 error: 2: reply on unexpected stream"
+    );
+    l.expect_eof("after stray ack");
+    drop(l); // a link counts until its fd is closed
+    let mut l = Link::open(&srv, "stray nak", false);
+    l.send(4, "nak: what");
+    assert_eq!(
+        l.line("stray nak"),
+        "0 error: 4: reply on unexpected stream"
+    );
+    l.expect_eof("after stray nak");
+    drop(l);
+
+    // bye: no reply, EOF
+    let mut l = Link::open(&srv, "bye", false);
+    assert_eq!(l.watch_ok(oid, head), pins(&[]));
+    l.bye();
+
+    srv.wait_stat("WatchLink", 0);
+    srv.wait_stat("Watch", 0);
+    srv.finish();
+}
+
+// ---- 2) watch setup ----
+
+/// The spec's worked example (§5, `test_wcfs_watch_setup`), then watch
+/// updates on the same link through to head, a watch at head, going back,
+/// a watch ahead of head, and `watch -`.
+#[test]
+fn watch_setup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let _f = File::open(srv.head_file(oid)).unwrap();
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[2]);
+    let at2 = commit(&mut zw, oid, &mut m, 2, &[2, 3, 4, 5]);
+    let at3 = commit(&mut zw, oid, &mut m, 3, &[0, 2, 5]);
+    let at4 = commit(&mut zw, oid, &mut m, 4, &[2, 4, 5]);
+    let at5 = commit(&mut zw, oid, &mut m, 5, &[3, 5]);
+    srv.wait_head(at5);
+    // blocks 0, 2, 3, 5 are read through head/ (block 4 never)
+    for b in [0, 2, 3, 5] {
+        eq_blk(
+            &read_blk(&srv.head_file(oid), b, BS),
+            &want(&m, b),
+            &format!("head #{b}"),
+        );
+    }
+
+    // a new watch @at1; `ok` waits for the ack of every pin
+    let mut l1 = Link::open(&srv, "l1", false);
+    let s = l1.request(&format!("watch {oid} @{at1}"));
+    let (s0, p0) = l1.pin("first setup pin @at1");
+    let mut got = vec![p0];
+    // no ok while a pin is not acked (other pins may come meanwhile)
+    let t0 = Instant::now();
+    while t0.elapsed() < QUIET {
+        if let Some(ev) = l1.recv(QUIET / 4) {
+            let Ev::Line(line) = &ev else {
+                panic!("l1: {ev:?}")
+            };
+            let (ps, p) =
+                as_pin(line).unwrap_or_else(|| panic!("l1: before the first ack: {ev:?}"));
+            got.push(p);
+            l1.ack(ps);
+        }
+    }
+    l1.ack(s0);
+    let (r, rest) = l1.reply(s, "watch @at1");
+    assert_eq!(r, "ok");
+    got.extend(rest);
+    assert_eq!(
+        pin_map(oid, &got),
+        pins(&[
+            (0, Some(at0)),
+            (2, Some(at1)),
+            (3, Some(at0)),
+            (5, Some(at0))
+        ]),
+        "watch @at1 (at0={at0} at1={at1} at2={at2} at3={at3} at4={at4} at5={at5})"
+    );
+
+    // a link @at2, moved forward step by step
+    let mut l2 = Link::open(&srv, "l2", false);
+    assert_eq!(
+        l2.watch_ok(oid, at2),
+        pins(&[
+            (0, Some(at0)),
+            (2, Some(at2)),
+            (3, Some(at2)),
+            (5, Some(at2))
+        ]),
+        "watch @at2"
+    );
+    assert_eq!(
+        l2.watch_ok(oid, at3),
+        pins(&[(0, None), (2, Some(at3)), (5, Some(at3))]),
+        "watch @at2 -> @at3"
+    );
+    assert_eq!(
+        l2.watch_ok(oid, at4),
+        pins(&[(2, None), (5, Some(at4))]),
+        "watch @at3 -> @at4"
+    );
+    assert_eq!(
+        l2.watch_ok(oid, at5),
+        pins(&[(3, None), (5, None)]),
+        "watch @at4 -> @at5"
+    );
+    assert_eq!(l2.watch_ok(oid, at5), pins(&[]), "watch @at5 again");
+
+    // at head: no pins
+    let mut l3 = Link::open(&srv, "l3", false);
+    assert_eq!(l3.watch_ok(oid, at5), pins(&[]), "new watch @head");
+
+    // going back in history on the same link
+    let (r, p) = l2.watch(oid, &format!("@{at1}"));
+    assert_eq!(
+        r,
+        format!("error setup watch f{oid} @{at1}: going back in history is forbidden")
+    );
+    assert!(p.is_empty(), "{p:?}");
+
+    // ahead of head: ok only once a commit reaches it (the commit changes
+    // block 4, which nobody read: no pins)
+    let ahead = after(at5);
+    let s = l3.request(&format!("watch {oid} @{ahead}"));
+    l3.expect_quiet("watch ahead of head, before the commit");
+    let at6 = commit(&mut zw, oid, &mut m, 6, &[4]);
+    assert!(at6 >= ahead);
+    let (r, p) = l3.reply(s, "watch ahead of head, after the commit");
+    assert_eq!(r, "ok");
+    assert!(p.is_empty(), "{p:?}");
+    srv.wait_head(at6);
+
+    // `watch -`: later reads do not pin this link
+    assert_eq!(l1.watch(oid, "-").0, "ok");
+    assert_eq!(l2.watch(oid, "-").0, "ok");
+    assert_eq!(srv.stat("Watch"), 1);
+    let at7 = commit(&mut zw, oid, &mut m, 7, &[2]);
+    srv.wait_head(at7);
+    let rd = read_blk_bg(srv.head_file(oid), 2, BS);
+    // l3 (@at6) gets the lazy pin of block 2, changed at at7
+    let (s, p) = l3.pin("lazy pin on l3");
+    assert_eq!(
+        p,
+        Pin {
+            oid,
+            blk: 2,
+            rev: Some(at4)
+        }
+    );
+    l3.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#2"), &want(&m, 2), "head #2 @at7");
+    l1.expect_quiet("l1 after watch -");
+    l2.expect_quiet("l2 after watch -");
+
+    // `watch -` of a file never watched on this link is fine too
+    let mut l4 = Link::open(&srv, "l4", false);
+    assert_eq!(l4.watch(oid, "-").0, "ok");
+    for l in [l1, l2, l3, l4] {
+        l.bye();
+    }
+    srv.wait_stat("WatchLink", 0);
+    srv.wait_stat("Watch", 0);
+    srv.finish();
+}
+
+/// Edges of setup: a stream with leading zeros is accepted (and answered
+/// without them), `@ffffffffffffffff` removes the watch like `-`, an `at`
+/// before the history tail is refused.
+#[test]
+fn watch_setup_edges() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let c0 = zw.head();
+    let c1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    assert_eq!(srv.head_at(), c1);
+    let _f = File::open(srv.head_file(oid)).unwrap();
+
+    let mut l = Link::open(&srv, "edges", false);
+    l.send_raw(&format!("007 watch {oid} @{c1}\n")).unwrap();
+    assert_eq!(l.reply(7, "stream 007"), ("ok".to_owned(), vec![]));
+    assert_eq!(srv.stat("Watch"), 1);
+    let (r, _) = l.watch(oid, "@ffffffffffffffff");
+    assert_eq!(r, "ok", "@ffffffffffffffff");
+    srv.wait_stat("Watch", 0);
+
+    // the tail is head/at at start: c0 is before it
+    let (r, _) = l.watch(oid, &format!("@{c0}"));
+    let want =
+        format!("error setup watch f{oid} @{c0}: too far away back from head/at (@{c1}); δt = ");
+    assert!(r.starts_with(&want), "{r:?}, want {want:?}...");
+    // the link stays usable
+    assert_eq!(l.watch_ok(oid, c1), pins(&[]));
+    l.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+// ---- 3) lazy pins on READ ----
+
+/// A READ of a block changed after a watch's `at` pins it on the watch and
+/// returns only after the ack; the same block is not pinned again; a block
+/// unchanged since `at` is not pinned; mmap page faults pin the same way.
+#[test]
+fn lazy_pin_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
+    let old = m.clone();
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..4 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));
+    }
+    let mut w = Link::open(&srv, "w", false);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    // mapped before the commit, touched after
+    let mf = File::open(&p).unwrap();
+    // SAFETY (test): read-only mapping of a file nobody truncates.
+    let map = unsafe { Mmap::map(&mf) }.unwrap();
+    // no readahead around faults (it would READ and pin other blocks)
+    map.advise(memmap2::Advice::Random).unwrap();
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1, 2]);
+    srv.wait_head(at1);
+    assert_eq!(srv.stat("pin"), 0);
+
+    // read(2) of block 1 in another thread: pinned to @at0 and blocked
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = w.pin("lazy pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    // what a client maps for the pin, read before the ack
+    eq_blk(
+        &read_blk(&srv.p(&format!("@{at0}/bigfile/{oid}")), 1, BS),
+        &want(&old, 1),
+        "@at0 #1",
+    );
+    assert!(
+        rd.recv_timeout(QUIET).is_err(),
+        "the read of #1 returned before the pin was acked"
+    );
+    w.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "head #1 @at1");
+    assert_eq!(srv.stat("pin"), 1);
+
+    // again, out of the page cache: a READ, but no new pin
+    drop_cache(&p);
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    eq_blk(
+        &wait_read(&rd, WAIT, "#1 again"),
+        &want(&m, 1),
+        "head #1 again",
+    );
+    w.expect_quiet("second read of #1");
+    // a block unchanged since at0: no pin
+    drop_cache(&p);
+    let rd = read_blk_bg(p.clone(), 3, BS);
+    eq_blk(&wait_read(&rd, WAIT, "#3"), &want(&m, 3), "head #3");
+    w.expect_quiet("read of #3");
+    assert_eq!(srv.stat("pin"), 1);
+
+    // a page fault on block 2 through the old mapping pins it too
+    let (tx, rx) = std::sync::mpsc::channel();
+    let off = (2 * BS) as usize;
+    std::thread::scope(|sc| {
+        let map = &map;
+        sc.spawn(move || {
+            let _ = tx.send(map[off..off + BS as usize].to_vec());
+        });
+        let (s, pin) = w.pin("lazy pin of #2 by a page fault");
+        assert_eq!(
+            pin,
+            Pin {
+                oid,
+                blk: 2,
+                rev: Some(at0)
+            }
+        );
+        assert!(
+            rx.recv_timeout(QUIET).is_err(),
+            "the fault returned before the ack"
+        );
+        w.ack(s);
+        eq_blk(&wait_read(&rx, WAIT, "fault #2"), &want(&m, 2), "mapped #2");
+    });
+    assert_eq!(srv.stat("pin"), 2);
+    assert_eq!(srv.stat("PinnedBlk"), 2);
+    drop(map);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// A READ pins all watches of the file in parallel (both pins arrive
+/// before either is acked) and returns only after the last ack; a link
+/// that watches two files gets the pins of each with its oid.
+#[test]
+fn pins_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2]);
+    let gd = data(9, 0);
+    let (goid, _) = zw
+        .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, &gd[..])))])
+        .unwrap();
+    let mut gm: Model = [(0, gd.clone())].into();
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let (p, pg) = (srv.head_file(oid), srv.head_file(goid));
+    for b in 0..3 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("f #{b}"));
+    }
+    eq_blk(&read_blk(&pg, 0, BS), &gd, "g #0");
+    let mut l1 = Link::open(&srv, "l1", false);
+    let mut l2 = Link::open(&srv, "l2", false);
+    assert_eq!(l1.watch_ok(oid, at0), pins(&[]));
+    assert_eq!(l1.watch_ok(goid, at0), pins(&[]));
+    assert_eq!(l2.watch_ok(oid, at0), pins(&[]));
+    assert_eq!(srv.stat("Watch"), 3);
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    let at2 = commit(&mut zw, goid, &mut gm, 2, &[0]);
+    srv.wait_head(at2);
+
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s1, p1) = l1.pin("l1: pin of f #1");
+    let (s2, p2) = l2.pin("l2: pin of f #1 (before l1's ack)");
+    let want_pin = Pin {
+        oid,
+        blk: 1,
+        rev: Some(at0),
+    };
+    assert_eq!((p1, p2), (want_pin, want_pin));
+    l1.ack(s1);
+    assert!(
+        rd.recv_timeout(QUIET).is_err(),
+        "the read returned with l2's pin pending"
+    );
+    l2.ack(s2);
+    eq_blk(&wait_read(&rd, WAIT, "f #1"), &want(&m, 1), "f #1 @at1");
+
+    let rd = read_blk_bg(pg.clone(), 0, BS);
+    let (s, pin) = l1.pin("l1: pin of g #0");
+    assert_eq!(
+        pin,
+        Pin {
+            oid: goid,
+            blk: 0,
+            rev: Some(at0)
+        },
+        "at1={at1}"
+    );
+    l1.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "g #0"), &want(&gm, 0), "g #0 @at2");
+    l2.expect_quiet("l2 does not watch g");
+    assert_eq!(srv.stat("pin"), 3);
+    assert_eq!(srv.stat("PinnedBlk"), 3);
+    l1.bye();
+    l2.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.wait_stat("PinnedBlk", 0);
+    srv.finish();
+}
+
+// ---- 4) several links and processes ----
+
+/// Links in this process and in two children, each at its own `at`: setup
+/// pins and lazy pins with each one's own revisions; stats follow.
+#[test]
+fn many_links_and_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..4 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));
+    }
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[0, 1]);
+    let at2 = commit(&mut zw, oid, &mut m, 2, &[0, 2]);
+    let at3 = commit(&mut zw, oid, &mut m, 3, &[0]);
+    srv.wait_head(at3);
+    let ats = format!("at0={at0} at1={at1} at2={at2} at3={at3}");
+
+    let mut la = Link::open(&srv, "la", true);
+    let mut lb = Link::open(&srv, "lb", true);
+    let mut lc = Link::open(&srv, "lc", true);
+    assert_eq!(
+        la.watch_ok(oid, at0),
+        pins(&[(0, Some(at0)), (1, Some(at0)), (2, Some(at0))]),
+        "la @at0 {ats}"
+    );
+    assert_eq!(
+        lb.watch_ok(oid, at1),
+        pins(&[(0, Some(at1)), (2, Some(at0))]),
+        "lb @at1 {ats}"
+    );
+    assert_eq!(lc.watch_ok(oid, at3), pins(&[]), "lc @at3 {ats}");
+    let mut p1 = Proc::spawn("good", &srv, oid, at1);
+    let mut p2 = Proc::spawn("good", &srv, oid, at2);
+    let setup = |p: &mut Proc| -> Vec<String> {
+        p.drain()
+            .iter()
+            .filter(|m| m.starts_with("setup-"))
+            .cloned()
+            .collect()
+    };
+    let mut s1 = setup(&mut p1);
+    s1.sort();
+    assert_eq!(
+        s1,
+        [
+            format!("setup-pin pin {oid} #0 @{at1}"),
+            format!("setup-pin pin {oid} #2 @{at0}")
+        ],
+        "p1 @at1 {ats}"
+    );
+    assert_eq!(
+        setup(&mut p2),
+        [format!("setup-pin pin {oid} #0 @{at2}")],
+        "p2 @at2 {ats}"
+    );
+    assert_eq!(srv.stat("WatchLink"), 5);
+    assert_eq!(srv.stat("Watch"), 5);
+    assert_eq!(srv.stat("pin"), 3 + 2 + 2 + 1);
+
+    // one more commit, then reads of 0, 1, 3 through head/: pins only where
+    // a watch has no pin of that block at that revision yet
+    let at4 = commit(&mut zw, oid, &mut m, 4, &[0, 3]);
+    srv.wait_head(at4);
+    for b in [0, 1, 3] {
+        let rd = read_blk_bg(p.clone(), b, BS);
+        eq_blk(
+            &wait_read(&rd, WAIT, &format!("#{b}")),
+            &want(&m, b),
+            &format!("head #{b} @at4"),
+        );
+    }
+    let ats = format!("{ats} at4={at4}");
+    assert_eq!(
+        pin_map(oid, &la.take_pins()),
+        pins(&[(3, Some(at0))]),
+        "la {ats}"
+    );
+    assert_eq!(
+        pin_map(oid, &lb.take_pins()),
+        pins(&[(3, Some(at0))]),
+        "lb {ats}"
+    );
+    assert_eq!(
+        pin_map(oid, &lc.take_pins()),
+        pins(&[(0, Some(at3)), (3, Some(at0))]),
+        "lc {ats}"
+    );
+    // the children acked before the reads returned; their reports follow
+    for (p, name) in [(&mut p1, "p1"), (&mut p2, "p2")] {
+        p.expect("line ", &format!("{name}: lazy pin"));
+    }
+    std::thread::sleep(QUIET);
+    for (p, name) in [(&mut p1, "p1"), (&mut p2, "p2")] {
+        let got = p.pins_seen();
+        assert_eq!(pin_map(oid, &got), pins(&[(3, Some(at0))]), "{name} {ats}");
+    }
+    assert_eq!(srv.stat("pin"), 8 + 1 + 1 + 2 + 1 + 1);
+
+    // the children say bye and exit; then the links here
+    p1.finish();
+    p2.finish();
+    srv.wait_stat("WatchLink", 3);
+    srv.wait_stat("Watch", 3);
+    for l in [la, lb, lc] {
+        l.bye();
+    }
+    srv.wait_stat("WatchLink", 0);
+    srv.wait_stat("Watch", 0);
+    srv.wait_stat("PinnedBlk", 0);
+    srv.finish();
+}
+
+// ---- 5) faulty clients ----
+
+/// A child in `role` and a well-behaved watcher here both watch f @at0; a
+/// commit changes blocks 1 and 2; a read of #1 pins both. The child
+/// misbehaves on its pin: it must end up killed (SIGBUS, or SIGKILL when
+/// SIGBUS does not end it) within ~3×pintimeout — or for `close` and
+/// `bye`, only be dropped — while the reader completes with head data and the watcher
+/// keeps getting its pins.
+fn faulty(role: &str) {
+    const PINTIMEOUT: u64 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
+    let old = m.clone();
+    let srv = Server::start(
+        dir.path(),
+        &dir.path().join("Data.fs"),
+        &["--pintimeout", &PINTIMEOUT.to_string()],
+    );
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..4 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));
+    }
+    let mut w = Link::open(&srv, "watcher", true);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let mut c = Proc::spawn(role, &srv, oid, at0);
+    assert_eq!(srv.stat("WatchLink"), 2);
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1, 2]);
+    srv.wait_head(at1);
+    if role == "stop" {
+        c.signal(Signal::SIGSTOP);
+    }
+
+    let t0 = Instant::now();
+    let limit = Duration::from_secs(3 * PINTIMEOUT + 6);
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    eq_blk(&wait_read(&rd, limit, "#1"), &want(&m, 1), "head #1 @at1");
+    let st = c.wait_exit(limit.saturating_sub(t0.elapsed()));
+    let took = t0.elapsed();
+    let seen = c.drain().to_vec();
+    eprintln!("{role} child: {st} after {took:?}; reported {seen:?}");
+    if role == "close" || role == "bye" {
+        assert_eq!(st.code(), Some(0), "{role} child: {st}, reported {seen:?}");
+        assert!(
+            !seen.iter().any(|l| l == "SIGBUS"),
+            "{role} child: {seen:?}"
+        );
+        assert_eq!(srv.stat("pinkill"), 0, "the {role} child was not killed");
+    } else {
+        if role != "stop" {
+            // (a stopped process runs no handler: its SIGBUS stays pending)
+            assert!(
+                seen.iter().any(|l| l == "SIGBUS"),
+                "{role} child: no SIGBUS: {seen:?}"
+            );
+        }
+        let sig = term_signal(st);
+        assert!(
+            sig == Some(Signal::SIGBUS as i32) || sig == Some(Signal::SIGKILL as i32),
+            "{role} child: {st} after {took:?}, reported {seen:?}"
+        );
+        srv.wait_stat("pinkill", 1);
+    }
+    let pin1 = seen
+        .iter()
+        .filter_map(|l| l.strip_prefix("line "))
+        .find_map(as_pin);
+    if role != "stop" {
+        let (_, p1) = pin1.unwrap_or_else(|| panic!("{role} child got no pin: {seen:?}"));
+        assert_eq!(
+            p1,
+            Pin {
+                oid,
+                blk: 1,
+                rev: Some(at0)
+            },
+            "{role} child"
+        );
+    }
+    // what the server said to the child before dropping it
+    let said = |p: &str| seen.iter().any(|l| l.starts_with(&format!("line {p}")));
+    match role {
+        "noack" | "nak" => assert!(said(&format!("0 fatal: pin #1 @{at0}: ")), "{seen:?}"),
+        "wrongstream" => {
+            let s = pin1.unwrap().0 + 2;
+            assert!(
+                said(&format!("0 error: {s}: reply on unexpected stream")),
+                "{seen:?}"
+            );
+        }
+        "garbage" => assert!(said(r#"0 error: invalid frame: "garbage\n""#), "{seen:?}"),
+        "bye" => assert!(seen.iter().any(|l| l == "eof"), "{seen:?}"),
+        _ => {}
+    }
+
+    // the watcher got its pin and keeps working; the child's link is gone
+    assert_eq!(pin_map(oid, &w.take_pins()), pins(&[(1, Some(at0))]));
+    srv.wait_stat("WatchLink", 1);
+    srv.wait_stat("Watch", 1);
+    let t1 = Instant::now();
+    let rd = read_blk_bg(p.clone(), 2, BS);
+    eq_blk(&wait_read(&rd, WAIT, "#2"), &want(&m, 2), "head #2 @at1");
+    assert!(
+        t1.elapsed() < Duration::from_secs(PINTIMEOUT),
+        "the read of #2 took {:?}: a pin to the dropped child?",
+        t1.elapsed()
+    );
+    assert_eq!(pin_map(oid, &w.take_pins()), pins(&[(2, Some(at0))]));
+    eq_blk(
+        &read_blk(&srv.p(&format!("@{at0}/bigfile/{oid}")), 2, BS),
+        &want(&old, 2),
+        "@at0 #2",
+    );
+    // and a new watch still sets up with the right pins
+    let mut w2 = Link::open(&srv, "watcher 2", true);
+    assert_eq!(
+        w2.watch_ok(oid, at0),
+        pins(&[(1, Some(at0)), (2, Some(at0))])
+    );
+    w2.bye();
+    w.bye();
+    drop(c);
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// A client that never acks: killed after the pin timeout.
+#[test]
+fn faulty_noack() {
+    faulty("noack");
+}
+
+/// A client that acks on another stream: `reply on unexpected stream`,
+/// killed.
+#[test]
+fn faulty_wrong_stream() {
+    faulty("wrongstream");
+}
+
+/// A client that nacks: killed.
+#[test]
+fn faulty_nak() {
+    faulty("nak");
+}
+
+/// A client that sends a line that is not a frame while a pin is pending:
+/// `invalid frame`, killed.
+#[test]
+fn faulty_garbage() {
+    faulty("garbage");
+}
+
+/// A client that closes its link (no `bye`) while a pin is pending and
+/// exits normally soon after: dropped, not killed.
+#[test]
+fn faulty_close_mid_pin() {
+    faulty("close");
+}
+
+/// A client that says `bye` instead of answering a pin: the pin is
+/// cancelled, the client is not killed.
+#[test]
+fn faulty_bye_mid_pin() {
+    faulty("bye");
+}
+
+/// A client that is stopped while a pin to it is pending: killed (a
+/// stopped process only dies of SIGKILL).
+#[test]
+fn faulty_sigstop() {
+    faulty("stop");
+}
+
+// ---- 6) blocked setups go away with their link ----
+
+/// A watch ahead of head blocks; closing the link (without `bye`) or
+/// saying `bye` releases it; the server keeps serving.
+#[test]
+fn blocked_setup_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "#0");
+    let ahead = after(at0);
+
+    // closed without bye, with no reader on it
+    let mut raw = open_watch(&srv);
+    std::io::Write::write_all(&mut raw, format!("1 watch {oid} @{ahead}\n").as_bytes()).unwrap();
+    // (a setup that waits for head/at is not a `Watch` yet, as upstream,
+    // where the watch is registered only after the wait)
+    std::thread::sleep(QUIET);
+    assert_eq!(srv.stat("WatchLink"), 1);
+    drop(raw);
+    srv.wait_stat("WatchLink", 0);
+    srv.wait_stat("Watch", 0);
+
+    // bye while the setup waits: EOF (a reply on the setup's stream, if
+    // any, must be an error)
+    let mut l = Link::open(&srv, "bye", false);
+    let s = l.request(&format!("watch {oid} @{ahead}"));
+    l.expect_quiet("setup ahead of head");
+    l.request("bye");
+    match l.recv(WAIT) {
+        Some(Ev::Eof) => {}
+        Some(Ev::Line(x)) if x.starts_with(&format!("{s} error ")) => l.expect_eof("after bye"),
+        ev => panic!("after bye: want EOF, got {ev:?}"),
+    }
+    drop(l);
+    srv.wait_stat("WatchLink", 0);
+    srv.wait_stat("Watch", 0);
+
+    // the server still serves: reads, commits, new watches
+    let mut l = Link::open(&srv, "after", false);
+    assert_eq!(l.watch_ok(oid, at0), pins(&[]));
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    assert!(at1 >= ahead);
+    srv.wait_head(at1);
+    eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "#0 @at1");
+    assert_eq!(l.watch_ok(oid, at1), pins(&[]));
+    l.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
