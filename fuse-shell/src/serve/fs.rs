@@ -932,6 +932,8 @@ impl Wcfs {
             watch: watches,
             pinned_blk: pinned,
             tracked_blocks: self.ft.explicitly_tracked_count(),
+            pin_rtt_p50_us: self.links.rtt.quantile(0.5),
+            pin_rtt_p99_us: self.links.rtt.quantile(0.99),
         })
     }
 
