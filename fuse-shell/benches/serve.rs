@@ -22,79 +22,21 @@ use fuser::{
 use memmap2::Mmap;
 use std::ffi::OsStr;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zodb::zbigfile::ZBlkFormat;
 use zodb::zwrite::ZWriter;
-use zodb::Tid;
+
+#[path = "common/mod.rs"]
+mod common;
+use common::Server;
 
 const BLKSIZE: u64 = 2 << 20;
 const NBLK: i64 = 256; // 512 MiB
 const COMMITS: usize = 200;
 const LIMIT: Duration = Duration::from_secs(600);
-
-fn wcfs() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_wcfs"))
-}
-
-/// The server; dropping it stops it (`wcfs stop`, which also unmounts a
-/// stuck or dead one and removes the mountpoint).
-struct Server {
-    child: Child,
-    zurl: String,
-    mnt: PathBuf,
-}
-
-impl Server {
-    fn start(zurl: &str, mnt: &Path, log: &Path) -> Server {
-        let child = wcfs()
-            .args(["--log-level", "warn", "--log-file"])
-            .arg(log)
-            .args(["serve", zurl])
-            .arg(mnt)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn wcfs serve");
-        let s = Server {
-            child,
-            zurl: zurl.to_owned(),
-            mnt: mnt.to_owned(),
-        };
-        let t0 = Instant::now();
-        while std::fs::read_to_string(mnt.join(".wcfs/zurl"))
-            .ok()
-            .as_deref()
-            != Some(zurl)
-        {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "not served after 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn head_at(&self) -> Tid {
-        std::fs::read_to_string(self.mnt.join("head/at"))
-            .unwrap()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = wcfs()
-            .args(["stop", &self.zurl, "--mountpoint"])
-            .arg(&self.mnt)
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Sum every byte of `m` as little-endian u64 words (so that nothing is
 /// skipped and the compiler cannot drop the reads).
