@@ -278,7 +278,7 @@ fn concurrent_views_under_commits() {
                     let ats: Vec<Tid> = h.0.keys().copied().filter(|&t| t >= c.at()).collect();
                     x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
                     let back = ((x >> 33) % 3) as usize;
-                    let at = ats[ats.len().saturating_sub(1 + back).max(0)];
+                    let at = ats[ats.len().saturating_sub(1 + back)];
                     c.resync(at).unwrap();
                     check(&m, &h, at, &format!("reader {r} at {at}"));
                     checks += 1;
