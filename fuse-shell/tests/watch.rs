@@ -674,6 +674,128 @@ fn many_links_and_processes() {
     srv.finish();
 }
 
+// ---- isolation under concurrency ----
+
+/// The data as of `t`: the last state committed at or before it.
+fn model_at(hist: &[(Tid, Model)], t: Tid) -> &Model {
+    &hist
+        .iter()
+        .rev()
+        .find(|(tid, _)| *tid <= t)
+        .expect("t before history")
+        .1
+}
+
+/// Apply pins, in arrival order, to a client's pinned map.
+fn apply_pins(pinned: &mut BTreeMap<i64, Tid>, pins: Vec<Pin>) {
+    for p in pins {
+        match p.rev {
+            Some(r) => pinned.insert(p.blk, r),
+            None => pinned.remove(&p.blk),
+        };
+    }
+}
+
+/// Isolation itself, while commits and READs of other threads run: for a
+/// client at `at`, every block reads as of `at` — from `@<rev>/` where the
+/// server pinned it (and then the block must not change in `(rev, at]`),
+/// else from head/. One client stays at its first `at` (history must be
+/// kept for it), the other moves forward every few commits.
+#[test]
+fn isolation_under_commits_and_reads() {
+    const NBLK: i64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &(0..NBLK).collect::<Vec<_>>());
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..NBLK {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));
+    }
+    let mut hist = vec![(at0, m.clone())];
+    // (client, its at, its pins)
+    let mut clients = Vec::new();
+    for name in ["stays @at0", "moves"] {
+        let mut l = Link::open(&srv, name, true);
+        assert_eq!(l.watch_ok(oid, at0), pins(&[]));
+        clients.push((l, at0, BTreeMap::new()));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|i| {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = i;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if n % 5 == 0 {
+                        drop_cache(&p);
+                    }
+                    let _ = read_blk(&p, n % NBLK, BS);
+                    n += 3;
+                }
+            })
+        })
+        .collect();
+
+    let check =
+        |hist: &[(Tid, Model)], clients: &mut Vec<(Link, Tid, BTreeMap<i64, Tid>)>, what: &str| {
+            for (l, at, pinned) in clients.iter_mut() {
+                let want_at = model_at(hist, *at);
+                for b in 0..NBLK {
+                    let head = read_blk(&p, b, BS);
+                    // the read returned: its pins are acked and logged
+                    apply_pins(pinned, l.take_pins());
+                    let ctx = format!("{what}: client @{at}, #{b}, pinned {pinned:?}");
+                    match pinned.get(&b) {
+                        Some(&rev) => {
+                            assert!(rev <= *at, "{ctx}: pinned after at");
+                            let at_rev = want(model_at(hist, rev), b);
+                            assert!(at_rev == want(want_at, b), "{ctx}: changed in (rev, at]");
+                            let got = read_blk(&srv.p(&format!("@{rev}/bigfile/{oid}")), b, BS);
+                            eq_blk(&got, &at_rev, &format!("{ctx}: @rev data"));
+                        }
+                        None => eq_blk(&head, &want(want_at, b), &format!("{ctx}: head data")),
+                    }
+                }
+            }
+        };
+
+    for round in 1..=40u64 {
+        let blks: Vec<i64> = (0..(round % 3 + 1) as i64)
+            .map(|k| ((round as i64) * 5 + k * 3) % NBLK)
+            .collect();
+        let tid = commit(&mut zw, oid, &mut m, round, &blks);
+        hist.push((tid, m.clone()));
+        if round % 3 == 0 {
+            // the moving client goes to a recent (not always the newest) at
+            let to = hist[hist.len() - 2].0;
+            srv.wait_head(to);
+            let (l, at, pinned) = &mut clients[1];
+            let (r, got) = l.watch(oid, &format!("@{to}"));
+            assert_eq!(r, "ok", "watch @{to}");
+            apply_pins(pinned, got);
+            *at = to;
+        }
+        check(
+            &hist,
+            &mut clients,
+            &format!("round {round} (commit {tid} of {blks:?})"),
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    srv.wait_head(hist.last().unwrap().0);
+    check(&hist, &mut clients, "at the end");
+    eprintln!("stats at the end: {:?}", srv.stats());
+    for (l, _, _) in clients {
+        l.bye();
+    }
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
 // ---- 5) faulty clients ----
 
 /// A child in `role` and a well-behaved watcher here both watch f @at0; a

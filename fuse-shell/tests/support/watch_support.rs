@@ -180,9 +180,10 @@ impl Server {
         s.parse().unwrap()
     }
 
+    /// Wait until head/at ≥ `tid`.
     pub(crate) fn wait_head(&self, tid: Tid) {
         let t0 = Instant::now();
-        while self.head_at() != tid {
+        while self.head_at() < tid {
             assert!(
                 t0.elapsed() < WAIT,
                 "head/at did not reach {tid}:\n{}",
@@ -601,11 +602,9 @@ impl Link {
     }
 
     /// `watch <oid> <at>` (`at` as written: `@<tid>` or `-`): the reply and
-    /// the pins received (and acked) before it.
+    /// the pins received (and acked) before it (in auto mode: since the
+    /// last `take_pins`, in arrival order).
     pub(crate) fn watch(&mut self, oid: Oid, at: &str) -> (String, Vec<Pin>) {
-        if self.auto {
-            self.take_pins();
-        }
         let s = self.request(&format!("watch {oid} {at}"));
         self.reply(s, &format!("watch {oid} {at}"))
     }
