@@ -559,6 +559,125 @@ fn pins_in_parallel() {
     srv.finish();
 }
 
+/// Replies to `streams` (any order) with the pins acked meanwhile.
+fn replies(l: &mut Link, streams: &[u64], what: &str) -> (BTreeMap<u64, String>, Vec<Pin>) {
+    let (mut got, mut pins) = (BTreeMap::new(), Vec::new());
+    while got.len() < streams.len() {
+        let line = l.line(what);
+        if let Some((s, p)) = as_pin(&line) {
+            pins.push(p);
+            l.ack(s);
+            continue;
+        }
+        let fr = proto::parse_frame(&line).unwrap();
+        assert!(streams.contains(&fr.stream), "{what}: unexpected {line:?}");
+        assert!(
+            got.insert(fr.stream, fr.msg.to_owned()).is_none(),
+            "{what}: {line:?}"
+        );
+    }
+    (got, pins)
+}
+
+/// On one link, setups of different files run concurrently (one is done
+/// while the other waits for an ack), and a second setup of the same file
+/// waits for the first; it then unpins what the first pinned.
+#[test]
+fn setups_on_one_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let gd = data(9, 0);
+    let (goid, _) = zw
+        .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, &gd[..])))])
+        .unwrap();
+    let mut gm: Model = [(0, gd)].into();
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let (p, pg) = (srv.head_file(oid), srv.head_file(goid));
+    eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "f #0");
+    eq_blk(&read_blk(&pg, 0, BS), &want(&gm, 0), "g #0");
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[0]);
+    let at2 = commit(&mut zw, goid, &mut gm, 2, &[0]);
+    srv.wait_head(at2);
+
+    let mut l = Link::open(&srv, "l", false);
+    let a = l.request(&format!("watch {oid} @{at0}"));
+    let (sa, pa) = l.pin("f's setup pin");
+    assert_eq!(
+        pa,
+        Pin {
+            oid,
+            blk: 0,
+            rev: Some(at0)
+        }
+    );
+    // g's setup completes while f's pin waits
+    let b = l.request(&format!("watch {goid} @{at0}"));
+    let (sb, pb) = l.pin("g's setup pin, f's not acked");
+    assert_eq!(
+        pb,
+        Pin {
+            oid: goid,
+            blk: 0,
+            rev: Some(at0)
+        }
+    );
+    l.ack(sb);
+    assert_eq!(l.line("g's reply"), format!("{b} ok"));
+    // a second setup of f waits for the first
+    let c = l.request(&format!("watch {oid} @{at1}"));
+    l.expect_quiet("f's second setup while the first waits for its ack");
+    l.ack(sa);
+    let (got, pins) = replies(&mut l, &[a, c], "both setups of f");
+    assert_eq!(got, [(a, "ok".to_owned()), (c, "ok".to_owned())].into());
+    assert_eq!(
+        pin_map(oid, &pins),
+        self::pins(&[(0, None)]),
+        "f @at0 -> @at1"
+    );
+    assert_eq!(srv.stat("Watch"), 2);
+    l.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// A client killed while blocked in read(2) of its link dies at once (the
+/// server answers the INTERRUPT) and its link goes; one killed while a pin
+/// to it is pending is not counted as a kill, and the READ completes.
+#[test]
+fn clients_killed_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let srv = Server::start(
+        dir.path(),
+        &dir.path().join("Data.fs"),
+        &["--pintimeout", "3"],
+    );
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    eq_blk(&read_blk(&p, 1, BS), &want(&m, 1), "#1");
+
+    let mut c = Proc::spawn("good", &srv, oid, at0);
+    std::thread::sleep(QUIET);
+    c.signal(Signal::SIGKILL);
+    let st = c.wait_exit(Duration::from_secs(5));
+    assert_eq!(term_signal(st), Some(Signal::SIGKILL as i32), "{st}");
+    srv.wait_stat("WatchLink", 0);
+    srv.wait_stat("Watch", 0);
+
+    let mut c = Proc::spawn("noack", &srv, oid, at0);
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    c.expect("line ", "the pin");
+    c.signal(Signal::SIGKILL);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1 @at1");
+    c.wait_exit(Duration::from_secs(5));
+    srv.wait_stat("WatchLink", 0);
+    assert_eq!(srv.stat("pinkill"), 0);
+    srv.finish();
+}
+
 // ---- 4) several links and processes ----
 
 /// Links in this process and in two children, each at its own `at`: setup
@@ -804,8 +923,9 @@ fn isolation_under_commits_and_reads() {
 /// SIGBUS does not end it) within ~3×pintimeout — or for `close` and
 /// `bye`, only be dropped — while the reader completes with head data and the watcher
 /// keeps getting its pins.
-fn faulty(role: &str) {
+fn faulty(child_role: &str) {
     const PINTIMEOUT: u64 = 2;
+    let role = child_role.strip_suffix("-thread").unwrap_or(child_role);
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
     let old = m.clone();
@@ -821,7 +941,7 @@ fn faulty(role: &str) {
     }
     let mut w = Link::open(&srv, "watcher", true);
     assert_eq!(w.watch_ok(oid, at0), pins(&[]));
-    let mut c = Proc::spawn(role, &srv, oid, at0);
+    let mut c = Proc::spawn(child_role, &srv, oid, at0);
     assert_eq!(srv.stat("WatchLink"), 2);
     let at1 = commit(&mut zw, oid, &mut m, 1, &[1, 2]);
     srv.wait_head(at1);
@@ -960,6 +1080,13 @@ fn faulty_close_mid_pin() {
 #[test]
 fn faulty_bye_mid_pin() {
     faulty("bye");
+}
+
+/// A client that never acks, whose link was opened by a thread that has
+/// exited since: the server must still find and kill the process.
+#[test]
+fn faulty_noack_opener_thread_gone() {
+    faulty("noack-thread");
 }
 
 /// A client that is stopped while a pin to it is pending: killed (a

@@ -824,14 +824,17 @@ pub(crate) fn term_signal(st: ExitStatus) -> Option<i32> {
 /// - `nak`: replies `nak: no`;
 /// - `garbage`: sends a line without a space;
 /// - `close`: closes the link without `bye`, and exits 0 after 500 ms;
-/// - `bye`: says `bye` instead of answering, exits 0 500 ms after EOF.
+/// - `bye`: says `bye` instead of answering, exits 0 500 ms after EOF;
+/// - `<role>-thread`: `<role>`, with the link opened by a thread that
+///   exits before the watch request (the FUSE OPEN's pid is a thread id
+///   that is gone by the time of the pin).
 ///
 /// SIGBUS is reported (`SIGBUS`) and survived, so that a kill by the
 /// server shows both of its steps: SIGBUS, then SIGKILL.
 ///
 /// Reports go to stdout as `@@ <report>` (the rest of stdout is libtest's).
 pub(crate) fn child_main() {
-    let Ok(role) = std::env::var("WCFS_WATCH_ROLE") else {
+    let Ok(mut role) = std::env::var("WCFS_WATCH_ROLE") else {
         return;
     };
     let say = |m: &str| println!("@@ {m}");
@@ -847,13 +850,24 @@ pub(crate) fn child_main() {
     let mnt = PathBuf::from(std::env::var("WCFS_WATCH_MNT").unwrap());
     let oid = std::env::var("WCFS_WATCH_OID").unwrap();
     let at = std::env::var("WCFS_WATCH_AT").unwrap();
-    let f = Arc::new(
+    let open = move || {
         OpenOptions::new()
             .read(true)
             .write(true)
             .open(mnt.join("head/watch"))
-            .unwrap(),
-    );
+            .unwrap()
+    };
+    // `<role>-thread`: the link is opened by a thread that then exits
+    let f = match role.strip_suffix("-thread") {
+        Some(r) => {
+            let f = std::thread::spawn(open).join().unwrap();
+            say("opener thread exited");
+            role = r.to_owned();
+            f
+        }
+        None => open(),
+    };
+    let f = Arc::new(f);
     let mut lines = Lines::default();
     send(&f, &format!("1 watch {oid} @{at}\n"));
     loop {
