@@ -205,6 +205,39 @@ fn grammar() {
     assert_eq!(l.watch_ok(oid, head), pins(&[]));
     l.bye();
 
+    // stream semantics: a frame split over writes, two frames in one
+    // write, replies read one byte at a time
+    let raw = open_watch(&srv);
+    let w = |s: &str| std::io::Write::write_all(&mut &raw, s.as_bytes()).unwrap();
+    let rd_line = || {
+        let mut l = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            let n = std::io::Read::read(&mut &raw, &mut b).unwrap();
+            if n == 0 {
+                return None;
+            }
+            if b[0] == b'\n' {
+                return Some(String::from_utf8(l).unwrap());
+            }
+            l.push(b[0]);
+        }
+    };
+    w("1 wat");
+    w(&format!("ch {oid} @{head}\n"));
+    assert_eq!(rd_line().as_deref(), Some("1 ok"), "a frame in two writes");
+    w(&format!("3 watch {oid} -\n5 watch {oid} @{head}\n"));
+    let mut two = [rd_line(), rd_line()];
+    two.sort();
+    assert_eq!(
+        two,
+        [Some("3 ok".to_owned()), Some("5 ok".to_owned())],
+        "two frames in one write"
+    );
+    w("7 bye\n");
+    assert_eq!(rd_line(), None, "EOF after bye");
+    drop(raw);
+
     srv.wait_stat("WatchLink", 0);
     srv.wait_stat("Watch", 0);
     srv.finish();
@@ -384,6 +417,48 @@ fn watch_setup_edges() {
     assert!(r.starts_with(&want), "{r:?}, want {want:?}...");
     // the link stays usable
     assert_eq!(l.watch_ok(oid, c1), pins(&[]));
+
+    // a file created after the watch's at: its epoch is in (at, head]
+    let (goid, c2) = zw
+        .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, b"g")))])
+        .unwrap();
+    srv.wait_head(c2);
+    let _g = File::open(srv.head_file(goid)).unwrap();
+    let (r, _) = l.watch(goid, &format!("@{c1}"));
+    assert_eq!(
+        r,
+        format!(
+            "error setup watch f{goid} @{c1}: file epoch detected @{c2} in between (at,head=@{c2}]"
+        )
+    );
+    assert_eq!(l.watch_ok(goid, c2), pins(&[]));
+    l.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// One setup with many pins (all sent before `ok`), then many unpins.
+#[test]
+fn many_pins_in_one_setup() {
+    const N: i64 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &(0..N).collect::<Vec<_>>());
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..N {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let at1 = commit(&mut zw, oid, &mut m, 1, &(0..N).collect::<Vec<_>>());
+    srv.wait_head(at1);
+    let mut l = Link::open(&srv, "l", false);
+    let all: Vec<(i64, Option<Tid>)> = (0..N).map(|b| (b, Some(at0))).collect();
+    assert_eq!(l.watch_ok(oid, at0), pins(&all));
+    assert_eq!(srv.stat("PinnedBlk"), N as u64);
+    let none: Vec<(i64, Option<Tid>)> = (0..N).map(|b| (b, None)).collect();
+    assert_eq!(l.watch_ok(oid, at1), pins(&none));
+    assert_eq!(srv.stat("PinnedBlk"), 0);
+    assert_eq!(srv.stat("pin"), 2 * N as u64);
     l.bye();
     srv.wait_stat("WatchLink", 0);
     srv.finish();
