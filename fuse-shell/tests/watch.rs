@@ -999,6 +999,15 @@ fn isolation_under_commits_and_reads() {
 /// `bye`, only be dropped — while the reader completes with head data and the watcher
 /// keeps getting its pins.
 fn faulty(child_role: &str) {
+    faulty_with(child_role, false);
+}
+
+/// `faulty`; with `dead_first`, the child must also be dead (a zombie or
+/// gone) when the READ that pinned it returns: the kill is part of the
+/// failed pin, which comes before the reply (§7, §8 steps 4-5), so that
+/// the new data never reaches the page cache while the faulty client can
+/// still look at it.
+fn faulty_with(child_role: &str, dead_first: bool) {
     const PINTIMEOUT: u64 = 2;
     let role = child_role.strip_suffix("-thread").unwrap_or(child_role);
     let dir = tempfile::tempdir().unwrap();
@@ -1028,6 +1037,26 @@ fn faulty(child_role: &str) {
     let limit = Duration::from_secs(3 * PINTIMEOUT + 6);
     let rd = read_blk_bg(p.clone(), 1, BS);
     eq_blk(&wait_read(&rd, limit, "#1"), &want(&m, 1), "head #1 @at1");
+    let read_took = t0.elapsed();
+    let state_at_read = std::fs::read_to_string(format!("/proc/{}/stat", c.pid()))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split(' ')
+                .nth(1)
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_else(|e| e.to_string());
+    eprintln!("{role}: the read returned after {read_took:?}, child state then: {state_at_read}");
+    if dead_first {
+        assert!(
+            state_at_read == "Z" || state_at_read.contains("No such file"),
+            "{role} child: the READ that pinned it returned after {read_took:?} with the \
+             child still alive (state {state_at_read}): the new data was served before the kill"
+        );
+    }
     let st = c.wait_exit(limit.saturating_sub(t0.elapsed()));
     let took = t0.elapsed();
     let seen = c.drain().to_vec();
@@ -1157,6 +1186,20 @@ fn faulty_bye_mid_pin() {
     faulty("bye");
 }
 
+/// A client that never acks is dead before the READ that pinned it
+/// returns (upstream: `_pin` → `shutdown` → `badPinKill`, all inside the
+/// READ's pin step).
+#[test]
+fn faulty_noack_dead_before_read_returns() {
+    faulty_with("noack", true);
+}
+
+/// A client that nacks is dead before the READ that pinned it returns.
+#[test]
+fn faulty_nak_dead_before_read_returns() {
+    faulty_with("nak", true);
+}
+
 /// A client that never acks, whose link was opened by a thread that has
 /// exited since: the server must still find and kill the process.
 #[test]
@@ -1169,6 +1212,58 @@ fn faulty_noack_opener_thread_gone() {
 #[test]
 fn faulty_sigstop() {
     faulty("stop");
+}
+
+/// A client that reads a block itself while nobody handles its link (no
+/// pinner thread): its own pin times out and it is killed — while its
+/// READ is the one waiting for that pin, so the kill must not wait for a
+/// process stuck in that very READ. The server keeps serving.
+#[test]
+fn faulty_self_read() {
+    const PINTIMEOUT: u64 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2]);
+    let srv = Server::start(
+        dir.path(),
+        &dir.path().join("Data.fs"),
+        &["--pintimeout", &PINTIMEOUT.to_string()],
+    );
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..3 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let mut w = Link::open(&srv, "watcher", true);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let mut c = Proc::spawn("selfread", &srv, oid, at0);
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1, 2]);
+    srv.wait_head(at1);
+    let t0 = Instant::now();
+    c.tell(&format!("go 1 {BS}"));
+    c.expect("reading", "the child's read");
+    let st = c.wait_exit(Duration::from_secs(3 * PINTIMEOUT + 6));
+    let seen = c.drain().to_vec();
+    eprintln!(
+        "selfread child: {st} after {:?}; reported {seen:?}",
+        t0.elapsed()
+    );
+    let sig = term_signal(st);
+    assert!(
+        sig == Some(Signal::SIGBUS as i32) || sig == Some(Signal::SIGKILL as i32),
+        "{st}, reported {seen:?}"
+    );
+    srv.wait_stat("pinkill", 1);
+    w.expect_quiet("after the kill");
+    assert_eq!(pin_map(oid, &w.take_pins()), pins(&[(1, Some(at0))]));
+    // the server still serves
+    let mut srv = srv;
+    srv.assert_alive();
+    srv.wait_stat("WatchLink", 1);
+    eq_blk(&read_blk(&p, 2, BS), &want(&m, 2), "#2 @at1");
+    assert_eq!(pin_map(oid, &w.take_pins()), pins(&[(2, Some(at0))]));
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
 }
 
 // ---- 6) blocked setups go away with their link ----

@@ -781,6 +781,13 @@ impl Proc {
         }
     }
 
+    /// Write a line to the child's stdin.
+    pub(crate) fn tell(&mut self, line: &str) {
+        let w = self.stdin.as_mut().expect("stdin closed");
+        writeln!(w, "{line}").unwrap();
+        w.flush().unwrap();
+    }
+
     /// Close the child's stdin: a `good` child says `bye` and exits 0.
     pub(crate) fn finish(mut self) {
         drop(self.stdin.take());
@@ -825,6 +832,9 @@ pub(crate) fn term_signal(st: ExitStatus) -> Option<i32> {
 /// - `garbage`: sends a line without a space;
 /// - `close`: closes the link without `bye`, and exits 0 after 500 ms;
 /// - `bye`: says `bye` instead of answering, exits 0 500 ms after EOF;
+/// - `selfread`: on `go <blk> <blksize>` from stdin, reads that block of
+///   the head file in the thread that would handle pins (so its own pin
+///   is never answered: a client without a pinner thread);
 /// - `<role>-thread`: `<role>`, with the link opened by a thread that
 ///   exits before the watch request (the FUSE OPEN's pid is a thread id
 ///   that is gone by the time of the pin).
@@ -850,6 +860,7 @@ pub(crate) fn child_main() {
     let mnt = PathBuf::from(std::env::var("WCFS_WATCH_MNT").unwrap());
     let oid = std::env::var("WCFS_WATCH_OID").unwrap();
     let at = std::env::var("WCFS_WATCH_AT").unwrap();
+    let head_file = mnt.join(format!("head/bigfile/{oid}"));
     let open = move || {
         OpenOptions::new()
             .read(true)
@@ -883,6 +894,24 @@ pub(crate) fn child_main() {
             break;
         } else {
             say(&format!("setup-line {l}"));
+        }
+    }
+    if role == "selfread" {
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+        let v: Vec<u64> = go
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        say("reading");
+        let r = File::open(&head_file).and_then(|hf| {
+            let mut b = vec![0u8; v[1] as usize];
+            hf.read_at(&mut b, v[0] * v[1])
+        });
+        say(&format!("read returned {r:?}"));
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
     if role == "good" {
