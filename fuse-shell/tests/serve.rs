@@ -462,7 +462,9 @@ fn reads() {
             "bytes_read",
             "invalidated_blocks",
             "commits",
-            "tracked_blocks"
+            "tracked_blocks",
+            "pin_rtt_p50_us",
+            "pin_rtt_p99_us"
         ]
     );
     assert!(stats.contains("BigFile\t: 2\n"), "{stats}");

@@ -69,7 +69,7 @@ pub(crate) enum Node {
     RevDir(Tid),
     /// `@<tid>/bigfile/`.
     RevBigDir(Tid),
-    /// `head/bigfile/<oid>`: its state lives in [`ZHead::files_mu`].
+    /// `head/bigfile/<oid>`: its state lives in [`Wcfs::files_mu`].
     HeadFile(Oid),
     /// `@<tid>/bigfile/<oid>`: immutable.
     RevFile(Arc<RevFile>),
@@ -147,9 +147,6 @@ type PinJob = (Arc<Watch>, i64, Option<Tid>, Arc<PinWait>);
 #[derive(Debug)]
 struct ZHead {
     at: Tid,
-    /// oid -> HeadFile. Written (fields) only under `zhead` write; entries
-    /// are added by lookups under `zhead` read + `files_mu`.
-    files_mu: Mutex<HashMap<Oid, HeadFile>>,
 }
 
 /// Proof that the caller holds `zhead` for reading: the head view cannot
@@ -223,6 +220,12 @@ pub(crate) struct Wcfs {
     /// The head view. READ of head/ files and Track hold it for reading,
     /// commit processing for writing. Outermost lock.
     zhead: RwLock<ZHead>,
+    /// head/ files: oid -> HeadFile. Fields are changed only by commits
+    /// (under `zhead` write); entries are added by lookups (under `zhead`
+    /// read). Read without `zhead` by getattr, open and lookups of known
+    /// files, which must never wait for the head view (a commit waiting
+    /// for it queues them behind READs that may wait for pins).
+    files_mu: Mutex<HashMap<Oid, HeadFile>>,
     /// head/at as clients see it: set after the commit's invalidations are
     /// done (Release), read by `head/at` readers (Acquire).
     head_at: AtomicU64,
@@ -295,11 +298,9 @@ impl Wcfs {
             head_cv: (Mutex::new(()), Condvar::new()),
             ft: DeltaFTail::new(at0, stor.clone()),
             stor,
-            zhead: RwLock::new(ZHead {
-                at: at0,
-                files_mu: Mutex::new(HashMap::new()),
-            }),
+            zhead: RwLock::new(ZHead { at: at0 }),
             head_at: AtomicU64::new(at0.0),
+            files_mu: Mutex::new(HashMap::new()),
             nodes_mu: Mutex::new(nodes),
             cache_mu: Mutex::new(VecDeque::new()),
             loading_mu: Mutex::new(HashMap::new()),
@@ -401,15 +402,12 @@ impl Wcfs {
 
     fn lookup_head_file(&self, name: &str) -> Result<Attr, FsError> {
         let oid = Self::parse_oid("head/bigfile", name)?;
+        if let Some(a) = self.known_head_file(oid)? {
+            return Ok(a);
+        }
         let zh = self.zhead_read();
-        if let Some(hf) = lock(&zh.0.files_mu).get(&oid) {
-            if hf.zfile.is_none() {
-                return Err(FsError::Inval(format!(
-                    "head/bigfile/{oid}: not a ZBigFile @{}",
-                    zh.0.at
-                )));
-            }
-            return Ok(self.head_file_attr(hf));
+        if let Some(a) = self.known_head_file(oid)? {
+            return Ok(a);
         }
         let at = zh.0.at;
         let zf = ZBigFile::load(&*self.stor, oid, at).map_err(|e| lookup_error(oid, e))?;
@@ -417,7 +415,7 @@ impl Wcfs {
             .size(&*self.stor, at)
             .map_err(|e| db_err(oid, format!("@{at}: size"), e))?;
         self.track_size(&zh, &zf, at)?;
-        let mut files = lock(&zh.0.files_mu);
+        let mut files = lock(&self.files_mu);
         if let Some(hf) = files.get(&oid) {
             return Ok(self.head_file_attr(hf)); // another lookup was first
         }
@@ -432,6 +430,31 @@ impl Wcfs {
         files.insert(oid, hf);
         self.stats.bigfile.fetch_add(1, Ordering::Relaxed);
         Ok(attr)
+    }
+
+    /// The attributes of head/ file `oid` if it was looked up before
+    /// (EINVAL if it is no ZBigFile any more). Does not take `zhead`.
+    fn known_head_file(&self, oid: Oid) -> Result<Option<Attr>, FsError> {
+        let files = lock(&self.files_mu);
+        let Some(hf) = files.get(&oid) else {
+            return Ok(None);
+        };
+        if hf.zfile.is_none() {
+            return Err(FsError::Inval(format!(
+                "head/bigfile/{oid}: not a ZBigFile @{}",
+                hf.rev
+            )));
+        }
+        Ok(Some(self.head_file_attr(hf)))
+    }
+
+    /// Whether a lookup of `name` in `parent` may wait for the head view
+    /// (a head/ file not looked up before: it is loaded at head).
+    pub(crate) fn lookup_may_block(&self, parent: u64, name: &str) -> bool {
+        parent == HEAD_BIGFILE
+            && name
+                .parse::<Oid>()
+                .is_ok_and(|oid| !lock(&self.files_mu).contains_key(&oid))
     }
 
     /// Track the blktab path to the last block, so that ΔFtail reports
@@ -511,8 +534,7 @@ impl Wcfs {
             Node::Zurl => small(self.zurl.len(), 0o644, false),
             Node::PinTimeout => small(self.pintimeout_text().len(), 0o644, false),
             Node::HeadFile(oid) => {
-                let zh = self.zhead_read();
-                let files = lock(&zh.0.files_mu);
+                let files = lock(&self.files_mu);
                 let hf = files.get(&oid).ok_or(FsError::NoEnt)?;
                 self.head_file_attr(hf)
             }
@@ -577,9 +599,8 @@ impl Wcfs {
             Node::HeadWatch => Ok(OpenMode::Stream),
             Node::Zurl | Node::PinTimeout | Node::RevFile(_) => Ok(OpenMode::KeepCache),
             Node::HeadFile(oid) => {
-                let zh = self.zhead_read();
                 let live = matches!(
-                    lock(&zh.0.files_mu).get(&oid),
+                    lock(&self.files_mu).get(&oid),
                     Some(HeadFile { zfile: Some(_), .. })
                 );
                 if live {
@@ -619,7 +640,7 @@ impl Wcfs {
             Node::PinTimeout => reply(Ok(slice_at(self.pintimeout_text().as_bytes(), off, len))),
             Node::HeadFile(oid) => {
                 let zh = self.zhead_read();
-                let hf = lock(&zh.0.files_mu).get(&oid).cloned();
+                let hf = lock(&self.files_mu).get(&oid).cloned();
                 let Some(HeadFile {
                     zfile: Some(zf),
                     size,
@@ -753,7 +774,7 @@ impl Wcfs {
         let mut zh = self.zhead.write().unwrap_or_else(|p| p.into_inner());
         let df = self.ft.update(tid, oids)?;
         let zh = &mut *zh;
-        let files = zh.files_mu.get_mut().unwrap_or_else(|p| p.into_inner());
+        let mut files = lock(&self.files_mu);
         let mut inval = Vec::new();
         let mut nblk = 0;
         for (foid, d) in &df.by_file {
@@ -891,11 +912,6 @@ impl Wcfs {
 // ---- 4) the isolation protocol: watches and pins (spec §5, §7) ----
 
 impl Wcfs {
-    /// Whether `ino` is a head/ file (its getattr and open take `zhead`).
-    pub(crate) fn is_head_file(&self, ino: u64) -> bool {
-        matches!(self.node(ino), Some(Node::HeadFile(_)))
-    }
-
     fn pintimeout(&self) -> Duration {
         Duration::from_secs_f64(self.pintimeout.max(0.001))
     }
@@ -916,6 +932,8 @@ impl Wcfs {
             watch: watches,
             pinned_blk: pinned,
             tracked_blocks: self.ft.explicitly_tracked_count(),
+            pin_rtt_p50_us: self.links.rtt.quantile(0.5),
+            pin_rtt_p99_us: self.links.rtt.quantile(0.99),
         })
     }
 
@@ -1129,7 +1147,8 @@ impl Wcfs {
             )
         };
         let known = |zh: &ZHeadRead<'_>| {
-            lock(&zh.0.files_mu)
+            let _ = zh;
+            lock(&self.files_mu)
                 .get(&foid)
                 .and_then(|hf| hf.zfile.clone())
         };

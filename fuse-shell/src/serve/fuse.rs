@@ -4,12 +4,11 @@
 //! The session thread (the one reading /dev/fuse) must never wait for the
 //! head view: a READ holding it may be waiting for a client's pin ack, and
 //! that client's pinner needs the session thread to look up and open
-//! `@<rev>/` files. So everything that takes `zhead` (READs of data,
-//! lookups in `head/bigfile/`, getattr/open of head files) runs on the read
-//! pool; the session thread serves the rest, including all of
-//! `head/watch`, which never blocks.
+//! `@<rev>/` files. So everything that takes `zhead` (READs of data, the
+//! first lookup of a head/ file) runs on the read pool; the session thread
+//! serves the rest, including all of `head/watch`, which never blocks.
 
-use super::fs::{Attr, Kind, OpenMode, Wcfs, HEAD_BIGFILE, HEAD_WATCH};
+use super::fs::{Attr, Kind, OpenMode, Wcfs, HEAD_WATCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
@@ -122,6 +121,7 @@ impl Filesystem for Fuse {
         let Some(name) = name.to_str() else {
             return reply.error(Errno::EINVAL);
         };
+        let name_owned = name.to_owned();
         let run = {
             let (fs, name, attr) = (self.fs.clone(), name.to_owned(), self.attr_maker());
             move || match fs.lookup(parent.0, &name) {
@@ -129,7 +129,7 @@ impl Filesystem for Fuse {
                 Err(e) => reply.error(e.errno()),
             }
         };
-        if parent.0 == HEAD_BIGFILE {
+        if self.fs.lookup_may_block(parent.0, &name_owned) {
             let span = tracing::Span::current();
             self.pool.spawn(move || span.in_scope(run));
         } else {
@@ -140,18 +140,9 @@ impl Filesystem for Fuse {
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         self.touch();
         let _s = debug_span!("getattr", req = req.unique().0, ino = ino.0).entered();
-        let run = {
-            let (fs, attr) = (self.fs.clone(), self.attr_maker());
-            move || match fs.getattr(ino.0) {
-                Ok(a) => reply.attr(&attr_ttl(&a), &attr(&a)),
-                Err(e) => reply.error(e.errno()),
-            }
-        };
-        if self.fs.is_head_file(ino.0) {
-            let span = tracing::Span::current();
-            self.pool.spawn(move || span.in_scope(run));
-        } else {
-            run()
+        match self.fs.getattr(ino.0) {
+            Ok(a) => reply.attr(&attr_ttl(&a), &(self.attr_maker())(&a)),
+            Err(e) => reply.error(e.errno()),
         }
     }
 
@@ -175,25 +166,14 @@ impl Filesystem for Fuse {
         if flags.0 & libc_accmode() != 0 {
             return reply.error(Errno::EROFS);
         }
-        let run = {
-            let (fs, open_files) = (self.fs.clone(), self.open_files.clone());
-            move || {
-                let flags = match fs.open(ino.0) {
-                    Ok(OpenMode::KeepCache) => FopenFlags::FOPEN_KEEP_CACHE,
-                    Ok(OpenMode::DirectIo) => FopenFlags::FOPEN_DIRECT_IO,
-                    Ok(OpenMode::Stream) => return reply.error(Errno::EINVAL),
-                    Err(e) => return reply.error(e.errno()),
-                };
-                open_files.fetch_add(1, Ordering::Relaxed);
-                reply.opened(FileHandle(0), flags)
-            }
+        let flags = match self.fs.open(ino.0) {
+            Ok(OpenMode::KeepCache) => FopenFlags::FOPEN_KEEP_CACHE,
+            Ok(OpenMode::DirectIo) => FopenFlags::FOPEN_DIRECT_IO,
+            Ok(OpenMode::Stream) => return reply.error(Errno::EINVAL),
+            Err(e) => return reply.error(e.errno()),
         };
-        if self.fs.is_head_file(ino.0) {
-            let span = tracing::Span::current();
-            self.pool.spawn(move || span.in_scope(run));
-        } else {
-            run()
-        }
+        self.open_files.fetch_add(1, Ordering::Relaxed);
+        reply.opened(FileHandle(0), flags)
     }
 
     fn flush(

@@ -51,7 +51,8 @@
 //! | who | holds | may overlap with |
 //! | --- | --- | --- |
 //! | READ of head/ (pool threads) | `zhead` R | other READs, lookups |
-//! | lookup of head/bigfile/ | `zhead` R, briefly `files_mu`, `nodes_mu` | READs |
+//! | first lookup of a head/bigfile/ file (pool) | `zhead` R, briefly `files_mu`, `nodes_mu` | READs |
+//! | getattr/open of head files, lookups of known ones | briefly `files_mu` | everything |
 //! | commit (follower thread) | `zhead` W | nothing that takes `zhead` |
 //! | invalidation (follower thread) | nothing | READs of the new head |
 //! | READ of @rev/ | nothing but `cache_mu` | everything |
@@ -71,7 +72,7 @@
 //!
 //! # Locking order
 //!
-//! `zhead` > `ZHead::files_mu` > `nodes_mu` > `cache_mu`
+//! `zhead` > `files_mu` > `nodes_mu` > `cache_mu`
 //! (> ΔFtail's own locks); `loading_mu` is held alone. Watches:
 //! `zhead` > link setup lock > `Watch::at` > `Watch::pinned` >
 //! `WatchLink::st`; `WatchLink::byfile` and `Wcfs::watchers` are held

@@ -15,6 +15,9 @@ pub(crate) struct Instant {
     pub(crate) pinned_blk: u64,
     /// Blocks of head/ files tracked in ΔFtail since their last epoch.
     pub(crate) tracked_blocks: u64,
+    /// Pin round trip (sent → acked), median and 99th percentile, µs.
+    pub(crate) pin_rtt_p50_us: u64,
+    pub(crate) pin_rtt_p99_us: u64,
 }
 
 /// The counters users read. Each is independent (no ordering between
@@ -45,7 +48,7 @@ impl Stats {
     /// then ours (`ZHeadLink` is 0: there is no debug/zhead).
     pub(crate) fn render(&self, now: Instant) -> String {
         let tracked_blocks = now.tracked_blocks;
-        let rows: [(&str, u64); 13] = [
+        let rows: [(&str, u64); 15] = [
             ("BigFile", self.bigfile.load(Relaxed)),
             ("RevHead", self.rev_head.load(Relaxed)),
             ("ZHeadLink", 0),
@@ -59,6 +62,8 @@ impl Stats {
             ("invalidated_blocks", self.invalidated_blocks.load(Relaxed)),
             ("commits", self.commits.load(Relaxed)),
             ("tracked_blocks", tracked_blocks),
+            ("pin_rtt_p50_us", now.pin_rtt_p50_us),
+            ("pin_rtt_p99_us", now.pin_rtt_p99_us),
         ];
         let mut s = String::new();
         for (k, v) in rows {
@@ -80,6 +85,6 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("\nreads\t: 3\n"), "{r}");
-        assert_eq!(r.lines().count(), 13);
+        assert_eq!(r.lines().count(), 15);
     }
 }

@@ -179,10 +179,87 @@ pub(crate) enum PinEnd {
 }
 
 /// One pin waiting for its reply.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PinWait {
     end: Mutex<Option<PinEnd>>,
     cv: Condvar,
+    /// When it was queued (for the round-trip histogram).
+    sent: Instant,
+}
+
+impl Default for PinWait {
+    fn default() -> PinWait {
+        PinWait {
+            end: Mutex::new(None),
+            cv: Condvar::new(),
+            sent: Instant::now(),
+        }
+    }
+}
+
+/// Pin round trips (queued → `ack` received), in log-linear buckets of
+/// microseconds: exact below 16 µs, then 8 buckets per power of two
+/// (≤ 12.5 % wide). Counters only: `Relaxed`.
+#[derive(Debug)]
+pub(crate) struct RttHist {
+    buckets: Vec<AtomicU64>,
+}
+
+impl Default for RttHist {
+    fn default() -> RttHist {
+        RttHist {
+            buckets: (0..RttHist::N).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl RttHist {
+    const N: usize = 16 + 8 * 40;
+
+    fn index(us: u64) -> usize {
+        if us < 16 {
+            return us as usize;
+        }
+        let e = 63 - us.leading_zeros() as usize; // ≥ 4
+        let sub = ((us >> (e - 3)) & 7) as usize;
+        (16 + (e - 4) * 8 + sub).min(Self::N - 1)
+    }
+
+    /// The largest value of bucket `i`.
+    fn upper(i: usize) -> u64 {
+        if i < 16 {
+            return i as u64;
+        }
+        let (e, sub) = ((i - 16) / 8 + 4, ((i - 16) % 8) as u64);
+        ((8 + sub + 1) << (e - 3)) - 1
+    }
+
+    pub(crate) fn record(&self, d: Duration) {
+        let us = d.as_micros().min(u64::MAX as u128) as u64;
+        self.buckets[Self::index(us)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `q`-quantile (0..1) in µs (a bucket's upper bound), 0 if empty.
+    pub(crate) fn quantile(&self, q: f64) -> u64 {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Self::upper(i);
+            }
+        }
+        Self::upper(Self::N - 1)
+    }
 }
 
 impl PinWait {
@@ -258,6 +335,8 @@ pub(crate) struct WatchLink {
     pub(crate) byfile: Mutex<HashMap<Oid, Arc<super::fs::Watch>>>,
     /// One setup at a time per file: foid -> its setup lock.
     setup_mu: Mutex<HashMap<Oid, Arc<Mutex<()>>>>,
+    /// Where acked pins' round trips go (shared by all links).
+    rtt: Arc<RttHist>,
     /// Set by the first to handle a failed pin (one killer per link).
     /// AcqRel: a plain claim flag, no data is published through it.
     kill_claimed: std::sync::atomic::AtomicBool,
@@ -306,10 +385,11 @@ fn deliver(d: Delivery) {
 }
 
 impl WatchLink {
-    pub(crate) fn new(id: u64, client: ClientProc) -> WatchLink {
+    pub(crate) fn new(id: u64, client: ClientProc, rtt: Arc<RttHist>) -> WatchLink {
         WatchLink {
             id,
             client,
+            rtt,
             st: Mutex::new(LinkState::default()),
             byfile: Mutex::new(HashMap::new()),
             setup_mu: Mutex::new(HashMap::new()),
@@ -455,7 +535,10 @@ impl WatchLink {
                 };
                 if f.stream % 2 == 0 {
                     match st.pending.remove(&f.stream) {
-                        Some(w) if f.msg == proto::ACK => replies.push((w, PinEnd::Ack)),
+                        Some(w) if f.msg == proto::ACK => {
+                            self.rtt.record(w.sent.elapsed());
+                            replies.push((w, PinEnd::Ack))
+                        }
                         Some(w) => replies.push((w, PinEnd::Nak(f.msg.to_owned()))),
                         None => {
                             fatal =
@@ -597,6 +680,8 @@ pub(crate) fn bad_pin_kill(link: &WatchLink, end: Option<PinEnd>, pintimeout: Du
 pub(crate) struct Registry {
     links: Mutex<HashMap<u64, Arc<WatchLink>>>,
     next: AtomicU64,
+    /// Round trips of all acked pins.
+    pub(crate) rtt: Arc<RttHist>,
 }
 
 impl Registry {
@@ -605,7 +690,7 @@ impl Registry {
     pub(crate) fn open(&self, tid: u32) -> Option<Arc<WatchLink>> {
         let client = ClientProc::of_thread(tid)?;
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        let l = Arc::new(WatchLink::new(id, client));
+        let l = Arc::new(WatchLink::new(id, client, self.rtt.clone()));
         lock(&self.links).insert(id, l.clone());
         Some(l)
     }
@@ -687,6 +772,27 @@ mod tests {
         assert_eq!(t(90_000_000_000), "1m30s");
     }
 
+    #[test]
+    fn rtt_quantiles() {
+        let h = RttHist::default();
+        assert_eq!(h.quantile(0.5), 0);
+        for us in 1..=1000u64 {
+            h.record(Duration::from_micros(us));
+        }
+        // within a bucket (12.5 %) of the exact quantiles 500 and 990
+        let (p50, p99) = (h.quantile(0.5), h.quantile(0.99));
+        assert!((500..=563).contains(&p50), "{p50}");
+        assert!((990..=1114).contains(&p99), "{p99}");
+        for us in [0u64, 5, 15, 16, 17, 100, 1 << 20, u64::MAX >> 1] {
+            let i = RttHist::index(us);
+            assert!(
+                RttHist::upper(i) >= us.min(RttHist::upper(RttHist::N - 1)),
+                "{us}"
+            );
+            assert!(i == 0 || RttHist::upper(i - 1) < us, "{us}");
+        }
+    }
+
     fn me() -> ClientProc {
         ClientProc::of_thread(std::process::id()).expect("this process")
     }
@@ -694,7 +800,7 @@ mod tests {
     /// Lines in, pins out and back, protocol errors, parked READs.
     #[test]
     fn link_lines() {
-        let l = WatchLink::new(1, me());
+        let l = WatchLink::new(1, me(), Default::default());
         // a parked READ gets the next queued line
         let (tx, rx) = std::sync::mpsc::channel::<Result<Vec<u8>, Errno>>();
         let t2 = tx.clone();
@@ -760,7 +866,7 @@ mod tests {
 
     #[test]
     fn bad_frames_are_fatal() {
-        let l = WatchLink::new(1, me());
+        let l = WatchLink::new(1, me(), Default::default());
         assert_eq!(l.input(b"hello\n"), vec![Input::Down]);
         let (tx, rx) = std::sync::mpsc::channel();
         l.read(
