@@ -753,6 +753,102 @@ fn clients_killed_by_others() {
     srv.finish();
 }
 
+/// Shapes of lazy pins: concurrent READs of one block send one pin and
+/// all wait for its ack; one read(2) over several changed blocks pins each
+/// of them; a block past the old EOF (the file grew after `at`) pins to
+/// the tail (it was a hole as of `at`).
+#[test]
+fn lazy_pin_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3, 4]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..5 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let mut w = Link::open(&srv, "w", false);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[0, 2, 3, 4, 7]);
+    srv.wait_head(at1);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 8 * BS);
+
+    // three readers of #0 at once: one pin
+    let rds: Vec<_> = (0..3).map(|_| read_blk_bg(p.clone(), 0, BS)).collect();
+    let (s, pin) = w.pin("pin of #0");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 0,
+            rev: Some(at0)
+        }
+    );
+    for rd in &rds {
+        assert!(
+            rd.recv_timeout(QUIET / 3).is_err(),
+            "a read of #0 returned before the ack"
+        );
+    }
+    w.ack(s);
+    for rd in &rds {
+        eq_blk(&wait_read(rd, WAIT, "#0"), &want(&m, 0), "#0 @at1");
+    }
+    w.expect_quiet("after the reads of #0");
+
+    // one read(2) of #2..#4
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pp = p.clone();
+    std::thread::spawn(move || {
+        let f = File::open(&pp).unwrap();
+        nix::fcntl::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+        )
+        .unwrap();
+        let _ = tx.send(read_at(&f, 2 * BS, 3 * BS as usize));
+    });
+    let mut got = Vec::new();
+    for i in 0..3 {
+        let (s, pin) = w.pin(&format!("pin {i} of the read of #2..#4"));
+        got.push(pin);
+        w.ack(s);
+    }
+    let data = wait_read(&rx, WAIT, "#2..#4");
+    assert_eq!(
+        pin_map(oid, &got),
+        pins(&[(2, Some(at0)), (3, Some(at0)), (4, Some(at0))])
+    );
+    let mut all = want(&m, 2);
+    all.extend(want(&m, 3));
+    all.extend(want(&m, 4));
+    eq_blk(&data, &all, "#2..#4 @at1");
+
+    // #7 did not exist as of at0
+    let rd = read_blk_bg(p.clone(), 7, BS);
+    let (s, pin) = w.pin("pin of #7");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 7,
+            rev: Some(at0)
+        }
+    );
+    w.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#7"), &want(&m, 7), "#7 @at1");
+    // a hole that stayed a hole: no pin
+    let rd = read_blk_bg(p.clone(), 5, BS);
+    eq_blk(&wait_read(&rd, WAIT, "#5"), &want(&m, 5), "#5 (hole)");
+    w.expect_quiet("read of the hole #5");
+    assert_eq!(srv.stat("pin"), 5);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
 // ---- 4) several links and processes ----
 
 /// Links in this process and in two children, each at its own `at`: setup
@@ -1306,14 +1402,40 @@ fn blocked_setup_released() {
     srv.wait_stat("WatchLink", 0);
     srv.wait_stat("Watch", 0);
 
-    // the server still serves: reads, commits, new watches
+    // the server still serves: reads, commits, new watches; a setup that
+    // waited for a commit pins what that commit changed after its at
     let mut l = Link::open(&srv, "after", false);
     assert_eq!(l.watch_ok(oid, at0), pins(&[]));
-    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    let mut la = Link::open(&srv, "ahead", false);
+    let s = la.request(&format!("watch {oid} @{ahead}"));
+    la.expect_quiet("setup ahead of head");
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[0, 1]);
     assert!(at1 >= ahead);
+    let (r, got) = la.reply(s, "setup ahead, after the commit");
+    assert_eq!(r, "ok");
+    // (#0 was read, #1 never: only #0 is tracked)
+    let want_pins = if at1 > ahead {
+        pins(&[(0, Some(at0))])
+    } else {
+        pins(&[])
+    };
+    assert_eq!(pin_map(oid, &got), want_pins, "ahead={ahead} at1={at1}");
     srv.wait_head(at1);
-    eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "#0 @at1");
-    assert_eq!(l.watch_ok(oid, at1), pins(&[]));
+    let rd = read_blk_bg(p.clone(), 0, BS);
+    let (s0, pin) = l.pin("l @at0: pin of #0");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 0,
+            rev: Some(at0)
+        }
+    );
+    l.ack(s0);
+    eq_blk(&wait_read(&rd, WAIT, "#0"), &want(&m, 0), "#0 @at1");
+    la.expect_quiet("la already has #0 pinned");
+    assert_eq!(l.watch_ok(oid, at1), pins(&[(0, None)]));
+    la.bye();
     l.bye();
     srv.wait_stat("WatchLink", 0);
     srv.finish();
