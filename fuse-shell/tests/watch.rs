@@ -4,17 +4,30 @@
 //! processes of this test binary (`child_role`), against databases that
 //! our writer builds and changes.
 //!
-//! What is held: the exact error lines of the grammar and which of them
-//! close the link; the pins of a watch setup (the spec's worked example,
-//! `test_wcfs_watch_setup`) and of its updates, unpins included; `ok` only
-//! after every setup pin is acked; setups ahead of head wait for the
-//! commit; lazy pins on READ keep the reader blocked until the ack, are
-//! not re-sent, and are only sent for blocks changed after the watch's
-//! `at`; several links and processes each get pins for their own `at`;
-//! `.wcfs/stats` counters; faulty clients (no ack, wrong stream, nak,
-//! garbage, close mid-pin, SIGSTOP) are killed (or, for the close, just
-//! dropped) while a well-behaved watcher and the reader keep working; a
-//! blocked setup goes away with its link.
+//! What is held:
+//! - grammar: the exact error lines, which of them close the link (bad
+//!   frames, replies on unexpected streams) and which do not (bad watch
+//!   requests, unknown files); `bye`; frames split over and joined in
+//!   writes, 1-byte reads; a stream with leading zeros; `@ffffffffffffffff`;
+//! - setup: the pins of the spec's worked example (`test_wcfs_watch_setup`)
+//!   and of each step of moving a watch forward, unpins included; `ok`
+//!   only after every setup pin is acked; no pins at head; going back,
+//!   too far back and an epoch in `(at, head]` refused; a setup ahead of
+//!   head waits for the commit (and pins what it changed); `watch -`;
+//!   setups of different files concurrent, of one file serialized;
+//! - lazy pins on READ (read(2) and page faults): the reader stays blocked
+//!   until the ack, all watches are pinned in parallel, no re-pin, no pin
+//!   for blocks unchanged since `at`, one pin for concurrent READs, pins
+//!   past the old EOF; several links and processes each get pins for
+//!   their own `at`; `.wcfs/stats` counters;
+//! - isolation itself under concurrent commits and READs;
+//! - faulty clients (no ack, wrong stream, nak, garbage, close or `bye`
+//!   mid-pin, SIGSTOP, link opened by a thread gone since, no pinner
+//!   thread): killed (SIGBUS, then SIGKILL) — or for close and `bye` only
+//!   dropped — while a well-behaved watcher and the reader keep working;
+//!   the kill comes before the READ that pinned the client returns;
+//! - clients killed by others (in read(2) of the link, mid-pin); blocked
+//!   setups go away with their link.
 //!
 //! Every test runs under a watchdog and an unmount guard (support module),
 //! kills and reaps its children on drop, and ends with `Server::finish`
