@@ -729,6 +729,86 @@ fn setups_on_one_link() {
     srv.finish();
 }
 
+/// Setups and lazy pins of one watch meet: a setup waits for a lazy pin
+/// in flight (and then unpins that block, with nothing re-pinned after
+/// it); while setup pins are in flight the new `at` already holds for
+/// READs (a block it covers is not pinned and its READ does not wait), and
+/// a READ of a block being setup-pinned waits for that pin without a
+/// second one.
+#[test]
+fn setup_and_read_races() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..4 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let mut w = Link::open(&srv, "w", false);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+
+    // a lazy pin in flight, then a setup to at1
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s1, pin) = w.pin("lazy pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    let c = w.request(&format!("watch {oid} @{at1}"));
+    w.expect_quiet("the setup while the lazy pin waits");
+    w.ack(s1);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1 @at1");
+    let (r, got) = w.reply(c, "setup @at1");
+    assert_eq!(r, "ok");
+    assert_eq!(pin_map(oid, &got), pins(&[(1, None)]), "setup @at0 -> @at1");
+    w.expect_quiet("after the setup");
+
+    // setup pins in flight, READs meanwhile
+    let at2 = commit(&mut zw, oid, &mut m, 2, &[2]);
+    let at3 = commit(&mut zw, oid, &mut m, 3, &[3]);
+    srv.wait_head(at3);
+    let c = w.request(&format!("watch {oid} @{at2}"));
+    let (s3, pin) = w.pin("setup pin of #3");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 3,
+            rev: Some(at0)
+        },
+        "at2={at2} at3={at3}"
+    );
+    // #2 changed at at2: covered by the new at, no pin, no wait
+    let rd2 = read_blk_bg(p.clone(), 2, BS);
+    eq_blk(
+        &wait_read(&rd2, WAIT, "#2"),
+        &want(&m, 2),
+        "#2 @at3, setup pin pending",
+    );
+    // #3: waits for the setup's pin, no second pin
+    let rd3 = read_blk_bg(p.clone(), 3, BS);
+    w.expect_quiet("READ of #3 while its setup pin is in flight");
+    assert!(
+        rd3.try_recv().is_err(),
+        "#3 returned before its pin was acked"
+    );
+    w.ack(s3);
+    assert_eq!(w.reply(c, "setup @at2"), ("ok".to_owned(), vec![]));
+    eq_blk(&wait_read(&rd3, WAIT, "#3"), &want(&m, 3), "#3 @at3");
+    w.expect_quiet("after the setup @at2");
+    assert_eq!(srv.stat("pin"), 3);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
 /// A client killed while blocked in read(2) of its link dies at once (the
 /// server answers the INTERRUPT) and its link goes; one killed while a pin
 /// to it is pending is not counted as a kill, and the READ completes.
