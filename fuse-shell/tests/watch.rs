@@ -466,7 +466,18 @@ fn many_pins_in_one_setup() {
     srv.wait_head(at1);
     let mut l = Link::open(&srv, "l", false);
     let all: Vec<(i64, Option<Tid>)> = (0..N).map(|b| (b, Some(at0))).collect();
-    assert_eq!(l.watch_ok(oid, at0), pins(&all));
+    // sent in parallel: all of them come before any is acked
+    let c = l.request(&format!("watch {oid} @{at0}"));
+    let got: Vec<(u64, Pin)> = (0..N)
+        .map(|i| l.pin(&format!("setup pin {i}, none acked")))
+        .collect();
+    l.expect_quiet("no ok before the acks");
+    for (s, _) in &got {
+        l.ack(*s);
+    }
+    assert_eq!(l.reply(c, "setup @at0"), ("ok".to_owned(), vec![]));
+    let got: Vec<Pin> = got.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(pin_map(oid, &got), pins(&all));
     assert_eq!(srv.stat("PinnedBlk"), N as u64);
     let none: Vec<(i64, Option<Tid>)> = (0..N).map(|b| (b, None)).collect();
     assert_eq!(l.watch_ok(oid, at1), pins(&none));
@@ -804,6 +815,71 @@ fn setup_and_read_races() {
     eq_blk(&wait_read(&rd3, WAIT, "#3"), &want(&m, 3), "#3 @at3");
     w.expect_quiet("after the setup @at2");
     assert_eq!(srv.stat("pin"), 3);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// What a pinner does to handle a pin — look up, open and read
+/// `@<rev>/bigfile/<oid>`, stat the head file — does not wait for a commit
+/// that itself waits for the READ that sent the pin (else the client and
+/// the commit deadlock until the pin times out).
+#[test]
+fn pinner_not_blocked_by_waiting_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2]);
+    let old = m.clone();
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..3 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let mut w = Link::open(&srv, "w", false);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = w.pin("lazy pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    // a commit arrives while the pin is in flight
+    let at2 = commit(&mut zw, oid, &mut m, 2, &[2]);
+    std::thread::sleep(QUIET);
+    // the pinner's work, in a thread: it must finish with the pin unacked
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (revf, headf) = (srv.p(&format!("@{at0}/bigfile/{oid}")), p.clone());
+    std::thread::spawn(move || {
+        let size = std::fs::metadata(&headf).map(|md| md.len());
+        let data = read_blk(&revf, 1, BS);
+        let _ = tx.send((size, data));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(5));
+    w.ack(s);
+    let (size, data) = got.expect("the pinner's lookups and reads waited for the commit");
+    assert_eq!(size.unwrap(), 3 * BS);
+    eq_blk(&data, &want(&old, 1), "@at0 #1");
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1");
+    srv.wait_head(at2);
+    let rd = read_blk_bg(p.clone(), 2, BS);
+    let (s, pin) = w.pin("lazy pin of #2");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 2,
+            rev: Some(at0)
+        }
+    );
+    w.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#2"), &want(&m, 2), "#2 @at2");
     w.bye();
     srv.wait_stat("WatchLink", 0);
     srv.finish();
@@ -1208,6 +1284,7 @@ fn faulty_with(child_role: &str, dead_first: bool) {
         &["--pintimeout", &PINTIMEOUT.to_string()],
     );
     let at0 = srv.head_at();
+    assert_eq!(std::fs::read_to_string(srv.p(".wcfs/pintimeout")).unwrap(), "2.0");
     let p = srv.head_file(oid);
     for b in 0..4 {
         eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));
