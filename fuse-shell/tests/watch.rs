@@ -125,7 +125,7 @@ fn grammar() {
         .unwrap();
     let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
     let head = srv.head_at();
-    let _f = File::open(srv.head_file(oid)).unwrap();
+    let f = File::open(srv.head_file(oid)).unwrap();
 
     // frames that are fatal for the link
     for (raw, suffix) in [
@@ -135,6 +135,8 @@ fn grammar() {
         (" watch\n", " (invalid stream)"),
         ("-1 watch\n", " (invalid stream)"),
         ("+1 watch\n", " (invalid stream)"),
+        ("18446744073709551616 watch\n", " (invalid stream)"),
+        ("1\twatch\n", ""),
     ] {
         let mut l = Link::open(&srv, &format!("link {raw:?}"), false);
         l.send_raw(raw).unwrap();
@@ -196,7 +198,15 @@ fn grammar() {
     // still usable
     assert_eq!(l.watch_ok(oid, head), pins(&[]));
     assert_eq!(l.watch(oid, "-").0, "ok");
-    // an even-stream reply to no pending pin: fatal
+    // an even-stream reply to no pending pin, stream 0 included: fatal
+    let mut l0 = Link::open(&srv, "stream 0", false);
+    l0.send(0, "ack");
+    assert_eq!(
+        l0.line("stream 0"),
+        "0 error: 0: reply on unexpected stream"
+    );
+    l0.expect_eof("after stream 0");
+    drop(l0);
     l.send(2, "ack");
     assert_eq!(
         l.line("stray ack"),
@@ -253,6 +263,34 @@ fn grammar() {
 
     srv.wait_stat("WatchLink", 0);
     srv.wait_stat("Watch", 0);
+    drop(f); // an open file would hold up the unmount
+    srv.finish();
+}
+
+/// Lines that are not UTF-8 are quoted in error texts byte by byte, as
+/// Go's `%q` does (`"\xff"`), not as U+FFFD.
+#[test]
+fn grammar_non_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_zw, _oid, _) = db_with(dir.path(), &[0]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let mut l = Link::open(&srv, "not utf-8", false);
+    std::io::Write::write_all(&mut l.file(), b"1 \xff\n").unwrap();
+    let got = l.line("non-UTF-8 request");
+    let mut l2 = Link::open(&srv, "not utf-8 frame", false);
+    std::io::Write::write_all(&mut l2.file(), b"\xff\xfe\n").unwrap();
+    let got2 = l2.line("non-UTF-8 frame");
+    l2.expect_eof("after the non-UTF-8 frame");
+    drop(l2);
+    assert_eq!(
+        (got.as_str(), got2.as_str()),
+        (
+            r#"1 error bad watch: not a watch request: "\xff""#,
+            r#"0 error: invalid frame: "\xff\xfe\n""#
+        )
+    );
+    l.bye();
+    srv.wait_stat("WatchLink", 0);
     srv.finish();
 }
 
@@ -267,7 +305,7 @@ fn watch_setup() {
     let (mut zw, oid, mut m) = db_with(dir.path(), &[]);
     let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
-    let _f = File::open(srv.head_file(oid)).unwrap();
+    let f = File::open(srv.head_file(oid)).unwrap();
     let at1 = commit(&mut zw, oid, &mut m, 1, &[2]);
     let at2 = commit(&mut zw, oid, &mut m, 2, &[2, 3, 4, 5]);
     let at3 = commit(&mut zw, oid, &mut m, 3, &[0, 2, 5]);
@@ -399,6 +437,7 @@ fn watch_setup() {
     }
     srv.wait_stat("WatchLink", 0);
     srv.wait_stat("Watch", 0);
+    drop(f); // an open file would hold up the unmount
     srv.finish();
 }
 
@@ -413,7 +452,7 @@ fn watch_setup_edges() {
     let c1 = commit(&mut zw, oid, &mut m, 1, &[1]);
     let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
     assert_eq!(srv.head_at(), c1);
-    let _f = File::open(srv.head_file(oid)).unwrap();
+    let f = File::open(srv.head_file(oid)).unwrap();
 
     let mut l = Link::open(&srv, "edges", false);
     l.send_raw(&format!("007 watch {oid} @{c1}\n")).unwrap();
@@ -436,7 +475,7 @@ fn watch_setup_edges() {
         .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, b"g")))])
         .unwrap();
     srv.wait_head(c2);
-    let _g = File::open(srv.head_file(goid)).unwrap();
+    let g = File::open(srv.head_file(goid)).unwrap();
     let (r, _) = l.watch(goid, &format!("@{c1}"));
     assert_eq!(
         r,
@@ -447,6 +486,8 @@ fn watch_setup_edges() {
     assert_eq!(l.watch_ok(goid, c2), pins(&[]));
     l.bye();
     srv.wait_stat("WatchLink", 0);
+    drop(f); // an open file would hold up the unmount
+    drop(g); // an open file would hold up the unmount
     srv.finish();
 }
 
@@ -584,6 +625,7 @@ fn lazy_pin_on_read() {
     assert_eq!(srv.stat("pin"), 2);
     assert_eq!(srv.stat("PinnedBlk"), 2);
     drop(map);
+    drop(mf);
     w.bye();
     srv.wait_stat("WatchLink", 0);
     srv.finish();
@@ -1284,7 +1326,10 @@ fn faulty_with(child_role: &str, dead_first: bool) {
         &["--pintimeout", &PINTIMEOUT.to_string()],
     );
     let at0 = srv.head_at();
-    assert_eq!(std::fs::read_to_string(srv.p(".wcfs/pintimeout")).unwrap(), "2.0");
+    assert_eq!(
+        std::fs::read_to_string(srv.p(".wcfs/pintimeout")).unwrap(),
+        "2.0"
+    );
     let p = srv.head_file(oid);
     for b in 0..4 {
         eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));

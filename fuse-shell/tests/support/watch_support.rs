@@ -504,6 +504,11 @@ impl Link {
         }
     }
 
+    /// The link's file (to write arbitrary bytes).
+    pub(crate) fn file(&self) -> &File {
+        &self.f
+    }
+
     /// Write raw bytes (one or more frames, or garbage).
     pub(crate) fn send_raw(&self, s: &str) -> std::io::Result<()> {
         (&*self.f).write_all(s.as_bytes())
