@@ -980,7 +980,10 @@ fn lazy_pin_shapes() {
     }
     let mut w = Link::open(&srv, "w", false);
     assert_eq!(w.watch_ok(oid, at0), pins(&[]));
-    let at1 = commit(&mut zw, oid, &mut m, 1, &[0, 2, 3, 4, 7]);
+    commit(&mut zw, oid, &mut m, 1, &[0, 2, 3, 4, 7]);
+    // and #1 becomes a hole
+    let at1 = zw.update_file(oid, &[(1, None)]).unwrap();
+    m.remove(&1);
     srv.wait_head(at1);
     assert_eq!(std::fs::metadata(&p).unwrap().len(), 8 * BS);
 
@@ -1050,12 +1053,79 @@ fn lazy_pin_shapes() {
     );
     w.ack(s);
     eq_blk(&wait_read(&rd, WAIT, "#7"), &want(&m, 7), "#7 @at1");
+    // #1, deleted: reads as zeros, pinned to its data as of at0
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = w.pin("pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    w.ack(s);
+    eq_blk(
+        &wait_read(&rd, WAIT, "#1"),
+        &vec![0; BS as usize],
+        "#1 @at1 (deleted)",
+    );
     // a hole that stayed a hole: no pin
     let rd = read_blk_bg(p.clone(), 5, BS);
     eq_blk(&wait_read(&rd, WAIT, "#5"), &want(&m, 5), "#5 (hole)");
     w.expect_quiet("read of the hole #5");
-    assert_eq!(srv.stat("pin"), 5);
+    assert_eq!(srv.stat("pin"), 6);
     w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// Many links of one process on one file: one READ pins them all, with
+/// their own revisions, and returns after the last ack.
+#[test]
+fn many_links_one_read() {
+    const LINKS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let p = srv.head_file(oid);
+    eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "#0");
+    // link i watches at ats[i / 10]: the state after i / 10 commits
+    let mut ats = vec![srv.head_at()];
+    for k in 1..4 {
+        ats.push(commit(&mut zw, oid, &mut m, k, &[0]));
+    }
+    srv.wait_head(ats[3]);
+    let mut links: Vec<Link> = (0..LINKS)
+        .map(|i| Link::open(&srv, &format!("link {i}"), true))
+        .collect();
+    for (i, l) in links.iter_mut().enumerate() {
+        let at = ats[i / 10];
+        let want_pins = if at == ats[3] {
+            pins(&[])
+        } else {
+            pins(&[(0, Some(at))])
+        };
+        assert_eq!(l.watch_ok(oid, at), want_pins, "link {i} @{at}");
+    }
+    assert_eq!(srv.stat("WatchLink"), LINKS as u64);
+    let at4 = commit(&mut zw, oid, &mut m, 4, &[0]);
+    srv.wait_head(at4);
+    let rd = read_blk_bg(p.clone(), 0, BS);
+    eq_blk(&wait_read(&rd, WAIT, "#0"), &want(&m, 0), "#0 @at4");
+    for (i, l) in links.iter().enumerate() {
+        // links at ats[0..3] have #0 pinned at their at already; those at
+        // ats[3] get it now
+        let want_pins = if i / 10 == 3 {
+            pins(&[(0, Some(ats[3]))])
+        } else {
+            pins(&[])
+        };
+        assert_eq!(pin_map(oid, &l.take_pins()), want_pins, "link {i}");
+    }
+    for l in links {
+        l.bye();
+    }
     srv.wait_stat("WatchLink", 0);
     srv.finish();
 }
