@@ -1647,6 +1647,55 @@ fn faulty_self_read() {
     srv.finish();
 }
 
+/// A client that does not ack the pins of its own watch setup: no `ok`,
+/// killed after the pin timeout; another client's setup and reads go on.
+#[test]
+fn faulty_setup_noack() {
+    const PINTIMEOUT: u64 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let srv = Server::start(
+        dir.path(),
+        &dir.path().join("Data.fs"),
+        &["--pintimeout", &PINTIMEOUT.to_string()],
+    );
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    eq_blk(&read_blk(&p, 1, BS), &want(&m, 1), "#1");
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+    let t0 = Instant::now();
+    let mut c = Proc::spawn_nowait("setup-noack", &srv, oid, at0);
+    c.expect("setup-pin", "the child's setup pin");
+    // meanwhile a well-behaved client sets up and reads
+    let mut w = Link::open(&srv, "watcher", true);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[(1, Some(at0))]));
+    eq_blk(&read_blk(&p, 1, BS), &want(&m, 1), "#1 @at1");
+    let st = c.wait_exit(Duration::from_secs(3 * PINTIMEOUT + 6));
+    let seen = c.drain().to_vec();
+    eprintln!(
+        "setup-noack child: {st} after {:?}; reported {seen:?}",
+        t0.elapsed()
+    );
+    let sig = term_signal(st);
+    assert!(
+        sig == Some(Signal::SIGBUS as i32) || sig == Some(Signal::SIGKILL as i32),
+        "{st}, reported {seen:?}"
+    );
+    assert!(!seen.iter().any(|l| l == "ready"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with(&format!("setup-line 0 fatal: pin #1 @{at0}: "))),
+        "{seen:?}"
+    );
+    srv.wait_stat("pinkill", 1);
+    srv.wait_stat("WatchLink", 1);
+    assert_eq!(srv.stat("Watch"), 1);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
 // ---- 6) blocked setups go away with their link ----
 
 /// A watch ahead of head blocks; closing the link (without `bye`) or

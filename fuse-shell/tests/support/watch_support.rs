@@ -676,6 +676,13 @@ impl Proc {
     /// Start a child in `role` that watches `oid` at `at` and reports
     /// `ready` once its watch is set up (after acking the setup pins).
     pub(crate) fn spawn(role: &str, srv: &Server, oid: Oid, at: Tid) -> Proc {
+        let mut p = Self::spawn_nowait(role, srv, oid, at);
+        p.expect("ready", &format!("{role} child: watch set up"));
+        p
+    }
+
+    /// `spawn` without waiting for `ready`.
+    pub(crate) fn spawn_nowait(role: &str, srv: &Server, oid: Oid, at: Tid) -> Proc {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 CHILD_TEST,
@@ -705,16 +712,14 @@ impl Proc {
             }
         });
         let stdin = child.stdin.take();
-        let mut p = Proc {
+        Proc {
             child: Some(child),
             stdin,
             rx,
             seen: Vec::new(),
             status: None,
             role: role.to_owned(),
-        };
-        p.expect("ready", &format!("{role} child: watch set up"));
-        p
+        }
     }
 
     pub(crate) fn pid(&self) -> nix::unistd::Pid {
@@ -837,6 +842,7 @@ pub(crate) fn term_signal(st: ExitStatus) -> Option<i32> {
 /// - `garbage`: sends a line without a space;
 /// - `close`: closes the link without `bye`, and exits 0 after 500 ms;
 /// - `bye`: says `bye` instead of answering, exits 0 500 ms after EOF;
+/// - `setup-noack`: does not ack the pins of its own setup;
 /// - `selfread`: on `go <blk> <blksize>` from stdin, reads that block of
 ///   the head file in the thread that would handle pins (so its own pin
 ///   is never answered: a client without a pinner thread);
@@ -889,11 +895,19 @@ pub(crate) fn child_main() {
     loop {
         let Ok(Some(l)) = lines.next(&f) else {
             say("eof before ok");
+            if role == "setup-noack" {
+                // wait to be killed
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
             return;
         };
         if let Some((s, p)) = as_pin(&l) {
             say(&format!("setup-pin {p}"));
-            send(&f, &proto::format_frame(s, "ack"));
+            if role != "setup-noack" {
+                send(&f, &proto::format_frame(s, "ack"));
+            }
         } else if l == "1 ok" {
             say("ready");
             break;
