@@ -862,6 +862,76 @@ fn setup_and_read_races() {
     srv.finish();
 }
 
+/// A commit that changes a block while the setup's unpin of that block
+/// (to @head) is in flight: whether the commit waits for the setup or not,
+/// the next READ of the block pins it back to the watch's `at`, so the
+/// client never sees the newer data.
+#[test]
+fn commit_during_unpin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    eq_blk(&read_blk(&p, 1, BS), &want(&m, 1), "#1");
+    let mut w = Link::open(&srv, "w", false);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+    let m1 = m.clone();
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = w.pin("lazy pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    w.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1 @at1");
+
+    // move to at1: #1 is unpinned; a commit changes #1 meanwhile
+    let c = w.request(&format!("watch {oid} @{at1}"));
+    let (s, pin) = w.pin("unpin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: None
+        }
+    );
+    let at2 = commit(&mut zw, oid, &mut m, 2, &[1]);
+    std::thread::sleep(QUIET);
+    w.ack(s);
+    assert_eq!(w.reply(c, "setup @at1"), ("ok".to_owned(), vec![]));
+    srv.wait_head(at2);
+    // the next READ of #1 pins it to at1 before anyone gets the at2 data
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = w.pin("#1 pinned back to at1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at1)
+        },
+        "at2={at2}"
+    );
+    eq_blk(
+        &read_blk(&srv.p(&format!("@{at1}/bigfile/{oid}")), 1, BS),
+        &want(&m1, 1),
+        "@at1 #1",
+    );
+    w.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1 @at2");
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
 /// What a pinner does to handle a pin — look up, open and read
 /// `@<rev>/bigfile/<oid>`, stat the head file — does not wait for a commit
 /// that itself waits for the READ that sent the pin (else the client and
