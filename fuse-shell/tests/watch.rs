@@ -187,7 +187,9 @@ fn grammar() {
         assert_eq!(r, format!("error bad watch: {err}"), "request {msg:?}");
         assert!(p.is_empty());
     }
-    // a file not yet looked up, a file that does not exist
+    // a file not yet looked up under head/ (only under @<head>/), a file
+    // that does not exist
+    std::fs::metadata(srv.p(&format!("@{head}/bigfile/{goid}"))).unwrap();
     for o in [goid, Oid(0x7fff_0000_0000_0001)] {
         let (r, _) = l.watch(o, &at);
         assert_eq!(
