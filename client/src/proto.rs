@@ -37,16 +37,16 @@ pub struct Frame<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     /// No space separates a stream from a message.
-    #[error("error: invalid frame: {}", go_quote(.line))]
+    #[error("error: invalid frame: {}", go_quote_bytes(.line))]
     NoSpace {
-        /// The line as received, with its LF.
-        line: String,
+        /// The line as received, with its LF (any bytes).
+        line: Vec<u8>,
     },
     /// The stream is not a decimal u64.
-    #[error("error: invalid frame: {} (invalid stream)", go_quote(.line))]
+    #[error("error: invalid frame: {} (invalid stream)", go_quote_bytes(.line))]
     BadStream {
-        /// The line as received, with its LF.
-        line: String,
+        /// The line as received, with its LF (any bytes).
+        line: Vec<u8>,
     },
 }
 
@@ -57,17 +57,31 @@ pub enum FrameError {
 /// them (decimal digits, leading zeros allowed); [`format_frame`] never
 /// writes leading zeros.
 pub fn parse_frame(line: &str) -> Result<Frame<'_>, FrameError> {
-    let raw = || format!("{line}\n");
-    let Some((stream, msg)) = line.split_once(' ') else {
+    let (stream, msg) = parse_frame_bytes(line.as_bytes())?;
+    // the stream is ASCII digits and the split is at a space: `msg` starts
+    // on a char boundary
+    Ok(Frame {
+        stream,
+        msg: &line[line.len() - msg.len()..],
+    })
+}
+
+/// [`parse_frame`] of a line that may not be UTF-8 (a server reads bytes
+/// from any client): `(stream, message bytes)`.
+pub fn parse_frame_bytes(line: &[u8]) -> Result<(u64, &[u8]), FrameError> {
+    let raw = || [line, b"\n"].concat();
+    let Some(sp) = line.iter().position(|&b| b == b' ') else {
         return Err(FrameError::NoSpace { line: raw() });
     };
-    if stream.is_empty() || !stream.bytes().all(|b| b.is_ascii_digit()) {
+    let (stream, msg) = (&line[..sp], &line[sp + 1..]);
+    if stream.is_empty() || !stream.iter().all(|b| b.is_ascii_digit()) {
         return Err(FrameError::BadStream { line: raw() });
     }
-    let stream = stream
-        .parse::<u64>()
-        .map_err(|_| FrameError::BadStream { line: raw() })?;
-    Ok(Frame { stream, msg })
+    let stream = std::str::from_utf8(stream)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| FrameError::BadStream { line: raw() })?;
+    Ok((stream, msg))
 }
 
 /// The line for a frame, LF included.
@@ -239,6 +253,22 @@ pub fn parse_reply(msg: &str) -> Option<Reply> {
 
 /// The client's acknowledgement of a pin (exact string).
 pub const ACK: &str = "ack";
+
+/// Go's `%q` of a byte string that may not be UTF-8: as [`go_quote`], with
+/// each byte that is not part of valid UTF-8 written `\xNN` (as Go does).
+pub fn go_quote_bytes(b: &[u8]) -> String {
+    let mut out = String::with_capacity(b.len() + 2);
+    out.push('"');
+    for chunk in b.utf8_chunks() {
+        let q = go_quote(chunk.valid());
+        out.push_str(&q[1..q.len() - 1]);
+        for x in chunk.invalid() {
+            out.push_str(&format!("\\x{x:02x}"));
+        }
+    }
+    out.push('"');
+    out
+}
 
 /// Quote a string as Go's `%q` does (`strconv.Quote`): the original's error
 /// texts embed raw lines so. Exact for ASCII (`\"`, `\\`, the C escapes,

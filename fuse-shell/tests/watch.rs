@@ -4,17 +4,30 @@
 //! processes of this test binary (`child_role`), against databases that
 //! our writer builds and changes.
 //!
-//! What is held: the exact error lines of the grammar and which of them
-//! close the link; the pins of a watch setup (the spec's worked example,
-//! `test_wcfs_watch_setup`) and of its updates, unpins included; `ok` only
-//! after every setup pin is acked; setups ahead of head wait for the
-//! commit; lazy pins on READ keep the reader blocked until the ack, are
-//! not re-sent, and are only sent for blocks changed after the watch's
-//! `at`; several links and processes each get pins for their own `at`;
-//! `.wcfs/stats` counters; faulty clients (no ack, wrong stream, nak,
-//! garbage, close mid-pin, SIGSTOP) are killed (or, for the close, just
-//! dropped) while a well-behaved watcher and the reader keep working; a
-//! blocked setup goes away with its link.
+//! What is held:
+//! - grammar: the exact error lines, which of them close the link (bad
+//!   frames, replies on unexpected streams) and which do not (bad watch
+//!   requests, unknown files); `bye`; frames split over and joined in
+//!   writes, 1-byte reads; a stream with leading zeros; `@ffffffffffffffff`;
+//! - setup: the pins of the spec's worked example (`test_wcfs_watch_setup`)
+//!   and of each step of moving a watch forward, unpins included; `ok`
+//!   only after every setup pin is acked; no pins at head; going back,
+//!   too far back and an epoch in `(at, head]` refused; a setup ahead of
+//!   head waits for the commit (and pins what it changed); `watch -`;
+//!   setups of different files concurrent, of one file serialized;
+//! - lazy pins on READ (read(2) and page faults): the reader stays blocked
+//!   until the ack, all watches are pinned in parallel, no re-pin, no pin
+//!   for blocks unchanged since `at`, one pin for concurrent READs, pins
+//!   past the old EOF; several links and processes each get pins for
+//!   their own `at`; `.wcfs/stats` counters;
+//! - isolation itself under concurrent commits and READs;
+//! - faulty clients (no ack, wrong stream, nak, garbage, close or `bye`
+//!   mid-pin, SIGSTOP, link opened by a thread gone since, no pinner
+//!   thread): killed (SIGBUS, then SIGKILL) — or for close and `bye` only
+//!   dropped — while a well-behaved watcher and the reader keep working;
+//!   the kill comes before the READ that pinned the client returns;
+//! - clients killed by others (in read(2) of the link, mid-pin); blocked
+//!   setups go away with their link.
 //!
 //! Every test runs under a watchdog and an unmount guard (support module),
 //! kills and reaps its children on drop, and ends with `Server::finish`
@@ -112,7 +125,7 @@ fn grammar() {
         .unwrap();
     let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
     let head = srv.head_at();
-    let _f = File::open(srv.head_file(oid)).unwrap();
+    let f = File::open(srv.head_file(oid)).unwrap();
 
     // frames that are fatal for the link
     for (raw, suffix) in [
@@ -122,6 +135,8 @@ fn grammar() {
         (" watch\n", " (invalid stream)"),
         ("-1 watch\n", " (invalid stream)"),
         ("+1 watch\n", " (invalid stream)"),
+        ("18446744073709551616 watch\n", " (invalid stream)"),
+        ("1\twatch\n", ""),
     ] {
         let mut l = Link::open(&srv, &format!("link {raw:?}"), false);
         l.send_raw(raw).unwrap();
@@ -172,7 +187,9 @@ fn grammar() {
         assert_eq!(r, format!("error bad watch: {err}"), "request {msg:?}");
         assert!(p.is_empty());
     }
-    // a file not yet looked up, a file that does not exist
+    // a file not yet looked up under head/ (only under @<head>/), a file
+    // that does not exist
+    std::fs::metadata(srv.p(&format!("@{head}/bigfile/{goid}"))).unwrap();
     for o in [goid, Oid(0x7fff_0000_0000_0001)] {
         let (r, _) = l.watch(o, &at);
         assert_eq!(
@@ -183,7 +200,15 @@ fn grammar() {
     // still usable
     assert_eq!(l.watch_ok(oid, head), pins(&[]));
     assert_eq!(l.watch(oid, "-").0, "ok");
-    // an even-stream reply to no pending pin: fatal
+    // an even-stream reply to no pending pin, stream 0 included: fatal
+    let mut l0 = Link::open(&srv, "stream 0", false);
+    l0.send(0, "ack");
+    assert_eq!(
+        l0.line("stream 0"),
+        "0 error: 0: reply on unexpected stream"
+    );
+    l0.expect_eof("after stream 0");
+    drop(l0);
     l.send(2, "ack");
     assert_eq!(
         l.line("stray ack"),
@@ -205,8 +230,69 @@ fn grammar() {
     assert_eq!(l.watch_ok(oid, head), pins(&[]));
     l.bye();
 
+    // stream semantics: a frame split over writes, two frames in one
+    // write, replies read one byte at a time
+    let raw = open_watch(&srv);
+    let w = |s: &str| std::io::Write::write_all(&mut &raw, s.as_bytes()).unwrap();
+    let rd_line = || {
+        let mut l = Vec::new();
+        loop {
+            let mut b = [0u8; 1];
+            let n = std::io::Read::read(&mut &raw, &mut b).unwrap();
+            if n == 0 {
+                return None;
+            }
+            if b[0] == b'\n' {
+                return Some(String::from_utf8(l).unwrap());
+            }
+            l.push(b[0]);
+        }
+    };
+    w("1 wat");
+    w(&format!("ch {oid} @{head}\n"));
+    assert_eq!(rd_line().as_deref(), Some("1 ok"), "a frame in two writes");
+    w(&format!("3 watch {oid} -\n5 watch {oid} @{head}\n"));
+    let mut two = [rd_line(), rd_line()];
+    two.sort();
+    assert_eq!(
+        two,
+        [Some("3 ok".to_owned()), Some("5 ok".to_owned())],
+        "two frames in one write"
+    );
+    w("7 bye\n");
+    assert_eq!(rd_line(), None, "EOF after bye");
+    drop(raw);
+
     srv.wait_stat("WatchLink", 0);
     srv.wait_stat("Watch", 0);
+    drop(f); // an open file would hold up the unmount
+    srv.finish();
+}
+
+/// Lines that are not UTF-8 are quoted in error texts byte by byte, as
+/// Go's `%q` does (`"\xff"`), not as U+FFFD.
+#[test]
+fn grammar_non_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_zw, _oid, _) = db_with(dir.path(), &[0]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let mut l = Link::open(&srv, "not utf-8", false);
+    std::io::Write::write_all(&mut l.file(), b"1 \xff\n").unwrap();
+    let got = l.line("non-UTF-8 request");
+    let mut l2 = Link::open(&srv, "not utf-8 frame", false);
+    std::io::Write::write_all(&mut l2.file(), b"\xff\xfe\n").unwrap();
+    let got2 = l2.line("non-UTF-8 frame");
+    l2.expect_eof("after the non-UTF-8 frame");
+    drop(l2);
+    assert_eq!(
+        (got.as_str(), got2.as_str()),
+        (
+            r#"1 error bad watch: not a watch request: "\xff""#,
+            r#"0 error: invalid frame: "\xff\xfe\n""#
+        )
+    );
+    l.bye();
+    srv.wait_stat("WatchLink", 0);
     srv.finish();
 }
 
@@ -221,7 +307,7 @@ fn watch_setup() {
     let (mut zw, oid, mut m) = db_with(dir.path(), &[]);
     let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
-    let _f = File::open(srv.head_file(oid)).unwrap();
+    let f = File::open(srv.head_file(oid)).unwrap();
     let at1 = commit(&mut zw, oid, &mut m, 1, &[2]);
     let at2 = commit(&mut zw, oid, &mut m, 2, &[2, 3, 4, 5]);
     let at3 = commit(&mut zw, oid, &mut m, 3, &[0, 2, 5]);
@@ -353,6 +439,7 @@ fn watch_setup() {
     }
     srv.wait_stat("WatchLink", 0);
     srv.wait_stat("Watch", 0);
+    drop(f); // an open file would hold up the unmount
     srv.finish();
 }
 
@@ -367,7 +454,7 @@ fn watch_setup_edges() {
     let c1 = commit(&mut zw, oid, &mut m, 1, &[1]);
     let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
     assert_eq!(srv.head_at(), c1);
-    let _f = File::open(srv.head_file(oid)).unwrap();
+    let f = File::open(srv.head_file(oid)).unwrap();
 
     let mut l = Link::open(&srv, "edges", false);
     l.send_raw(&format!("007 watch {oid} @{c1}\n")).unwrap();
@@ -384,6 +471,61 @@ fn watch_setup_edges() {
     assert!(r.starts_with(&want), "{r:?}, want {want:?}...");
     // the link stays usable
     assert_eq!(l.watch_ok(oid, c1), pins(&[]));
+
+    // a file created after the watch's at: its epoch is in (at, head]
+    let (goid, c2) = zw
+        .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, b"g")))])
+        .unwrap();
+    srv.wait_head(c2);
+    let g = File::open(srv.head_file(goid)).unwrap();
+    let (r, _) = l.watch(goid, &format!("@{c1}"));
+    assert_eq!(
+        r,
+        format!(
+            "error setup watch f{goid} @{c1}: file epoch detected @{c2} in between (at,head=@{c2}]"
+        )
+    );
+    assert_eq!(l.watch_ok(goid, c2), pins(&[]));
+    l.bye();
+    srv.wait_stat("WatchLink", 0);
+    drop(f); // an open file would hold up the unmount
+    drop(g); // an open file would hold up the unmount
+    srv.finish();
+}
+
+/// One setup with many pins (all sent before `ok`), then many unpins.
+#[test]
+fn many_pins_in_one_setup() {
+    const N: i64 = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &(0..N).collect::<Vec<_>>());
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..N {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let at1 = commit(&mut zw, oid, &mut m, 1, &(0..N).collect::<Vec<_>>());
+    srv.wait_head(at1);
+    let mut l = Link::open(&srv, "l", false);
+    let all: Vec<(i64, Option<Tid>)> = (0..N).map(|b| (b, Some(at0))).collect();
+    // sent in parallel: all of them come before any is acked
+    let c = l.request(&format!("watch {oid} @{at0}"));
+    let got: Vec<(u64, Pin)> = (0..N)
+        .map(|i| l.pin(&format!("setup pin {i}, none acked")))
+        .collect();
+    l.expect_quiet("no ok before the acks");
+    for (s, _) in &got {
+        l.ack(*s);
+    }
+    assert_eq!(l.reply(c, "setup @at0"), ("ok".to_owned(), vec![]));
+    let got: Vec<Pin> = got.into_iter().map(|(_, p)| p).collect();
+    assert_eq!(pin_map(oid, &got), pins(&all));
+    assert_eq!(srv.stat("PinnedBlk"), N as u64);
+    let none: Vec<(i64, Option<Tid>)> = (0..N).map(|b| (b, None)).collect();
+    assert_eq!(l.watch_ok(oid, at1), pins(&none));
+    assert_eq!(srv.stat("PinnedBlk"), 0);
+    assert_eq!(srv.stat("pin"), 2 * N as u64);
     l.bye();
     srv.wait_stat("WatchLink", 0);
     srv.finish();
@@ -485,6 +627,7 @@ fn lazy_pin_on_read() {
     assert_eq!(srv.stat("pin"), 2);
     assert_eq!(srv.stat("PinnedBlk"), 2);
     drop(map);
+    drop(mf);
     w.bye();
     srv.wait_stat("WatchLink", 0);
     srv.finish();
@@ -556,6 +699,506 @@ fn pins_in_parallel() {
     l2.bye();
     srv.wait_stat("WatchLink", 0);
     srv.wait_stat("PinnedBlk", 0);
+    srv.finish();
+}
+
+/// Replies to `streams` (any order) with the pins acked meanwhile.
+fn replies(l: &mut Link, streams: &[u64], what: &str) -> (BTreeMap<u64, String>, Vec<Pin>) {
+    let (mut got, mut pins) = (BTreeMap::new(), Vec::new());
+    while got.len() < streams.len() {
+        let line = l.line(what);
+        if let Some((s, p)) = as_pin(&line) {
+            pins.push(p);
+            l.ack(s);
+            continue;
+        }
+        let fr = proto::parse_frame(&line).unwrap();
+        assert!(streams.contains(&fr.stream), "{what}: unexpected {line:?}");
+        assert!(
+            got.insert(fr.stream, fr.msg.to_owned()).is_none(),
+            "{what}: {line:?}"
+        );
+    }
+    (got, pins)
+}
+
+/// On one link, setups of different files run concurrently (one is done
+/// while the other waits for an ack), and a second setup of the same file
+/// waits for the first; it then unpins what the first pinned.
+#[test]
+fn setups_on_one_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let gd = data(9, 0);
+    let (goid, _) = zw
+        .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, &gd[..])))])
+        .unwrap();
+    let mut gm: Model = [(0, gd)].into();
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let (p, pg) = (srv.head_file(oid), srv.head_file(goid));
+    eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "f #0");
+    eq_blk(&read_blk(&pg, 0, BS), &want(&gm, 0), "g #0");
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[0]);
+    let at2 = commit(&mut zw, goid, &mut gm, 2, &[0]);
+    srv.wait_head(at2);
+
+    let mut l = Link::open(&srv, "l", false);
+    let a = l.request(&format!("watch {oid} @{at0}"));
+    let (sa, pa) = l.pin("f's setup pin");
+    assert_eq!(
+        pa,
+        Pin {
+            oid,
+            blk: 0,
+            rev: Some(at0)
+        }
+    );
+    // g's setup completes while f's pin waits
+    let b = l.request(&format!("watch {goid} @{at0}"));
+    let (sb, pb) = l.pin("g's setup pin, f's not acked");
+    assert_eq!(
+        pb,
+        Pin {
+            oid: goid,
+            blk: 0,
+            rev: Some(at0)
+        }
+    );
+    l.ack(sb);
+    assert_eq!(l.line("g's reply"), format!("{b} ok"));
+    // a second setup of f waits for the first
+    let c = l.request(&format!("watch {oid} @{at1}"));
+    l.expect_quiet("f's second setup while the first waits for its ack");
+    l.ack(sa);
+    let (got, pins) = replies(&mut l, &[a, c], "both setups of f");
+    assert_eq!(got, [(a, "ok".to_owned()), (c, "ok".to_owned())].into());
+    assert_eq!(
+        pin_map(oid, &pins),
+        self::pins(&[(0, None)]),
+        "f @at0 -> @at1"
+    );
+    assert_eq!(srv.stat("Watch"), 2);
+    l.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// Setups and lazy pins of one watch meet: a setup waits for a lazy pin
+/// in flight (and then unpins that block, with nothing re-pinned after
+/// it); while setup pins are in flight the new `at` already holds for
+/// READs (a block it covers is not pinned and its READ does not wait), and
+/// a READ of a block being setup-pinned waits for that pin without a
+/// second one.
+#[test]
+fn setup_and_read_races() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..4 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let mut w = Link::open(&srv, "w", false);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+
+    // a lazy pin in flight, then a setup to at1
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s1, pin) = w.pin("lazy pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    let c = w.request(&format!("watch {oid} @{at1}"));
+    w.expect_quiet("the setup while the lazy pin waits");
+    w.ack(s1);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1 @at1");
+    let (r, got) = w.reply(c, "setup @at1");
+    assert_eq!(r, "ok");
+    assert_eq!(pin_map(oid, &got), pins(&[(1, None)]), "setup @at0 -> @at1");
+    w.expect_quiet("after the setup");
+
+    // setup pins in flight, READs meanwhile
+    let at2 = commit(&mut zw, oid, &mut m, 2, &[2]);
+    let at3 = commit(&mut zw, oid, &mut m, 3, &[3]);
+    srv.wait_head(at3);
+    let c = w.request(&format!("watch {oid} @{at2}"));
+    let (s3, pin) = w.pin("setup pin of #3");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 3,
+            rev: Some(at0)
+        },
+        "at2={at2} at3={at3}"
+    );
+    // #2 changed at at2: covered by the new at, no pin, no wait
+    let rd2 = read_blk_bg(p.clone(), 2, BS);
+    eq_blk(
+        &wait_read(&rd2, WAIT, "#2"),
+        &want(&m, 2),
+        "#2 @at3, setup pin pending",
+    );
+    // #3: waits for the setup's pin, no second pin
+    let rd3 = read_blk_bg(p.clone(), 3, BS);
+    w.expect_quiet("READ of #3 while its setup pin is in flight");
+    assert!(
+        rd3.try_recv().is_err(),
+        "#3 returned before its pin was acked"
+    );
+    w.ack(s3);
+    assert_eq!(w.reply(c, "setup @at2"), ("ok".to_owned(), vec![]));
+    eq_blk(&wait_read(&rd3, WAIT, "#3"), &want(&m, 3), "#3 @at3");
+    w.expect_quiet("after the setup @at2");
+    assert_eq!(srv.stat("pin"), 3);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// A commit that changes a block while the setup's unpin of that block
+/// (to @head) is in flight: whether the commit waits for the setup or not,
+/// the next READ of the block pins it back to the watch's `at`, so the
+/// client never sees the newer data.
+#[test]
+fn commit_during_unpin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    eq_blk(&read_blk(&p, 1, BS), &want(&m, 1), "#1");
+    let mut w = Link::open(&srv, "w", false);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+    let m1 = m.clone();
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = w.pin("lazy pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    w.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1 @at1");
+
+    // move to at1: #1 is unpinned; a commit changes #1 meanwhile
+    let c = w.request(&format!("watch {oid} @{at1}"));
+    let (s, pin) = w.pin("unpin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: None
+        }
+    );
+    let at2 = commit(&mut zw, oid, &mut m, 2, &[1]);
+    std::thread::sleep(QUIET);
+    w.ack(s);
+    assert_eq!(w.reply(c, "setup @at1"), ("ok".to_owned(), vec![]));
+    srv.wait_head(at2);
+    // the next READ of #1 pins it to at1 before anyone gets the at2 data
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = w.pin("#1 pinned back to at1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at1)
+        },
+        "at2={at2}"
+    );
+    eq_blk(
+        &read_blk(&srv.p(&format!("@{at1}/bigfile/{oid}")), 1, BS),
+        &want(&m1, 1),
+        "@at1 #1",
+    );
+    w.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1 @at2");
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// What a pinner does to handle a pin — look up, open and read
+/// `@<rev>/bigfile/<oid>`, stat the head file — does not wait for a commit
+/// that itself waits for the READ that sent the pin (else the client and
+/// the commit deadlock until the pin times out).
+#[test]
+fn pinner_not_blocked_by_waiting_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2]);
+    let old = m.clone();
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..3 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let mut w = Link::open(&srv, "w", false);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = w.pin("lazy pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    // a commit arrives while the pin is in flight
+    let at2 = commit(&mut zw, oid, &mut m, 2, &[2]);
+    std::thread::sleep(QUIET);
+    // the pinner's work, in a thread: it must finish with the pin unacked
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (revf, headf) = (srv.p(&format!("@{at0}/bigfile/{oid}")), p.clone());
+    std::thread::spawn(move || {
+        let size = std::fs::metadata(&headf).map(|md| md.len());
+        let data = read_blk(&revf, 1, BS);
+        let _ = tx.send((size, data));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(5));
+    w.ack(s);
+    let (size, data) = got.expect("the pinner's lookups and reads waited for the commit");
+    assert_eq!(size.unwrap(), 3 * BS);
+    eq_blk(&data, &want(&old, 1), "@at0 #1");
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1");
+    srv.wait_head(at2);
+    let rd = read_blk_bg(p.clone(), 2, BS);
+    let (s, pin) = w.pin("lazy pin of #2");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 2,
+            rev: Some(at0)
+        }
+    );
+    w.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#2"), &want(&m, 2), "#2 @at2");
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// A client killed while blocked in read(2) of its link dies at once (the
+/// server answers the INTERRUPT) and its link goes; one killed while a pin
+/// to it is pending is not counted as a kill, and the READ completes.
+#[test]
+fn clients_killed_by_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let srv = Server::start(
+        dir.path(),
+        &dir.path().join("Data.fs"),
+        &["--pintimeout", "3"],
+    );
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    eq_blk(&read_blk(&p, 1, BS), &want(&m, 1), "#1");
+
+    let mut c = Proc::spawn("good", &srv, oid, at0);
+    std::thread::sleep(QUIET);
+    c.signal(Signal::SIGKILL);
+    let st = c.wait_exit(Duration::from_secs(5));
+    assert_eq!(term_signal(st), Some(Signal::SIGKILL as i32), "{st}");
+    srv.wait_stat("WatchLink", 0);
+    srv.wait_stat("Watch", 0);
+
+    let mut c = Proc::spawn("noack", &srv, oid, at0);
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    c.expect("line ", "the pin");
+    c.signal(Signal::SIGKILL);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1 @at1");
+    c.wait_exit(Duration::from_secs(5));
+    srv.wait_stat("WatchLink", 0);
+    assert_eq!(srv.stat("pinkill"), 0);
+    srv.finish();
+}
+
+/// Shapes of lazy pins: concurrent READs of one block send one pin and
+/// all wait for its ack; one read(2) over several changed blocks pins each
+/// of them; a block past the old EOF (the file grew after `at`) pins to
+/// the tail (it was a hole as of `at`).
+#[test]
+fn lazy_pin_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3, 4]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..5 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let mut w = Link::open(&srv, "w", false);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    commit(&mut zw, oid, &mut m, 1, &[0, 2, 3, 4, 7]);
+    // and #1 becomes a hole
+    let at1 = zw.update_file(oid, &[(1, None)]).unwrap();
+    m.remove(&1);
+    srv.wait_head(at1);
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 8 * BS);
+
+    // three readers of #0 at once: one pin
+    let rds: Vec<_> = (0..3).map(|_| read_blk_bg(p.clone(), 0, BS)).collect();
+    let (s, pin) = w.pin("pin of #0");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 0,
+            rev: Some(at0)
+        }
+    );
+    for rd in &rds {
+        assert!(
+            rd.recv_timeout(QUIET / 3).is_err(),
+            "a read of #0 returned before the ack"
+        );
+    }
+    w.ack(s);
+    for rd in &rds {
+        eq_blk(&wait_read(rd, WAIT, "#0"), &want(&m, 0), "#0 @at1");
+    }
+    w.expect_quiet("after the reads of #0");
+
+    // one read(2) of #2..#4
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pp = p.clone();
+    std::thread::spawn(move || {
+        let f = File::open(&pp).unwrap();
+        nix::fcntl::posix_fadvise(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+        )
+        .unwrap();
+        let _ = tx.send(read_at(&f, 2 * BS, 3 * BS as usize));
+    });
+    let mut got = Vec::new();
+    for i in 0..3 {
+        let (s, pin) = w.pin(&format!("pin {i} of the read of #2..#4"));
+        got.push(pin);
+        w.ack(s);
+    }
+    let data = wait_read(&rx, WAIT, "#2..#4");
+    assert_eq!(
+        pin_map(oid, &got),
+        pins(&[(2, Some(at0)), (3, Some(at0)), (4, Some(at0))])
+    );
+    let mut all = want(&m, 2);
+    all.extend(want(&m, 3));
+    all.extend(want(&m, 4));
+    eq_blk(&data, &all, "#2..#4 @at1");
+
+    // #7 did not exist as of at0
+    let rd = read_blk_bg(p.clone(), 7, BS);
+    let (s, pin) = w.pin("pin of #7");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 7,
+            rev: Some(at0)
+        }
+    );
+    w.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#7"), &want(&m, 7), "#7 @at1");
+    // #1, deleted: reads as zeros, pinned to its data as of at0
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = w.pin("pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    w.ack(s);
+    eq_blk(
+        &wait_read(&rd, WAIT, "#1"),
+        &vec![0; BS as usize],
+        "#1 @at1 (deleted)",
+    );
+    // a hole that stayed a hole: no pin
+    let rd = read_blk_bg(p.clone(), 5, BS);
+    eq_blk(&wait_read(&rd, WAIT, "#5"), &want(&m, 5), "#5 (hole)");
+    w.expect_quiet("read of the hole #5");
+    assert_eq!(srv.stat("pin"), 6);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// Many links of one process on one file: one READ pins them all, with
+/// their own revisions, and returns after the last ack.
+#[test]
+fn many_links_one_read() {
+    const LINKS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0]);
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let p = srv.head_file(oid);
+    eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "#0");
+    // link i watches at ats[i / 10]: the state after i / 10 commits
+    let mut ats = vec![srv.head_at()];
+    for k in 1..4 {
+        ats.push(commit(&mut zw, oid, &mut m, k, &[0]));
+    }
+    srv.wait_head(ats[3]);
+    let mut links: Vec<Link> = (0..LINKS)
+        .map(|i| Link::open(&srv, &format!("link {i}"), true))
+        .collect();
+    for (i, l) in links.iter_mut().enumerate() {
+        let at = ats[i / 10];
+        let want_pins = if at == ats[3] {
+            pins(&[])
+        } else {
+            pins(&[(0, Some(at))])
+        };
+        assert_eq!(l.watch_ok(oid, at), want_pins, "link {i} @{at}");
+    }
+    assert_eq!(srv.stat("WatchLink"), LINKS as u64);
+    let at4 = commit(&mut zw, oid, &mut m, 4, &[0]);
+    srv.wait_head(at4);
+    let rd = read_blk_bg(p.clone(), 0, BS);
+    eq_blk(&wait_read(&rd, WAIT, "#0"), &want(&m, 0), "#0 @at4");
+    for (i, l) in links.iter().enumerate() {
+        // links at ats[0..3] have #0 pinned at their at already; those at
+        // ats[3] get it now
+        let want_pins = if i / 10 == 3 {
+            pins(&[(0, Some(ats[3]))])
+        } else {
+            pins(&[])
+        };
+        assert_eq!(pin_map(oid, &l.take_pins()), want_pins, "link {i}");
+    }
+    for l in links {
+        l.bye();
+    }
+    srv.wait_stat("WatchLink", 0);
     srv.finish();
 }
 
@@ -674,6 +1317,128 @@ fn many_links_and_processes() {
     srv.finish();
 }
 
+// ---- isolation under concurrency ----
+
+/// The data as of `t`: the last state committed at or before it.
+fn model_at(hist: &[(Tid, Model)], t: Tid) -> &Model {
+    &hist
+        .iter()
+        .rev()
+        .find(|(tid, _)| *tid <= t)
+        .expect("t before history")
+        .1
+}
+
+/// Apply pins, in arrival order, to a client's pinned map.
+fn apply_pins(pinned: &mut BTreeMap<i64, Tid>, pins: Vec<Pin>) {
+    for p in pins {
+        match p.rev {
+            Some(r) => pinned.insert(p.blk, r),
+            None => pinned.remove(&p.blk),
+        };
+    }
+}
+
+/// Isolation itself, while commits and READs of other threads run: for a
+/// client at `at`, every block reads as of `at` — from `@<rev>/` where the
+/// server pinned it (and then the block must not change in `(rev, at]`),
+/// else from head/. One client stays at its first `at` (history must be
+/// kept for it), the other moves forward every few commits.
+#[test]
+fn isolation_under_commits_and_reads() {
+    const NBLK: i64 = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &(0..NBLK).collect::<Vec<_>>());
+    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..NBLK {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));
+    }
+    let mut hist = vec![(at0, m.clone())];
+    // (client, its at, its pins)
+    let mut clients = Vec::new();
+    for name in ["stays @at0", "moves"] {
+        let mut l = Link::open(&srv, name, true);
+        assert_eq!(l.watch_ok(oid, at0), pins(&[]));
+        clients.push((l, at0, BTreeMap::new()));
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|i| {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = i;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if n % 5 == 0 {
+                        drop_cache(&p);
+                    }
+                    let _ = read_blk(&p, n % NBLK, BS);
+                    n += 3;
+                }
+            })
+        })
+        .collect();
+
+    let check =
+        |hist: &[(Tid, Model)], clients: &mut Vec<(Link, Tid, BTreeMap<i64, Tid>)>, what: &str| {
+            for (l, at, pinned) in clients.iter_mut() {
+                let want_at = model_at(hist, *at);
+                for b in 0..NBLK {
+                    let head = read_blk(&p, b, BS);
+                    // the read returned: its pins are acked and logged
+                    apply_pins(pinned, l.take_pins());
+                    let ctx = format!("{what}: client @{at}, #{b}, pinned {pinned:?}");
+                    match pinned.get(&b) {
+                        Some(&rev) => {
+                            assert!(rev <= *at, "{ctx}: pinned after at");
+                            let at_rev = want(model_at(hist, rev), b);
+                            assert!(at_rev == want(want_at, b), "{ctx}: changed in (rev, at]");
+                            let got = read_blk(&srv.p(&format!("@{rev}/bigfile/{oid}")), b, BS);
+                            eq_blk(&got, &at_rev, &format!("{ctx}: @rev data"));
+                        }
+                        None => eq_blk(&head, &want(want_at, b), &format!("{ctx}: head data")),
+                    }
+                }
+            }
+        };
+
+    for round in 1..=40u64 {
+        let blks: Vec<i64> = (0..(round % 3 + 1) as i64)
+            .map(|k| ((round as i64) * 5 + k * 3) % NBLK)
+            .collect();
+        let tid = commit(&mut zw, oid, &mut m, round, &blks);
+        hist.push((tid, m.clone()));
+        if round % 3 == 0 {
+            // the moving client goes to a recent (not always the newest) at
+            let to = hist[hist.len() - 2].0;
+            srv.wait_head(to);
+            let (l, at, pinned) = &mut clients[1];
+            let (r, got) = l.watch(oid, &format!("@{to}"));
+            assert_eq!(r, "ok", "watch @{to}");
+            apply_pins(pinned, got);
+            *at = to;
+        }
+        check(
+            &hist,
+            &mut clients,
+            &format!("round {round} (commit {tid} of {blks:?})"),
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    srv.wait_head(hist.last().unwrap().0);
+    check(&hist, &mut clients, "at the end");
+    eprintln!("stats at the end: {:?}", srv.stats());
+    for (l, _, _) in clients {
+        l.bye();
+    }
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
 // ---- 5) faulty clients ----
 
 /// A child in `role` and a well-behaved watcher here both watch f @at0; a
@@ -682,8 +1447,18 @@ fn many_links_and_processes() {
 /// SIGBUS does not end it) within ~3×pintimeout — or for `close` and
 /// `bye`, only be dropped — while the reader completes with head data and the watcher
 /// keeps getting its pins.
-fn faulty(role: &str) {
+fn faulty(child_role: &str) {
+    faulty_with(child_role, false);
+}
+
+/// `faulty`; with `dead_first`, the child must also be dead (a zombie or
+/// gone) when the READ that pinned it returns: the kill is part of the
+/// failed pin, which comes before the reply (§7, §8 steps 4-5), so that
+/// the new data never reaches the page cache while the faulty client can
+/// still look at it.
+fn faulty_with(child_role: &str, dead_first: bool) {
     const PINTIMEOUT: u64 = 2;
+    let role = child_role.strip_suffix("-thread").unwrap_or(child_role);
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
     let old = m.clone();
@@ -693,13 +1468,17 @@ fn faulty(role: &str) {
         &["--pintimeout", &PINTIMEOUT.to_string()],
     );
     let at0 = srv.head_at();
+    assert_eq!(
+        std::fs::read_to_string(srv.p(".wcfs/pintimeout")).unwrap(),
+        "2.0"
+    );
     let p = srv.head_file(oid);
     for b in 0..4 {
         eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));
     }
     let mut w = Link::open(&srv, "watcher", true);
     assert_eq!(w.watch_ok(oid, at0), pins(&[]));
-    let mut c = Proc::spawn(role, &srv, oid, at0);
+    let mut c = Proc::spawn(child_role, &srv, oid, at0);
     assert_eq!(srv.stat("WatchLink"), 2);
     let at1 = commit(&mut zw, oid, &mut m, 1, &[1, 2]);
     srv.wait_head(at1);
@@ -711,6 +1490,26 @@ fn faulty(role: &str) {
     let limit = Duration::from_secs(3 * PINTIMEOUT + 6);
     let rd = read_blk_bg(p.clone(), 1, BS);
     eq_blk(&wait_read(&rd, limit, "#1"), &want(&m, 1), "head #1 @at1");
+    let read_took = t0.elapsed();
+    let state_at_read = std::fs::read_to_string(format!("/proc/{}/stat", c.pid()))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split(' ')
+                .nth(1)
+                .unwrap_or("")
+                .to_owned()
+        })
+        .unwrap_or_else(|e| e.to_string());
+    eprintln!("{role}: the read returned after {read_took:?}, child state then: {state_at_read}");
+    if dead_first {
+        assert!(
+            state_at_read == "Z" || state_at_read.contains("No such file"),
+            "{role} child: the READ that pinned it returned after {read_took:?} with the \
+             child still alive (state {state_at_read}): the new data was served before the kill"
+        );
+    }
     let st = c.wait_exit(limit.saturating_sub(t0.elapsed()));
     let took = t0.elapsed();
     let seen = c.drain().to_vec();
@@ -840,11 +1639,133 @@ fn faulty_bye_mid_pin() {
     faulty("bye");
 }
 
+/// A client that never acks is dead before the READ that pinned it
+/// returns (upstream: `_pin` → `shutdown` → `badPinKill`, all inside the
+/// READ's pin step).
+#[test]
+fn faulty_noack_dead_before_read_returns() {
+    faulty_with("noack", true);
+}
+
+/// A client that nacks is dead before the READ that pinned it returns.
+#[test]
+fn faulty_nak_dead_before_read_returns() {
+    faulty_with("nak", true);
+}
+
+/// A client that never acks, whose link was opened by a thread that has
+/// exited since: the server must still find and kill the process.
+#[test]
+fn faulty_noack_opener_thread_gone() {
+    faulty("noack-thread");
+}
+
 /// A client that is stopped while a pin to it is pending: killed (a
 /// stopped process only dies of SIGKILL).
 #[test]
 fn faulty_sigstop() {
     faulty("stop");
+}
+
+/// A client that reads a block itself while nobody handles its link (no
+/// pinner thread): its own pin times out and it is killed — while its
+/// READ is the one waiting for that pin, so the kill must not wait for a
+/// process stuck in that very READ. The server keeps serving.
+#[test]
+fn faulty_self_read() {
+    const PINTIMEOUT: u64 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2]);
+    let srv = Server::start(
+        dir.path(),
+        &dir.path().join("Data.fs"),
+        &["--pintimeout", &PINTIMEOUT.to_string()],
+    );
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for b in 0..3 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
+    }
+    let mut w = Link::open(&srv, "watcher", true);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let mut c = Proc::spawn("selfread", &srv, oid, at0);
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1, 2]);
+    srv.wait_head(at1);
+    let t0 = Instant::now();
+    c.tell(&format!("go 1 {BS}"));
+    c.expect("reading", "the child's read");
+    let st = c.wait_exit(Duration::from_secs(3 * PINTIMEOUT + 6));
+    let seen = c.drain().to_vec();
+    eprintln!(
+        "selfread child: {st} after {:?}; reported {seen:?}",
+        t0.elapsed()
+    );
+    let sig = term_signal(st);
+    assert!(
+        sig == Some(Signal::SIGBUS as i32) || sig == Some(Signal::SIGKILL as i32),
+        "{st}, reported {seen:?}"
+    );
+    srv.wait_stat("pinkill", 1);
+    w.expect_quiet("after the kill");
+    assert_eq!(pin_map(oid, &w.take_pins()), pins(&[(1, Some(at0))]));
+    // the server still serves
+    let mut srv = srv;
+    srv.assert_alive();
+    srv.wait_stat("WatchLink", 1);
+    eq_blk(&read_blk(&p, 2, BS), &want(&m, 2), "#2 @at1");
+    assert_eq!(pin_map(oid, &w.take_pins()), pins(&[(2, Some(at0))]));
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// A client that does not ack the pins of its own watch setup: no `ok`,
+/// killed after the pin timeout; another client's setup and reads go on.
+#[test]
+fn faulty_setup_noack() {
+    const PINTIMEOUT: u64 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
+    let srv = Server::start(
+        dir.path(),
+        &dir.path().join("Data.fs"),
+        &["--pintimeout", &PINTIMEOUT.to_string()],
+    );
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    eq_blk(&read_blk(&p, 1, BS), &want(&m, 1), "#1");
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    srv.wait_head(at1);
+    let t0 = Instant::now();
+    let mut c = Proc::spawn_nowait("setup-noack", &srv, oid, at0);
+    c.expect("setup-pin", "the child's setup pin");
+    // meanwhile a well-behaved client sets up and reads
+    let mut w = Link::open(&srv, "watcher", true);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[(1, Some(at0))]));
+    eq_blk(&read_blk(&p, 1, BS), &want(&m, 1), "#1 @at1");
+    let st = c.wait_exit(Duration::from_secs(3 * PINTIMEOUT + 6));
+    let seen = c.drain().to_vec();
+    eprintln!(
+        "setup-noack child: {st} after {:?}; reported {seen:?}",
+        t0.elapsed()
+    );
+    let sig = term_signal(st);
+    assert!(
+        sig == Some(Signal::SIGBUS as i32) || sig == Some(Signal::SIGKILL as i32),
+        "{st}, reported {seen:?}"
+    );
+    assert!(!seen.iter().any(|l| l == "ready"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with(&format!("setup-line 0 fatal: pin #1 @{at0}: "))),
+        "{seen:?}"
+    );
+    srv.wait_stat("pinkill", 1);
+    srv.wait_stat("WatchLink", 1);
+    assert_eq!(srv.stat("Watch"), 1);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
 }
 
 // ---- 6) blocked setups go away with their link ----
@@ -887,14 +1808,40 @@ fn blocked_setup_released() {
     srv.wait_stat("WatchLink", 0);
     srv.wait_stat("Watch", 0);
 
-    // the server still serves: reads, commits, new watches
+    // the server still serves: reads, commits, new watches; a setup that
+    // waited for a commit pins what that commit changed after its at
     let mut l = Link::open(&srv, "after", false);
     assert_eq!(l.watch_ok(oid, at0), pins(&[]));
-    let at1 = commit(&mut zw, oid, &mut m, 1, &[1]);
+    let mut la = Link::open(&srv, "ahead", false);
+    let s = la.request(&format!("watch {oid} @{ahead}"));
+    la.expect_quiet("setup ahead of head");
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[0, 1]);
     assert!(at1 >= ahead);
+    let (r, got) = la.reply(s, "setup ahead, after the commit");
+    assert_eq!(r, "ok");
+    // (#0 was read, #1 never: only #0 is tracked)
+    let want_pins = if at1 > ahead {
+        pins(&[(0, Some(at0))])
+    } else {
+        pins(&[])
+    };
+    assert_eq!(pin_map(oid, &got), want_pins, "ahead={ahead} at1={at1}");
     srv.wait_head(at1);
-    eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "#0 @at1");
-    assert_eq!(l.watch_ok(oid, at1), pins(&[]));
+    let rd = read_blk_bg(p.clone(), 0, BS);
+    let (s0, pin) = l.pin("l @at0: pin of #0");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 0,
+            rev: Some(at0)
+        }
+    );
+    l.ack(s0);
+    eq_blk(&wait_read(&rd, WAIT, "#0"), &want(&m, 0), "#0 @at1");
+    la.expect_quiet("la already has #0 pinned");
+    assert_eq!(l.watch_ok(oid, at1), pins(&[(0, None)]));
+    la.bye();
     l.bye();
     srv.wait_stat("WatchLink", 0);
     srv.finish();

@@ -196,3 +196,24 @@ proptest! {
         let _ = go_quote(&s);
     }
 }
+
+#[test]
+fn frames_of_any_bytes() {
+    assert_eq!(
+        parse_frame_bytes(b"12 \xff\xfe"),
+        Ok((12, &b"\xff\xfe"[..]))
+    );
+    let e = parse_frame_bytes(b"\xff\xfe").unwrap_err();
+    assert_eq!(e.to_string(), r#"error: invalid frame: "\xff\xfe\n""#);
+    let e = parse_frame_bytes(b"1\xff x").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"error: invalid frame: "1\xff x\n" (invalid stream)"#
+    );
+    // valid UTF-8 around invalid bytes is quoted as go_quote does
+    assert_eq!(
+        go_quote_bytes(b"a\"\xc3\xa9\xff\n"),
+        "\"a\\\"\u{e9}\\xff\\n\""
+    );
+    assert_eq!(go_quote_bytes(b"ok"), go_quote("ok"));
+}

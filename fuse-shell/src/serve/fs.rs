@@ -618,11 +618,26 @@ impl Wcfs {
     /// READ(off, len) of `ino`: `reply` gets the bytes while the head view
     /// is still held, so the data it sends to the kernel is the data of the
     /// head state whose blocks were tracked (never mixed with a commit).
+    #[cfg(test)]
     pub(crate) fn read_with<R>(
         &self,
         ino: u64,
         off: u64,
         len: u32,
+        reply: impl FnOnce(Result<&[u8], FsError>) -> R,
+    ) -> R {
+        self.read_for(ino, off, len, 0, reply)
+    }
+
+    /// [`read_with`](Self::read_with) for the READ of thread `requester`
+    /// (the FUSE header pid; 0 if unknown): pins to a faulty client stop
+    /// waiting for its death if the requester itself is dying.
+    pub(crate) fn read_for<R>(
+        &self,
+        ino: u64,
+        off: u64,
+        len: u32,
+        requester: u32,
         reply: impl FnOnce(Result<&[u8], FsError>) -> R,
     ) -> R {
         let Some(node) = self.node(ino) else {
@@ -650,7 +665,7 @@ impl Wcfs {
                     return reply(Err(FsError::NoEnt));
                 };
                 let at = zh.0.at;
-                match self.read_blocks(&zf, size, at, off, len, Some(&zh)) {
+                match self.read_blocks(&zf, size, at, off, len, Some((&zh, requester))) {
                     Ok(b) => reply(Ok(&b)),
                     Err(e) => reply(Err(e)),
                 }
@@ -667,7 +682,8 @@ impl Wcfs {
     }
 
     /// Bytes `[off, off+len)` of `zf` as of `at`, clamped to `size`; with
-    /// `head`, every block read is tracked in ΔFtail first.
+    /// `head` (the head view held, the requesting thread), every block read
+    /// is tracked in ΔFtail and pinned on the watches that need it first.
     fn read_blocks(
         &self,
         zf: &ZBigFile,
@@ -675,7 +691,7 @@ impl Wcfs {
         at: Tid,
         off: u64,
         len: u32,
-        head: Option<&ZHeadRead<'_>>,
+        head: Option<(&ZHeadRead<'_>, u32)>,
     ) -> Result<Bytes, FsError> {
         let end = off.saturating_add(len as u64).min(size);
         if end <= off {
@@ -687,13 +703,13 @@ impl Wcfs {
             .into_par_iter()
             .map(|blk| self.load_blk(zf, blk, at))
             .collect::<Result<_, _>>()?;
-        if head.is_some() {
+        if let Some((_, requester)) = head {
             for b in &blocks {
                 self.ft
                     .track(zf, b.blk, &b.path, b.keycov, b.zblk)
                     .map_err(|e| db_err(zf.oid, format!("@{at}: track blk #{}", b.blk), e))?;
             }
-            self.pin_watchers(zf, at, &blocks);
+            self.pin_watchers(zf, at, &blocks, requester);
         }
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -942,7 +958,7 @@ impl Wcfs {
     /// block's revision, and wait for the acks (spec §5 "lazy pins").
     /// Called under `zhead` read. A watch that fails its pin is dropped
     /// and its client dealt with; the READ goes on.
-    fn pin_watchers(&self, zf: &ZBigFile, head: Tid, blocks: &[Arc<Block>]) {
+    fn pin_watchers(&self, zf: &ZBigFile, head: Tid, blocks: &[Arc<Block>], requester: u32) {
         let ws = match self
             .watchers
             .read()
@@ -988,13 +1004,13 @@ impl Wcfs {
             }
             held.push(at_g);
         }
-        self.wait_pins(jobs);
+        self.wait_pins(jobs, requester);
         drop(held);
     }
 
     /// Wait for all `jobs` (sent in parallel) until the pin timeout; deal
     /// with each that failed. True if all were acked.
-    fn wait_pins(&self, jobs: Vec<PinJob>) -> bool {
+    fn wait_pins(&self, jobs: Vec<PinJob>, requester: u32) -> bool {
         let deadline = Instant::now() + self.pintimeout();
         let mut ok = true;
         for (w, blk, rev, pw) in jobs {
@@ -1002,7 +1018,7 @@ impl Wcfs {
                 Some(PinEnd::Ack) => {}
                 end => {
                     ok = false;
-                    self.pin_failed(&w, blk, rev, end);
+                    self.pin_failed(&w, blk, rev, end, requester);
                 }
             }
         }
@@ -1010,9 +1026,20 @@ impl Wcfs {
     }
 
     /// A pin failed (`end`: its reply, `None` on timeout): shut the link
-    /// down with `0 fatal: ...`, drop its watches, and in the background
-    /// kill the client unless it is leaving (spec §7).
-    fn pin_failed(&self, w: &Watch, blk: i64, rev: Option<Tid>, end: Option<PinEnd>) {
+    /// down with `0 fatal: ...`, drop its watches, kill the client unless it
+    /// is leaving (spec §7), and return only once it is dead, so that the
+    /// data that needed the pin never reaches a page cache the faulty
+    /// client still maps. Waiting stops early when `requester` (the thread
+    /// the READ is for; 0 = none) is dying: it may be the client itself,
+    /// which cannot die while its READ waits for us.
+    fn pin_failed(
+        &self,
+        w: &Watch,
+        blk: i64,
+        rev: Option<Tid>,
+        end: Option<PinEnd>,
+        requester: u32,
+    ) {
         let Some(link) = w.link.upgrade() else {
             return;
         };
@@ -1029,20 +1056,22 @@ impl Wcfs {
             link.shutdown(Some(&msg), DownWhy::PinFailed);
         }
         self.drop_watches(&link);
+        let pt = self.pintimeout();
+        let stop = || requester != 0 && watch::thread_dying(requester);
         if !link.claim_kill() {
+            // another waiter deals with the client: wait for its verdict
+            if matches!(
+                link.down_why(),
+                Some(DownWhy::PinFailed | DownWhy::Protocol)
+            ) {
+                link.wait_kill(pt + Duration::from_secs(3), &stop);
+            }
             return;
         }
-        let (pt, stats) = (self.pintimeout(), self.stats.pinkill.clone());
-        let spawned = std::thread::Builder::new()
-            .name("wcfs-pinkill".into())
-            .spawn(move || {
-                if watch::bad_pin_kill(&link, end, pt) {
-                    stats.fetch_add(1, Ordering::Relaxed);
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!("start a thread to kill a faulty client: {e}");
+        if watch::bad_pin_kill(&link, end, pt, &stop) {
+            self.stats.pinkill.fetch_add(1, Ordering::Relaxed);
         }
+        link.kill_finished();
     }
 
     /// Remove all watches of `link` (it is down).
@@ -1277,7 +1306,7 @@ impl Wcfs {
                 jobs.push((w.clone(), blk, None, pw));
             }
         }
-        let ok = self.wait_pins(jobs);
+        let ok = self.wait_pins(jobs, 0);
         drop(at_g);
         drop(zh);
         if ok {

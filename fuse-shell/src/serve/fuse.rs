@@ -230,10 +230,11 @@ impl Filesystem for Fuse {
             );
         }
         let span = debug_span!("read", req = req.unique().0, ino = ino.0, offset, size);
+        let pid = req.pid();
         let fs = self.fs.clone();
         self.pool.spawn(move || {
             let _s = span.entered();
-            fs.read_with(ino.0, offset, size, |r| match r {
+            fs.read_for(ino.0, offset, size, pid, |r| match r {
                 Ok(data) => reply.data(data),
                 Err(e) => reply.error(e.errno()),
             })

@@ -70,7 +70,7 @@ fn tgid_of(tid: u32) -> Option<i32> {
 
 /// Whether thread `tid` is gone or about to die: no such thread, a zombie,
 /// or SIGKILL pending (its own or its process's).
-fn thread_dying(tid: u32) -> bool {
+pub(crate) fn thread_dying(tid: u32) -> bool {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
         return true;
     };
@@ -149,14 +149,14 @@ impl ClientProc {
         }
     }
 
-    /// Poll until dead or `limit` passed; true if dead.
-    fn wait_dead(&self, limit: Duration) -> bool {
+    /// Poll until dead, `limit` passed or `stop()`; true if dead.
+    fn wait_dead(&self, limit: Duration, stop: &dyn Fn() -> bool) -> bool {
         let end = Instant::now() + limit;
         loop {
             if !self.alive() {
                 return true;
             }
-            if Instant::now() >= end {
+            if Instant::now() >= end || stop() {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -340,6 +340,11 @@ pub(crate) struct WatchLink {
     /// Set by the first to handle a failed pin (one killer per link).
     /// AcqRel: a plain claim flag, no data is published through it.
     kill_claimed: std::sync::atomic::AtomicBool,
+    /// Set by the killer when it is done (the client dead, or given up
+    /// on); others who found the link failed wait for it. Release/Acquire:
+    /// the killer's verdict (the client's death) happens before a waiter
+    /// goes on.
+    kill_done: std::sync::atomic::AtomicBool,
 }
 
 /// Why a link went down.
@@ -394,6 +399,7 @@ impl WatchLink {
             byfile: Mutex::new(HashMap::new()),
             setup_mu: Mutex::new(HashMap::new()),
             kill_claimed: Default::default(),
+            kill_done: Default::default(),
         }
     }
 
@@ -411,9 +417,22 @@ impl WatchLink {
         lock(&self.st).why
     }
 
-    /// True the first time only: whoever gets it deals with the client.
+    /// True the first time only: whoever gets it deals with the client
+    /// and then calls [`kill_finished`](Self::kill_finished).
     pub(crate) fn claim_kill(&self) -> bool {
         !self.kill_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn kill_finished(&self) {
+        self.kill_done.store(true, Ordering::Release);
+    }
+
+    /// Wait (polling) until the killer is done, `limit` passed or `stop()`.
+    pub(crate) fn wait_kill(&self, limit: Duration, stop: &dyn Fn() -> bool) {
+        let end = Instant::now() + limit;
+        while !self.kill_done.load(Ordering::Acquire) && Instant::now() < end && !stop() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Hand queued bytes to parked READs (EOF to all once down and empty).
@@ -525,29 +544,38 @@ impl WatchLink {
             st.inbuf.extend_from_slice(data);
             while let Some(nl) = st.inbuf.iter().position(|&b| b == b'\n') {
                 let raw: Vec<u8> = st.inbuf.drain(..=nl).collect();
-                let line = String::from_utf8_lossy(&raw[..raw.len() - 1]).into_owned();
-                let f = match proto::parse_frame(&line) {
+                // lines are bytes: a client may send anything
+                let (stream, msg) = match proto::parse_frame_bytes(&raw[..raw.len() - 1]) {
                     Ok(f) => f,
                     Err(e) => {
                         fatal = Some(e.to_string());
                         break;
                     }
                 };
-                if f.stream % 2 == 0 {
-                    match st.pending.remove(&f.stream) {
-                        Some(w) if f.msg == proto::ACK => {
+                if stream % 2 == 0 {
+                    match st.pending.remove(&stream) {
+                        Some(w) if msg == proto::ACK.as_bytes() => {
                             self.rtt.record(w.sent.elapsed());
                             replies.push((w, PinEnd::Ack))
                         }
-                        Some(w) => replies.push((w, PinEnd::Nak(f.msg.to_owned()))),
+                        Some(w) => replies
+                            .push((w, PinEnd::Nak(String::from_utf8_lossy(msg).into_owned()))),
                         None => {
-                            fatal =
-                                Some(format!("error: {}: reply on unexpected stream", f.stream));
+                            fatal = Some(format!("error: {stream}: reply on unexpected stream"));
                             break;
                         }
                     }
                     continue;
                 }
+                let Ok(msg) = std::str::from_utf8(msg) else {
+                    let e = format!(
+                        "error bad watch: not a watch request: {}",
+                        proto::go_quote_bytes(msg)
+                    );
+                    Self::queue_locked(&mut st, &proto::format_frame(stream, &e));
+                    continue;
+                };
+                let f = proto::Frame { stream, msg };
                 match proto::parse_request(f.msg) {
                     Ok(proto::Request::Bye) => {
                         fatal = Some(String::new());
@@ -610,9 +638,16 @@ impl WatchLink {
 }
 
 /// How a failed pin is dealt with (spec §7), from the pin's end: kill the
-/// client unless it dies by itself. Runs in its own thread. Returns true
-/// if the client was killed by us.
-pub(crate) fn bad_pin_kill(link: &WatchLink, end: Option<PinEnd>, pintimeout: Duration) -> bool {
+/// client unless it dies by itself, and wait for it to die (at most
+/// `pintimeout / 2` after the signals, or until `stop()`: the READ we run
+/// for comes from a thread that is dying itself, e.g. the client's own).
+/// Returns true if the client was killed by us.
+pub(crate) fn bad_pin_kill(
+    link: &WatchLink,
+    end: Option<PinEnd>,
+    pintimeout: Duration,
+    stop: &dyn Fn() -> bool,
+) -> bool {
     let c = &link.client;
     match &end {
         Some(PinEnd::LinkDown) => match link.down_why() {
@@ -622,7 +657,7 @@ pub(crate) fn bad_pin_kill(link: &WatchLink, end: Option<PinEnd>, pintimeout: Du
             // the client broke the protocol; it may be a process dying
             // (writing garbage on the way): give it a moment
             Some(DownWhy::Protocol | DownWhy::PinFailed) => {
-                if c.wait_dead(pintimeout.min(Duration::from_secs(3))) {
+                if c.wait_dead(pintimeout.min(Duration::from_secs(3)), stop) {
                     return false;
                 }
             }
@@ -658,11 +693,16 @@ pub(crate) fn bad_pin_kill(link: &WatchLink, end: Option<PinEnd>, pintimeout: Du
         );
         return false;
     }
-    if c.wait_dead(pintimeout / 6) {
+    if c.wait_dead(pintimeout / 6, stop) {
         return true;
     }
     let _ = c.signal(libc::SIGKILL);
-    if c.wait_dead(pintimeout / 3) {
+    if c.wait_dead(pintimeout / 3, stop) {
+        return true;
+    }
+    if stop() {
+        // SIGKILL is sent; the thread we serve is dying, the rest of the
+        // client goes as soon as that READ is answered
         return true;
     }
     tracing::error!(

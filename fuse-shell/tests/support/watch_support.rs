@@ -180,9 +180,10 @@ impl Server {
         s.parse().unwrap()
     }
 
+    /// Wait until head/at ≥ `tid`.
     pub(crate) fn wait_head(&self, tid: Tid) {
         let t0 = Instant::now();
-        while self.head_at() != tid {
+        while self.head_at() < tid {
             assert!(
                 t0.elapsed() < WAIT,
                 "head/at did not reach {tid}:\n{}",
@@ -503,6 +504,11 @@ impl Link {
         }
     }
 
+    /// The link's file (to write arbitrary bytes).
+    pub(crate) fn file(&self) -> &File {
+        &self.f
+    }
+
     /// Write raw bytes (one or more frames, or garbage).
     pub(crate) fn send_raw(&self, s: &str) -> std::io::Result<()> {
         (&*self.f).write_all(s.as_bytes())
@@ -601,11 +607,9 @@ impl Link {
     }
 
     /// `watch <oid> <at>` (`at` as written: `@<tid>` or `-`): the reply and
-    /// the pins received (and acked) before it.
+    /// the pins received (and acked) before it (in auto mode: since the
+    /// last `take_pins`, in arrival order).
     pub(crate) fn watch(&mut self, oid: Oid, at: &str) -> (String, Vec<Pin>) {
-        if self.auto {
-            self.take_pins();
-        }
         let s = self.request(&format!("watch {oid} {at}"));
         self.reply(s, &format!("watch {oid} {at}"))
     }
@@ -672,6 +676,13 @@ impl Proc {
     /// Start a child in `role` that watches `oid` at `at` and reports
     /// `ready` once its watch is set up (after acking the setup pins).
     pub(crate) fn spawn(role: &str, srv: &Server, oid: Oid, at: Tid) -> Proc {
+        let mut p = Self::spawn_nowait(role, srv, oid, at);
+        p.expect("ready", &format!("{role} child: watch set up"));
+        p
+    }
+
+    /// `spawn` without waiting for `ready`.
+    pub(crate) fn spawn_nowait(role: &str, srv: &Server, oid: Oid, at: Tid) -> Proc {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 CHILD_TEST,
@@ -701,16 +712,14 @@ impl Proc {
             }
         });
         let stdin = child.stdin.take();
-        let mut p = Proc {
+        Proc {
             child: Some(child),
             stdin,
             rx,
             seen: Vec::new(),
             status: None,
             role: role.to_owned(),
-        };
-        p.expect("ready", &format!("{role} child: watch set up"));
-        p
+        }
     }
 
     pub(crate) fn pid(&self) -> nix::unistd::Pid {
@@ -782,6 +791,13 @@ impl Proc {
         }
     }
 
+    /// Write a line to the child's stdin.
+    pub(crate) fn tell(&mut self, line: &str) {
+        let w = self.stdin.as_mut().expect("stdin closed");
+        writeln!(w, "{line}").unwrap();
+        w.flush().unwrap();
+    }
+
     /// Close the child's stdin: a `good` child says `bye` and exits 0.
     pub(crate) fn finish(mut self) {
         drop(self.stdin.take());
@@ -825,14 +841,21 @@ pub(crate) fn term_signal(st: ExitStatus) -> Option<i32> {
 /// - `nak`: replies `nak: no`;
 /// - `garbage`: sends a line without a space;
 /// - `close`: closes the link without `bye`, and exits 0 after 500 ms;
-/// - `bye`: says `bye` instead of answering, exits 0 500 ms after EOF.
+/// - `bye`: says `bye` instead of answering, exits 0 500 ms after EOF;
+/// - `setup-noack`: does not ack the pins of its own setup;
+/// - `selfread`: on `go <blk> <blksize>` from stdin, reads that block of
+///   the head file in the thread that would handle pins (so its own pin
+///   is never answered: a client without a pinner thread);
+/// - `<role>-thread`: `<role>`, with the link opened by a thread that
+///   exits before the watch request (the FUSE OPEN's pid is a thread id
+///   that is gone by the time of the pin).
 ///
 /// SIGBUS is reported (`SIGBUS`) and survived, so that a kill by the
 /// server shows both of its steps: SIGBUS, then SIGKILL.
 ///
 /// Reports go to stdout as `@@ <report>` (the rest of stdout is libtest's).
 pub(crate) fn child_main() {
-    let Ok(role) = std::env::var("WCFS_WATCH_ROLE") else {
+    let Ok(mut role) = std::env::var("WCFS_WATCH_ROLE") else {
         return;
     };
     let say = |m: &str| println!("@@ {m}");
@@ -848,28 +871,66 @@ pub(crate) fn child_main() {
     let mnt = PathBuf::from(std::env::var("WCFS_WATCH_MNT").unwrap());
     let oid = std::env::var("WCFS_WATCH_OID").unwrap();
     let at = std::env::var("WCFS_WATCH_AT").unwrap();
-    let f = Arc::new(
+    let head_file = mnt.join(format!("head/bigfile/{oid}"));
+    let open = move || {
         OpenOptions::new()
             .read(true)
             .write(true)
             .open(mnt.join("head/watch"))
-            .unwrap(),
-    );
+            .unwrap()
+    };
+    // `<role>-thread`: the link is opened by a thread that then exits
+    let f = match role.strip_suffix("-thread") {
+        Some(r) => {
+            let f = std::thread::spawn(open).join().unwrap();
+            say("opener thread exited");
+            role = r.to_owned();
+            f
+        }
+        None => open(),
+    };
+    let f = Arc::new(f);
     let mut lines = Lines::default();
     send(&f, &format!("1 watch {oid} @{at}\n"));
     loop {
         let Ok(Some(l)) = lines.next(&f) else {
             say("eof before ok");
+            if role == "setup-noack" {
+                // wait to be killed
+                loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
             return;
         };
         if let Some((s, p)) = as_pin(&l) {
             say(&format!("setup-pin {p}"));
-            send(&f, &proto::format_frame(s, "ack"));
+            if role != "setup-noack" {
+                send(&f, &proto::format_frame(s, "ack"));
+            }
         } else if l == "1 ok" {
             say("ready");
             break;
         } else {
             say(&format!("setup-line {l}"));
+        }
+    }
+    if role == "selfread" {
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).unwrap();
+        let v: Vec<u64> = go
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        say("reading");
+        let r = File::open(&head_file).and_then(|hf| {
+            let mut b = vec![0u8; v[1] as usize];
+            hf.read_at(&mut b, v[0] * v[1])
+        });
+        say(&format!("read returned {r:?}"));
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
         }
     }
     if role == "good" {
