@@ -495,8 +495,9 @@ fn pinner_main(c: &Arc<ConnInner>) {
                     }
                     Err(e) => {
                         tracing::error!(stream = s, msg = frame.msg, err = %e, "pinner: CRITICAL: pin failed; the connection goes down");
-                        let _ = link.send(s, &format!("nak: {e}"));
+                        // Down first: whoever sees the nak sees the Conn down.
                         link.down(format!("pinner: {e}"));
+                        let _ = link.send(s, &format!("nak: {e}"));
                     }
                 }
             }
