@@ -54,6 +54,7 @@ fn close_all(conn: Arc<Conn>, mut srv: FakeServer, open: &[Oid]) {
 
 #[test]
 fn pins_before_ok_new_mappings_and_zero_tail() {
+    init();
     let m = FakeMount::new(AT2);
     m.set_head(F, 3);
     m.set_rev(AT0, F, 3);
@@ -123,6 +124,7 @@ fn pins_before_ok_new_mappings_and_zero_tail() {
 
 #[test]
 fn nak_for_unknown_foid_takes_conn_down() {
+    init();
     let m = FakeMount::new(AT1);
     m.set_head(F, 1);
     let (conn, mut srv) = connect(&m, AT1);
@@ -151,6 +153,7 @@ fn nak_for_unknown_foid_takes_conn_down() {
 
 #[test]
 fn bad_pin_message_is_nacked() {
+    init();
     let m = FakeMount::new(AT1);
     let (conn, mut srv) = connect(&m, AT1);
     srv.send(2, "pin zzz #0 @head");
@@ -165,6 +168,7 @@ fn bad_pin_message_is_nacked() {
 
 #[test]
 fn eof_wakes_pending_request() {
+    init();
     let m = FakeMount::new(AT1);
     m.set_head(F, 1);
     let (conn, mut srv) = connect(&m, AT1);
@@ -184,6 +188,7 @@ fn eof_wakes_pending_request() {
 
 #[test]
 fn fatal_wakes_pending_request() {
+    init();
     let m = FakeMount::new(AT1);
     m.set_head(F, 1);
     let (conn, mut srv) = connect(&m, AT1);
@@ -203,6 +208,7 @@ fn fatal_wakes_pending_request() {
 
 #[test]
 fn error_on_stream_0_and_garbage() {
+    init();
     let m = FakeMount::new(AT1);
     let (conn, mut srv) = connect(&m, AT1);
     srv.send(0, "error: invalid frame");
@@ -250,6 +256,7 @@ fn error_on_stream_0_and_garbage() {
 
 #[test]
 fn server_error_reply_fails_open_only() {
+    init();
     let m = FakeMount::new(AT1);
     m.set_head(F, 1);
     let (conn, mut srv) = connect(&m, AT1);
@@ -274,6 +281,7 @@ fn server_error_reply_fails_open_only() {
 
 #[test]
 fn one_fileh_per_foid_and_bad_files() {
+    init();
     let m = FakeMount::new(AT1);
     m.set_head(F, 2);
     std::fs::write(m.mnt.join(format!("head/bigfile/{G}")), [0u8; 100]).unwrap();
@@ -311,6 +319,7 @@ fn one_fileh_per_foid_and_bad_files() {
 
 #[test]
 fn conn_close_closes_files() {
+    init();
     let m = FakeMount::new(AT1);
     m.set_head(F, 1);
     m.set_head(G, 1);
@@ -330,6 +339,7 @@ fn conn_close_closes_files() {
 
 #[test]
 fn resync_maps_grown_data_and_rewatches() {
+    init();
     let m = FakeMount::new(AT1);
     m.set_head(F, 2);
     m.set_rev(AT0, F, 2);
@@ -386,6 +396,7 @@ fn resync_maps_grown_data_and_rewatches() {
 
 #[test]
 fn resync_refuses_shrunk_file() {
+    init();
     let m = FakeMount::new(AT1);
     m.set_head(F, 2);
     let (conn, mut srv) = connect(&m, AT1);
@@ -413,6 +424,7 @@ fn resync_refuses_shrunk_file() {
 
 #[test]
 fn connect_waits_for_head() {
+    init();
     let m = FakeMount::new(AT0);
     let w = m.wcfs();
     assert_eq!(w.head_at().unwrap(), AT0);
@@ -429,6 +441,7 @@ fn connect_waits_for_head() {
 
 #[test]
 fn concurrent_pins_during_opens_of_two_files() {
+    init();
     // Two opens in flight; the server pins both files before answering
     // either: both complete with their pins recorded.
     let m = FakeMount::new(AT1);

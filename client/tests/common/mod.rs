@@ -12,6 +12,23 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// Call first in every test: a failing assertion ends the whole test
+/// process (exit 101, message on the real stderr) instead of unwinding,
+/// because unwinding drops FileHs whose `watch -` would wait for a fake
+/// server that is no longer answering: a failure must not turn into a hang.
+pub fn init() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let msg = format!("\nTEST FAILURE (process exits): {info}\n");
+            let _ = std::io::stderr().write_all(msg.as_bytes());
+            default(info);
+            std::process::exit(101);
+        }));
+    });
+}
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// Two pages per block: remaps must cover whole blocks.
 pub const BLKSIZE: usize = 8192;
