@@ -483,3 +483,90 @@ fn concurrent_pins_during_opens_of_two_files() {
     op.wait();
     close_all(conn, srv, &[]);
 }
+
+#[test]
+fn pin_served_while_resync_waits_for_at_mu() {
+    // The deadlock hazard of the locking section: `open` holds at_mu R and
+    // waits for `ok`; `resync` queues for at_mu W; the server sends a pin
+    // first and waits for the ack. The pinner must get at_mu R despite the
+    // queued writer, else nobody progresses.
+    let m = FakeMount::new(AT2);
+    m.set_head(F, 2);
+    m.set_rev(AT0, F, 2);
+    let (conn, mut srv) = connect(&m, AT1);
+    let c = conn.clone();
+    let open = bg(move || c.open(F));
+    let s_open = srv.expect_req(&format!("watch {F} @{AT1}"));
+    let c = conn.clone();
+    let resync = bg(move || c.resync(AT2));
+    assert!(
+        resync.still_running(Duration::from_millis(50)),
+        "resync did not wait for the open"
+    );
+    // Would time out (fail) if the pinner blocked behind the queued writer.
+    srv.pin(2, F, 1, Some(AT0));
+    srv.send(s_open, "ok");
+    let f = open.wait().unwrap();
+    // Now resync runs: watch part with the new view.
+    let s = srv.expect_req(&format!("watch {F} @{AT2}"));
+    srv.pin(4, F, 1, None);
+    srv.send(s, "ok");
+    resync.wait().unwrap();
+    assert_eq!(conn.at(), AT2);
+    let d = f.mmap(0, 2).unwrap().to_vec().unwrap();
+    assert_blk(&d, 1, head_byte(1), "unpinned by resync");
+    let op = bg(move || drop(f));
+    let s = srv.expect_req(&format!("watch {F} -"));
+    srv.send(s, "ok");
+    op.wait();
+    close_all(conn, srv, &[]);
+}
+
+#[test]
+fn from_zurl_finds_default_mountpoint() {
+    // A fake mount at the default mountpoint of a zurl nobody else uses.
+    let zurl = format!(
+        "file:///nonexistent/wcfs-client-test-{}.fs",
+        std::process::id()
+    );
+    let base = std::path::Path::new("/dev/shm/wcfs");
+    if !base.exists() {
+        std::fs::create_dir_all(base).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(base, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
+    // sha1 of the zurl (already normalized), computed independently.
+    let out = std::process::Command::new("sha1sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(zurl.as_bytes())?;
+            c.wait_with_output()
+        });
+    let Ok(out) = out else {
+        eprintln!("no sha1sum: skipped");
+        return;
+    };
+    let hex = String::from_utf8(out.stdout).unwrap();
+    let mnt = base.join(hex.split_whitespace().next().unwrap());
+    std::fs::create_dir_all(mnt.join("head")).unwrap();
+    std::fs::create_dir_all(mnt.join(".wcfs")).unwrap();
+    std::fs::write(mnt.join("head/at"), AT1.to_string()).unwrap();
+    std::fs::write(mnt.join(".wcfs/zurl"), &zurl).unwrap();
+    let r = client::WCFS::from_zurl(&zurl).map(|w| (w.mountpoint().to_owned(), w.head_at()));
+    // Another database served there: refused.
+    std::fs::write(mnt.join(".wcfs/zurl"), "file:///other.fs").unwrap();
+    let other = client::WCFS::from_zurl(&zurl);
+    std::fs::remove_dir_all(&mnt).unwrap();
+    let (got, at) = r.unwrap();
+    assert_eq!(got, mnt);
+    assert_eq!(at.unwrap(), AT1);
+    assert!(matches!(other, Err(Error::Zurl { .. })), "{other:?}");
+    // Not mounted at all: an I/O error naming .wcfs/zurl.
+    assert!(matches!(
+        client::WCFS::from_zurl(&zurl),
+        Err(Error::Io { .. })
+    ));
+}
