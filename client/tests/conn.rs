@@ -570,3 +570,54 @@ fn from_zurl_finds_default_mountpoint() {
         Err(Error::Io { .. })
     ));
 }
+
+#[test]
+fn pin_while_closing_is_acked_and_drop_of_conn_closes_files() {
+    // A pin sent before the server processed `watch f -` arrives before its
+    // `ok`: the file is still known, so it is acked (a nak would get the
+    // process killed).
+    let m = FakeMount::new(AT1);
+    m.set_head(F, 1);
+    m.set_head(G, 1);
+    m.set_rev(AT0, F, 1);
+    let (conn, mut srv) = connect(&m, AT1);
+    let f = open_with_pins(&conn, &mut srv, F, AT1, &[]);
+    let g = open_with_pins(&conn, &mut srv, G, AT1, &[]);
+    let op = bg(move || drop(f));
+    let s = srv.expect_req(&format!("watch {F} -"));
+    srv.pin(2, F, 0, Some(AT0));
+    srv.send(s, "ok");
+    op.wait();
+    conn.check().unwrap();
+    // After the reply the file is gone: a pin for it is a logic error.
+    srv.send_pin(4, F, 0, None);
+    let (s, msg) = srv.recv();
+    assert_eq!(s, 4);
+    assert!(msg.starts_with("nak: "), "{msg}");
+
+    // Dropping the Conn (not close) closes its remaining file: `watch g -`
+    // is skipped because the link is down now, `bye` is still sent.
+    let conn = Arc::try_unwrap(conn).unwrap();
+    let op = bg(move || drop(conn));
+    srv.expect_bye();
+    op.wait();
+    drop(g);
+}
+
+#[test]
+fn drop_of_conn_sends_watch_minus_and_bye() {
+    let m = FakeMount::new(AT1);
+    m.set_head(F, 1);
+    let (conn, mut srv) = connect(&m, AT1);
+    let f = open_with_pins(&conn, &mut srv, F, AT1, &[]);
+    let mp = f.mmap(0, 1).unwrap();
+    let conn = Arc::try_unwrap(conn).unwrap();
+    let op = bg(move || drop(conn));
+    let s = srv.expect_req(&format!("watch {F} -"));
+    srv.send(s, "ok");
+    srv.expect_bye();
+    op.wait();
+    assert_eq!(prot_of(mp.as_ptr() as usize).unwrap(), "---p");
+    assert!(matches!(f.mmap(0, 1), Err(Error::Closed)));
+    drop((mp, f));
+}
