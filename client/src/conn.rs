@@ -359,7 +359,10 @@ impl ConnInner {
         if self.forked() {
             // Nothing to send, nobody to join: the child has no pinner.
             self.closed.store(true, Ordering::Release);
-            std::mem::forget(self.pinner.lock().take());
+            // try_lock: a parent thread may have held it at fork time.
+            if let Some(mut p) = self.pinner.try_lock() {
+                std::mem::forget(p.take());
+            }
             return Ok(());
         }
         if self.closed.swap(true, Ordering::AcqRel) {
@@ -495,8 +498,9 @@ fn pinner_main(c: &Arc<ConnInner>) {
                     }
                     Err(e) => {
                         tracing::error!(stream = s, msg = frame.msg, err = %e, "pinner: CRITICAL: pin failed; the connection goes down");
-                        let _ = link.send(s, &format!("nak: {e}"));
+                        // Down first: whoever sees the nak sees the Conn down.
                         link.down(format!("pinner: {e}"));
+                        let _ = link.send(s, &format!("nak: {e}"));
                     }
                 }
             }

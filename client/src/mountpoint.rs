@@ -131,6 +131,18 @@ mod tests {
             ("zeo://user:pw@host:9001", "zeo://host:9001"),
             ("zeo://h?", "zeo://h"),
             ("demo:x", "demo:x"),
+            // The server's (fuse-shell) table, Python 3.11 round trips.
+            ("FILE:///x?#", "file:///x"),
+            ("zeo://h:1?storage=a#", "zeo://h:1?storage=a"),
+            ("zeo:////x", "zeo://x"),
+            ("file:", "file://"),
+            (" file:///a ", "file:///a "),
+            ("file:///a\tb", "file:///ab"),
+            ("file://h", "file://h"),
+            ("file:rel/x", "file:///rel/x"),
+            ("demo:", "demo:"),
+            ("zeo:a/b?q#f#g", "zeo:a/b?q#f#g"),
+            ("file://user@h/x.fs", "file://h/x.fs"),
         ] {
             assert_eq!(normalize(z).unwrap(), want, "{z}");
         }

@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn long_line() {
-        let data = vec![b'x'; 50];
+        let data = [b'x'; 50];
         let mut r = io::BufReader::with_capacity(8, &data[..]);
         let mut buf = Vec::new();
         let e = read_line(&mut r, &mut buf, 10).unwrap_err();
