@@ -1455,13 +1455,15 @@ mod watch_tests {
                     while let Some(nl) = buf.iter().position(|&c| c == b'\n') {
                         let line: Vec<u8> = buf.drain(..=nl).collect();
                         let line = String::from_utf8(line).unwrap().trim_end().to_owned();
-                        if auto_ack && line.contains(" pin ") {
-                            let id = line.split(' ').next().unwrap();
-                            f2.watch_write(fh, format!("{id} ack\n").as_bytes())
-                                .unwrap();
-                        }
+                        // passed on before the ack, so that a READ the ack
+                        // releases finds the pin already recorded
+                        let ack = (auto_ack && line.contains(" pin "))
+                            .then(|| format!("{} ack\n", line.split(' ').next().unwrap()));
                         if tx.send(line).is_err() {
                             return;
+                        }
+                        if let Some(a) = ack {
+                            f2.watch_write(fh, a.as_bytes()).unwrap();
                         }
                     }
                 }
