@@ -8,6 +8,9 @@
 //! committed state (block -> bytes), kept by the writer of this test.
 //! Server harness (watchdog, unmount guard): `support/watch_support.rs`.
 
+#[path = "support/server.rs"]
+#[allow(dead_code)]
+mod server;
 #[path = "support/watch_support.rs"]
 #[allow(dead_code)]
 mod support;
@@ -142,7 +145,7 @@ fn blk_ptr(m: &Mapping, blk: i64) -> *const u8 {
 fn views_at_different_states_share_unchanged_pages() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = Db::create(dir.path(), &[0, 1, 2, 3, 4, 5]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = db.head();
     let wc = WCFS::open(srv.p("")).unwrap();
     let c0 = wc.connect(at0).unwrap();
@@ -209,7 +212,7 @@ fn views_at_different_states_share_unchanged_pages() {
 fn growth_holes_and_resync() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = Db::create(dir.path(), &[0, 2]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = db.head();
     let wc = WCFS::open(srv.p("")).unwrap();
     let c = wc.connect(at0).unwrap();
@@ -257,7 +260,7 @@ fn concurrent_views_under_commits() {
     let dir = tempfile::tempdir().unwrap();
     const NBLK: i64 = 8;
     let mut db = Db::create(dir.path(), &(0..NBLK).collect::<Vec<_>>());
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let hist = Arc::new(Mutex::new(db.hist.clone()));
     let wc = WCFS::open(srv.p("")).unwrap();
     let oid = db.oid;
@@ -336,7 +339,7 @@ fn fork_detaches_the_child() {
 fn fork_body() {
     let dir = tempfile::tempdir().unwrap();
     let mut db = Db::create(dir.path(), &[0, 1, 2]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = db.head();
     let wc = WCFS::open(srv.p("")).unwrap();
     let c = wc.connect(at0).unwrap();

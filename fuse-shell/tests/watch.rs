@@ -33,6 +33,9 @@
 //! kills and reaps its children on drop, and ends with `Server::finish`
 //! (exit 0, no mount entry left). Needs root, /dev/fuse and fusermount3.
 
+#[path = "support/server.rs"]
+#[allow(dead_code)]
+mod server;
 #[path = "support/watch_support.rs"]
 mod watch_support;
 
@@ -123,7 +126,7 @@ fn grammar() {
     let (goid, _) = zw
         .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, b"g")))])
         .unwrap();
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let head = srv.head_at();
     let f = File::open(srv.head_file(oid)).unwrap();
 
@@ -275,7 +278,7 @@ fn grammar() {
 fn grammar_non_utf8() {
     let dir = tempfile::tempdir().unwrap();
     let (_zw, _oid, _) = db_with(dir.path(), &[0]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let mut l = Link::open(&srv, "not utf-8", false);
     std::io::Write::write_all(&mut l.file(), b"1 \xff\n").unwrap();
     let got = l.line("non-UTF-8 request");
@@ -305,7 +308,7 @@ fn grammar_non_utf8() {
 fn watch_setup() {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let f = File::open(srv.head_file(oid)).unwrap();
     let at1 = commit(&mut zw, oid, &mut m, 1, &[2]);
@@ -452,7 +455,7 @@ fn watch_setup_edges() {
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
     let c0 = zw.head();
     let c1 = commit(&mut zw, oid, &mut m, 1, &[1]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     assert_eq!(srv.head_at(), c1);
     let f = File::open(srv.head_file(oid)).unwrap();
 
@@ -499,7 +502,7 @@ fn many_pins_in_one_setup() {
     const N: i64 = 64;
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &(0..N).collect::<Vec<_>>());
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let p = srv.head_file(oid);
     for b in 0..N {
@@ -541,7 +544,7 @@ fn lazy_pin_on_read() {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
     let old = m.clone();
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let p = srv.head_file(oid);
     for b in 0..4 {
@@ -645,7 +648,7 @@ fn pins_in_parallel() {
         .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, &gd[..])))])
         .unwrap();
     let mut gm: Model = [(0, gd.clone())].into();
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let (p, pg) = (srv.head_file(oid), srv.head_file(goid));
     for b in 0..3 {
@@ -734,7 +737,7 @@ fn setups_on_one_link() {
         .create_file("g", BS, &[(0, Some((ZBlkFormat::ZBlk0, &gd[..])))])
         .unwrap();
     let mut gm: Model = [(0, gd)].into();
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let (p, pg) = (srv.head_file(oid), srv.head_file(goid));
     eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "f #0");
@@ -794,7 +797,7 @@ fn setups_on_one_link() {
 fn setup_and_read_races() {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let p = srv.head_file(oid);
     for b in 0..4 {
@@ -872,7 +875,7 @@ fn setup_and_read_races() {
 fn commit_during_unpin() {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let p = srv.head_file(oid);
     eq_blk(&read_blk(&p, 1, BS), &want(&m, 1), "#1");
@@ -943,7 +946,7 @@ fn pinner_not_blocked_by_waiting_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2]);
     let old = m.clone();
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let p = srv.head_file(oid);
     for b in 0..3 {
@@ -1006,7 +1009,7 @@ fn pinner_not_blocked_by_waiting_commit() {
 fn clients_killed_by_others() {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
-    let srv = Server::start(
+    let srv = Server::start_opts(
         dir.path(),
         &dir.path().join("Data.fs"),
         &["--pintimeout", "3"],
@@ -1044,7 +1047,7 @@ fn clients_killed_by_others() {
 fn lazy_pin_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3, 4]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let p = srv.head_file(oid);
     for b in 0..5 {
@@ -1159,7 +1162,7 @@ fn many_links_one_read() {
     const LINKS: usize = 40;
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let p = srv.head_file(oid);
     eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "#0");
     // link i watches at ats[i / 10]: the state after i / 10 commits
@@ -1210,7 +1213,7 @@ fn many_links_one_read() {
 fn many_links_and_processes() {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let p = srv.head_file(oid);
     for b in 0..4 {
@@ -1349,7 +1352,7 @@ fn isolation_under_commits_and_reads() {
     const NBLK: i64 = 8;
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &(0..NBLK).collect::<Vec<_>>());
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let p = srv.head_file(oid);
     for b in 0..NBLK {
@@ -1462,7 +1465,7 @@ fn faulty_with(child_role: &str, dead_first: bool) {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
     let old = m.clone();
-    let srv = Server::start(
+    let srv = Server::start_opts(
         dir.path(),
         &dir.path().join("Data.fs"),
         &["--pintimeout", &PINTIMEOUT.to_string()],
@@ -1676,7 +1679,7 @@ fn faulty_self_read() {
     const PINTIMEOUT: u64 = 2;
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2]);
-    let srv = Server::start(
+    let srv = Server::start_opts(
         dir.path(),
         &dir.path().join("Data.fs"),
         &["--pintimeout", &PINTIMEOUT.to_string()],
@@ -1726,7 +1729,7 @@ fn faulty_setup_noack() {
     const PINTIMEOUT: u64 = 2;
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
-    let srv = Server::start(
+    let srv = Server::start_opts(
         dir.path(),
         &dir.path().join("Data.fs"),
         &["--pintimeout", &PINTIMEOUT.to_string()],
@@ -1776,7 +1779,7 @@ fn faulty_setup_noack() {
 fn blocked_setup_released() {
     let dir = tempfile::tempdir().unwrap();
     let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1]);
-    let srv = Server::start(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
     let at0 = srv.head_at();
     let p = srv.head_file(oid);
     eq_blk(&read_blk(&p, 0, BS), &want(&m, 0), "#0");

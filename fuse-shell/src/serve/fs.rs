@@ -615,9 +615,7 @@ impl Wcfs {
 
     // ---- 2) READ → load → track → reply ----
 
-    /// READ(off, len) of `ino`: `reply` gets the bytes while the head view
-    /// is still held, so the data it sends to the kernel is the data of the
-    /// head state whose blocks were tracked (never mixed with a commit).
+    /// [`read_for`](Self::read_for) with no requester (tests).
     #[cfg(test)]
     pub(crate) fn read_with<R>(
         &self,
@@ -629,9 +627,12 @@ impl Wcfs {
         self.read_for(ino, off, len, 0, reply)
     }
 
-    /// [`read_with`](Self::read_with) for the READ of thread `requester`
-    /// (the FUSE header pid; 0 if unknown): pins to a faulty client stop
-    /// waiting for its death if the requester itself is dying.
+    /// READ(off, len) of `ino` for thread `requester` (the FUSE header pid;
+    /// 0 if unknown): `reply` gets the bytes while the head view is still
+    /// held, so the data it sends to the kernel is the data of the head
+    /// state whose blocks were tracked and pinned (never mixed with a
+    /// commit). Pins to a faulty client stop waiting for its death if the
+    /// requester itself is dying.
     pub(crate) fn read_for<R>(
         &self,
         ino: u64,
