@@ -19,7 +19,7 @@ mod py_common;
 #[path = "support/server.rs"]
 #[allow(dead_code)]
 mod server;
-use server::{mounted, Server};
+use server::{mounted, read_at, Server};
 
 use memmap2::Mmap;
 use std::collections::BTreeMap;
@@ -77,20 +77,6 @@ fn apply(zw: &mut ZWriter, oid: Oid, m: &mut Model, ch: Vec<OwnedChange>) -> Tid
         };
     }
     tid
-}
-
-fn read_at(f: &File, off: u64, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        let n = f.read_at(&mut buf[got..], off + got as u64).unwrap();
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    buf.truncate(got);
-    buf
 }
 
 fn errno(r: std::io::Result<std::fs::Metadata>) -> i32 {

@@ -349,3 +349,18 @@ impl Server {
         }
     }
 }
+
+/// `len` bytes at `off` (short only at EOF).
+pub(crate) fn read_at(f: &std::fs::File, off: u64, len: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; len];
+    let mut got = 0;
+    while got < len {
+        let n = std::os::unix::fs::FileExt::read_at(f, &mut buf[got..], off + got as u64).unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    buf.truncate(got);
+    buf
+}

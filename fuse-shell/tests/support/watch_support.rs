@@ -29,7 +29,7 @@ pub(crate) const QUIET: Duration = Duration::from_millis(300);
 
 // ---- the server: support/server.rs ----
 
-pub(crate) use crate::server::{Server, WAIT};
+pub(crate) use crate::server::{read_at, Server, WAIT};
 
 // ---- data ----
 
@@ -44,21 +44,6 @@ pub(crate) fn pattern(seed: u64, n: usize) -> Vec<u8> {
             x as u8
         })
         .collect()
-}
-
-/// `len` bytes at `off` (short only at EOF).
-pub(crate) fn read_at(f: &File, off: u64, len: usize) -> Vec<u8> {
-    let mut buf = vec![0u8; len];
-    let mut got = 0;
-    while got < len {
-        let n = f.read_at(&mut buf[got..], off + got as u64).unwrap();
-        if n == 0 {
-            break;
-        }
-        got += n;
-    }
-    buf.truncate(got);
-    buf
 }
 
 /// Block `blk` of the file at `path`, read with read(2) on a new fd with
