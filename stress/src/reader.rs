@@ -1,0 +1,233 @@
+//! Reader processes (`wcfs-stress reader ...`, started by the harness):
+//! each takes a Conn at a recent state from the history log, maps every
+//! file, reads random blocks and checks every byte against the expected
+//! content as of its own `at`, then resyncs forward and goes on. An "old"
+//! reader keeps its `at` for a long time. Reports go to stdout, one line
+//! each:
+//!
+//! ```text
+//! S <reads> <bytes> <wrong reads> <wrong bytes> <discarded> <conns> <latency hist>
+//!                                  cumulative counters, every ~500 ms
+//! WRONG <file> <blk> @<at> <first differing offset> <differing bytes>
+//!                                  an isolation violation
+//! ```
+//!
+//! The reader ends when its stdin closes (dropping everything cleanly).
+//!
+//! A read whose data differs is discarded, not counted wrong, when its
+//! Conn went down (the server shut the link: an epoch) or an epoch of that
+//! file was announced after `at`: after an epoch the server no longer pins
+//! this view, and the reader may notice only after the read.
+
+use crate::model::{expected, mix, Hist, History};
+use anyhow::Result;
+use client::{Conn, FileH, Mapping, WCFS};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zodb::Tid;
+
+/// Options of a reader.
+pub(crate) struct ReaderOpts {
+    pub(crate) mnt: PathBuf,
+    pub(crate) log: PathBuf,
+    pub(crate) seed: u64,
+    pub(crate) id: u64,
+    /// Keep each `at` this long before moving forward.
+    pub(crate) hold: Duration,
+    /// Map this many blocks of each file (files grow up to it).
+    pub(crate) max_blocks: i64,
+}
+
+struct Counters {
+    reads: u64,
+    bytes: u64,
+    wrong: u64,
+    wrong_bytes: u64,
+    discarded: u64,
+    conns: u64,
+    lat: Hist,
+}
+
+/// A view: a Conn and every file mapped.
+struct View {
+    conn: Conn,
+    maps: Vec<(FileH, Mapping)>,
+}
+
+fn open_view(wc: &WCFS, h: &History, at: Tid, max_blocks: i64) -> Result<View> {
+    let conn = wc.connect(at)?;
+    let mut maps = Vec::new();
+    for f in &h.files {
+        let fh = conn.open(f.oid)?;
+        let m = fh.mmap(0, max_blocks)?;
+        maps.push((fh, m));
+    }
+    Ok(View { conn, maps })
+}
+
+/// Pick a state to view: the newest, or one of the few before it.
+fn pick_at(h: &History, rng: &mut u64, not_before: Option<Tid>) -> Option<Tid> {
+    *rng = mix(*rng);
+    let back = (*rng % 4) as usize;
+    let n = h.tids.len();
+    let at = h.tids[n.saturating_sub(1 + back)];
+    Some(match not_before {
+        Some(nb) if nb > at => nb,
+        _ => at,
+    })
+}
+
+pub(crate) fn run(o: ReaderOpts) -> Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            while std::io::stdin()
+                .read_line(&mut s)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {}
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let wc = WCFS::open(&o.mnt)?;
+    let mut h = History::default();
+    h.refresh(&o.log)?;
+    let mut rng = mix(o.seed ^ mix(o.id + 1));
+    let mut c = Counters {
+        reads: 0,
+        bytes: 0,
+        wrong: 0,
+        wrong_bytes: 0,
+        discarded: 0,
+        conns: 0,
+        lat: Hist::default(),
+    };
+    let mut out = std::io::stdout();
+    let mut last_report = Instant::now();
+    let mut buf = Vec::new();
+    let mut view: Option<View> = None;
+    let mut view_since = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        h.refresh(&o.log)?;
+        // (re)connect, or move forward when the hold time is over
+        let need_new = match &view {
+            None => true,
+            Some(v) => v.conn.check().is_err(),
+        };
+        if need_new {
+            view = None;
+            let Some(at) = pick_at(&h, &mut rng, None) else {
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            match open_view(&wc, &h, at, o.max_blocks) {
+                Ok(v) => {
+                    view = Some(v);
+                    view_since = Instant::now();
+                    c.conns += 1;
+                }
+                Err(e) => {
+                    // e.g. a file epoch between at and head: try a newer at
+                    eprintln!("reader {}: view @{at}: {e}", o.id);
+                    std::thread::sleep(Duration::from_millis(20));
+                    continue;
+                }
+            }
+        } else if view_since.elapsed() >= o.hold {
+            let v = view.as_ref().expect("view");
+            let cur = v.conn.at();
+            if let Some(at) = pick_at(&h, &mut rng, Some(cur)) {
+                if let Err(e) = v.conn.resync(at) {
+                    eprintln!("reader {}: resync @{at}: {e}", o.id);
+                    view = None;
+                    continue;
+                }
+                view_since = Instant::now();
+            }
+        }
+        let v = view.as_ref().expect("view");
+        let at = v.conn.at();
+        // a burst of reads of random blocks
+        for _ in 0..16 {
+            rng = mix(rng);
+            let fi = (rng % h.files.len() as u64) as usize;
+            let f = h.files[fi];
+            let blk = ((rng >> 16) % o.max_blocks as u64) as i64;
+            let bs = f.blksize as usize;
+            buf.resize(bs, 0);
+            let t0 = Instant::now();
+            if let Err(e) = v.maps[fi].1.read_at(blk as usize * bs, &mut buf) {
+                eprintln!("reader {}: read: {e}", o.id);
+                break;
+            }
+            let us = t0.elapsed().as_micros() as u64;
+            let want = expected(o.seed, fi as u32, blk, h.writer_at(fi as u32, blk, at), bs);
+            if buf == want {
+                c.reads += 1;
+                c.bytes += bs as u64;
+                c.lat.record(us);
+                continue;
+            }
+            // not as of at: is this view still pinned by the server?
+            std::thread::sleep(Duration::from_millis(200));
+            h.refresh(&o.log)?;
+            if v.conn.check().is_err() || h.epoch_after(fi as u32, at) {
+                c.discarded += 1;
+                break;
+            }
+            let off = buf.iter().zip(&want).position(|(a, b)| a != b).unwrap_or(0);
+            let nbad = buf.iter().zip(&want).filter(|(a, b)| a != b).count() as u64;
+            c.wrong += 1;
+            c.wrong_bytes += nbad;
+            writeln!(out, "WRONG {fi} {blk} @{at} {off} {nbad}")?;
+        }
+        if last_report.elapsed() >= Duration::from_millis(500) {
+            report(&mut out, &c)?;
+            last_report = Instant::now();
+        }
+    }
+    drop(view);
+    report(&mut out, &c)
+}
+
+fn report(out: &mut impl Write, c: &Counters) -> Result<()> {
+    writeln!(
+        out,
+        "S {} {} {} {} {} {} {}",
+        c.reads,
+        c.bytes,
+        c.wrong,
+        c.wrong_bytes,
+        c.discarded,
+        c.conns,
+        c.lat.to_line()
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// A faulty client (`wcfs-stress noack ...`): watches file `oid` at `at`
+/// on a raw link and never answers a pin. The server must kill it.
+pub(crate) fn noack(mnt: PathBuf, oid: zodb::Oid, at: Tid) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let _f = std::fs::File::open(mnt.join(format!("head/bigfile/{oid}")))?;
+    let link = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(mnt.join("head/watch"))?;
+    (&link).write_all(format!("1 watch {oid} @{at}\n").as_bytes())?;
+    let mut r = BufReader::new(&link);
+    let mut line = String::new();
+    // read (and ignore) whatever comes, until killed
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(()); // the server closed the link without killing us
+        }
+    }
+}
