@@ -180,7 +180,8 @@ fn reads() {
             "commits",
             "tracked_blocks",
             "pin_rtt_p50_us",
-            "pin_rtt_p99_us"
+            "pin_rtt_p99_us",
+            "rev_trimmed"
         ]
     );
     assert!(stats.contains("BigFile\t: 2\n"), "{stats}");

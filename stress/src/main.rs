@@ -263,14 +263,21 @@ fn mounted(mnt: &Path) -> bool {
     mi.lines().any(|l| l.split(' ').nth(4) == Some(&*want))
 }
 
-/// VmRSS of `pid`, bytes.
-fn rss(pid: u32) -> u64 {
+/// A line `key: N kB` of /proc/<pid>/status, bytes.
+fn status_kb(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
+}
+
+/// Resident memory of `pid`: (all, anonymous). The rest is file pages it
+/// maps (Data.fs, which the FileStorage reads through a mapping): shared
+/// page cache, not the server's own memory.
+fn rss(pid: u32) -> (u64, u64) {
+    (status_kb(pid, "VmRSS:"), status_kb(pid, "RssAnon:"))
 }
 
 /// Resident bytes of `path` in the page cache (mincore over a mapping).
@@ -432,6 +439,21 @@ fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
 
+/// How a child ended.
+#[derive(Debug)]
+enum End {
+    Signal(i32),
+    Code(i32),
+}
+
+fn ended_code(c: &mut Child) -> Option<End> {
+    use std::os::unix::process::ExitStatusExt;
+    c.try_wait().ok().flatten().map(|st| match st.signal() {
+        Some(s) => End::Signal(s),
+        None => End::Code(st.code().unwrap_or(-1)),
+    })
+}
+
 /// How a child ended, if it did: Some(Some(sig)) killed by `sig`.
 fn ended(c: &mut Child) -> Option<Option<i32>> {
     use std::os::unix::process::ExitStatusExt;
@@ -462,11 +484,15 @@ struct Report {
     pinkill: u64,
     faults_noack: u64,
     faults_noack_killed: u64,
+    /// Never-acking clients whose link an epoch shut, or whose watch was
+    /// refused: nothing to kill them for.
+    faults_noack_dropped: u64,
     faults_sigstop: u64,
     faults_sigstop_killed: u64,
     faults_sigkill: u64,
     readers_died_unexpectedly: u64,
     server_rss_max: u64,
+    server_anon_max: u64,
     page_cache: u64,
     file_bytes: u64,
     problems: Vec<String>,
@@ -593,7 +619,9 @@ fn run(o: RunOpts) -> Result<bool> {
             rep.problems.push("wcfs serve exited during the run".into());
             break;
         }
-        rep.server_rss_max = rep.server_rss_max.max(rss(srv_pid));
+        let (all, anon) = rss(srv_pid);
+        rep.server_rss_max = rep.server_rss_max.max(all);
+        rep.server_anon_max = rep.server_anon_max.max(anon);
         // readers that ended: account, judge, replace
         let mut i = 0;
         while i < readers.len() {
@@ -628,14 +656,20 @@ fn run(o: RunOpts) -> Result<bool> {
             }
         }
         // faulty clients that never ack must be killed
-        noacks.retain_mut(|(c, t)| match ended(c) {
-            Some(Some(7 | 9)) => {
+        noacks.retain_mut(|(c, t)| match ended_code(c) {
+            Some(End::Signal(7 | 9)) => {
                 rep.faults_noack_killed += 1;
+                false
+            }
+            Some(End::Code(c))
+                if c == reader::NoackEnd::Epoch as i32 || c == reader::NoackEnd::Refused as i32 =>
+            {
+                rep.faults_noack_dropped += 1;
                 false
             }
             Some(other) => {
                 rep.problems.push(format!(
-                    "a client that never acks ended by itself ({other:?}), not killed"
+                    "a client that never acks ended without being killed ({other:?})"
                 ));
                 false
             }
@@ -708,7 +742,7 @@ fn run(o: RunOpts) -> Result<bool> {
             last_progress = Instant::now();
             let st = srv.stats();
             eprintln!(
-                "wcfs-stress: {:>5.0} s  commits {:>6}  reads {:>8}  wrong {}  pins {:>6}  killed {}  links {}  rss {} MiB",
+                "wcfs-stress: {:>5.0} s  commits {:>6}  reads {:>9}  wrong {}  pins {:>6}  killed {}  links {}  server anon {} MiB",
                 start.elapsed().as_secs_f64(),
                 wst.commits.load(Ordering::Relaxed),
                 reads,
@@ -716,7 +750,7 @@ fn run(o: RunOpts) -> Result<bool> {
                 st.get("pin").copied().unwrap_or(0),
                 st.get("pinkill").copied().unwrap_or(0),
                 st.get("WatchLink").copied().unwrap_or(0),
-                rss(srv_pid) >> 20,
+                rss(srv_pid).1 >> 20,
             );
         }
     }
@@ -765,8 +799,11 @@ fn run(o: RunOpts) -> Result<bool> {
         Err(_) => rep.problems.push("writer panicked".into()),
     }
     let st = srv.stats();
+    // (before the page-cache scan below, which looks up every @rev view)
+    let (all, anon) = rss(srv_pid);
+    rep.server_rss_max = rep.server_rss_max.max(all);
+    rep.server_anon_max = rep.server_anon_max.max(anon);
     rep.page_cache = mount_cache(&mnt, &oids);
-    rep.server_rss_max = rep.server_rss_max.max(rss(srv_pid));
     if !srv.stop() {
         rep.problems.push(format!(
             "wcfs serve did not stop cleanly; see {}",
@@ -842,10 +879,12 @@ fn print_report(r: &Report, json: bool) {
             "clients_killed": r.pinkill,
             "faults": {
                 "noack": r.faults_noack, "noack_killed": r.faults_noack_killed,
+                "noack_dropped_by_epoch": r.faults_noack_dropped,
                 "sigstop": r.faults_sigstop, "sigstop_killed": r.faults_sigstop_killed,
                 "sigkill": r.faults_sigkill,
             },
             "server_rss_max_bytes": r.server_rss_max,
+            "server_anon_rss_max_bytes": r.server_anon_max,
             "page_cache_bytes": r.page_cache,
             "files_max_bytes": r.file_bytes,
             "problems": r.problems,
@@ -884,12 +923,13 @@ fn print_report(r: &Report, json: bool) {
     );
     let _ = writeln!(
         out,
-        "  faults              no-ack clients {} (killed {}), SIGSTOP {} (killed {}), SIGKILL {}; clients killed by the server {}",
-        r.faults_noack, r.faults_noack_killed, r.faults_sigstop, r.faults_sigstop_killed, r.faults_sigkill, r.pinkill
+        "  faults              no-ack clients {} (killed {}, dropped by an epoch {}), SIGSTOP {} (killed {}), SIGKILL {}; clients killed by the server {}",
+        r.faults_noack, r.faults_noack_killed, r.faults_noack_dropped, r.faults_sigstop, r.faults_sigstop_killed, r.faults_sigkill, r.pinkill
     );
     let _ = writeln!(
         out,
-        "  server RSS (max)    {:.1} MiB",
+        "  server RSS (max)    {:.1} MiB anonymous, {:.1} MiB with mapped file pages (Data.fs)",
+        mib(r.server_anon_max),
         mib(r.server_rss_max)
     );
     let _ = writeln!(

@@ -223,11 +223,35 @@ pub(crate) fn noack(mnt: PathBuf, oid: zodb::Oid, at: Tid) -> Result<()> {
     (&link).write_all(format!("1 watch {oid} @{at}\n").as_bytes())?;
     let mut r = BufReader::new(&link);
     let mut line = String::new();
-    // read (and ignore) whatever comes, until killed
+    // read (and ignore) pins, until killed; how it ends otherwise is told
+    // by the exit code (see [`NoackEnd`])
+    let mut epoch = false;
     loop {
         line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Ok(()); // the server closed the link without killing us
+        match r.read_line(&mut line) {
+            Ok(0) | Err(_) if epoch => std::process::exit(NoackEnd::Epoch as i32),
+            Ok(0) => std::process::exit(NoackEnd::Closed as i32),
+            Err(e) => return Err(e.into()),
+            Ok(_) => {}
+        }
+        if line.starts_with("1 error") {
+            // the watch was refused (e.g. an epoch between at and head)
+            std::process::exit(NoackEnd::Refused as i32);
+        }
+        if line.starts_with("0 fatal: file ") && line.contains(": epoch @") {
+            epoch = true;
         }
     }
+}
+
+/// How a never-acking client ended when it was not killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoackEnd {
+    /// The server closed the link with no reason given: it should have
+    /// killed us.
+    Closed = 10,
+    /// An epoch of the watched file shut the link (no kill: right).
+    Epoch = 11,
+    /// The watch was refused: nothing to pin.
+    Refused = 12,
 }

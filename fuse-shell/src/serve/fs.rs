@@ -39,6 +39,10 @@ pub(crate) const HEAD_WATCH: u64 = 9;
 /// The first inode number handed out on lookup.
 const FIRST_DYNAMIC: u64 = 16;
 
+/// How often the page cache of `@<rev>/` files nobody is pinned to is
+/// dropped ([`Wcfs::trim_revs`]).
+const TRIM_EVERY: Duration = Duration::from_secs(10);
+
 /// How far behind head ΔFtail keeps history.
 const HISTORY_WINDOW: Duration = Duration::from_secs(60);
 
@@ -81,6 +85,9 @@ pub(crate) struct RevFile {
     at: Tid,
     zfile: ZBigFile,
     size: u64,
+    /// Read since the last trim (the kernel may cache some of it).
+    /// Relaxed: a hint; a missed trim only keeps pages longer.
+    read: std::sync::atomic::AtomicBool,
 }
 
 /// A file of `head/bigfile/` as of the head view.
@@ -215,6 +222,11 @@ pub(crate) struct Wcfs {
     /// Notified whenever head/at moves or a link goes down, for setups
     /// waiting for head/at to reach their at.
     head_cv: (Mutex<()>, Condvar),
+    /// Every `@<rev>/bigfile/<oid>` made, with its inode (for trims).
+    /// Innermost; held briefly.
+    rev_files: Mutex<Vec<(u64, Arc<RevFile>)>>,
+    /// When `@<rev>/` page cache was last trimmed.
+    last_trim: Mutex<Instant>,
     stor: Arc<dyn Storage>,
     ft: DeltaFTail,
     /// The head view. READ of head/ files and Track hold it for reading,
@@ -296,6 +308,8 @@ impl Wcfs {
             links: watch::Registry::default(),
             watchers: RwLock::new(HashMap::new()),
             head_cv: (Mutex::new(()), Condvar::new()),
+            rev_files: Mutex::new(Vec::new()),
+            last_trim: Mutex::new(Instant::now()),
             ft: DeltaFTail::new(at0, stor.clone()),
             stor,
             zhead: RwLock::new(ZHead { at: at0 }),
@@ -485,8 +499,17 @@ impl Wcfs {
             at,
             zfile: zf,
             size,
+            read: Default::default(),
         });
-        Ok(self.child(parent, name, || Node::RevFile(rf)))
+        let mut made = false;
+        let ino = self.child(parent, name, || {
+            made = true;
+            Node::RevFile(rf.clone())
+        });
+        if made {
+            lock(&self.rev_files).push((ino, rf));
+        }
+        Ok(ino)
     }
 
     fn head_file_attr(&self, hf: &HeadFile) -> Attr {
@@ -673,6 +696,7 @@ impl Wcfs {
                 // zh is released only here, after the reply
             }
             Node::RevFile(rf) => {
+                rf.read.store(true, Ordering::Relaxed);
                 match self.read_blocks(&rf.zfile, rf.size, rf.at, off, len, None) {
                     Ok(b) => reply(Ok(&b)),
                     Err(e) => reply(Err(e)),
@@ -884,11 +908,51 @@ impl Wcfs {
                 self.ft.forget_past(cut)?;
             }
         }
+        if lock(&self.last_trim).elapsed() >= TRIM_EVERY {
+            inval.extend(self.trim_revs());
+        }
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.stats
             .invalidated_blocks
             .fetch_add(nblk, Ordering::Relaxed);
         Ok(inval)
+    }
+
+    /// The `@<rev>/` files read since the last trim whose revision no
+    /// watch has pinned: their page cache is to be dropped (the caller
+    /// sends the invalidations). Nobody is told to map them, so this costs
+    /// at most a re-read; without it every revision a client was ever
+    /// pinned to keeps its pages (they pile up with the commits).
+    fn trim_revs(&self) -> Vec<Inval> {
+        *lock(&self.last_trim) = Instant::now();
+        let pinned: std::collections::HashSet<Tid> = self
+            .watchers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .flat_map(|w| {
+                lock(&w.pinned)
+                    .values()
+                    .map(|(r, _)| *r)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (ino, rf) in lock(&self.rev_files).iter() {
+            if pinned.contains(&rf.at) || !rf.read.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            out.push(Inval {
+                ino: *ino,
+                off: 0,
+                len: 0,
+            });
+        }
+        self.stats
+            .rev_trimmed
+            .fetch_add(out.len() as u64, Ordering::Relaxed);
+        out
     }
 
     /// Show `tid` in head/at (after its invalidations were sent).
@@ -1632,6 +1696,50 @@ mod watch_tests {
         fs.watch_release(la.fh);
         let st = fs.stats_text();
         assert!(st.contains("Watch\t: 1\n"), "{st}");
+    }
+
+    /// `@<rev>/` page cache is trimmed for revisions nobody is pinned to,
+    /// only for files read since the last trim, never for a pinned one.
+    #[test]
+    fn trim_rev_caches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Data.fs");
+        let mut zw = ZWriter::open(&path).unwrap();
+        let d = |s: &'static str| Some((ZBlkFormat::ZBlk0, s.as_bytes()));
+        let (foid, at0) = zw.create_file("f", 4, &[(0, d("x"))]).unwrap();
+        let stor: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
+        let fs = Arc::new(Wcfs::new("test".into(), stor.clone(), 5.0).unwrap());
+        let a = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap();
+        assert_eq!(read(&fs, a.ino, 0, 4), b"x\0\0\0");
+        let l = TLink::open(&fs, true);
+        let (_, reply) = l.request(1, &format!("watch {foid} @{at0}"));
+        assert_eq!(reply, "ok");
+        let at1 = zw.update_file(foid, &[(0, d("y"))]).unwrap();
+        commit(&fs, &stor, at1);
+        let at2 = zw.update_file(foid, &[(0, d("z"))]).unwrap();
+        commit(&fs, &stor, at2);
+        let rev = |at: Tid| {
+            let r = fs.lookup(ROOT, &format!("@{at}")).unwrap();
+            let b = fs.lookup(r.ino, "bigfile").unwrap();
+            fs.lookup(b.ino, &foid.to_string()).unwrap().ino
+        };
+        let (r0, r1) = (rev(at0), rev(at1));
+        assert_eq!(read(&fs, r0, 0, 4), b"x\0\0\0");
+        assert_eq!(read(&fs, r1, 0, 4), b"y\0\0\0");
+        // reading head pins the watch at at0 to @at0
+        assert_eq!(read(&fs, a.ino, 0, 4), b"z\0\0\0");
+        assert_eq!(
+            l.pins_now().get(&0).map(String::as_str),
+            Some(&*format!("@{at0}"))
+        );
+        let trimmed: Vec<u64> = fs.trim_revs().iter().map(|i| i.ino).collect();
+        assert_eq!(trimmed, vec![r1], "@at0 is pinned, @at1 is not");
+        assert!(fs.trim_revs().is_empty(), "nothing read since");
+        assert_eq!(read(&fs, r1, 0, 4), b"y\0\0\0");
+        assert_eq!(
+            fs.trim_revs().iter().map(|i| i.ino).collect::<Vec<_>>(),
+            vec![r1]
+        );
     }
 
     /// A watch at an at ahead of head waits for that commit; a link that

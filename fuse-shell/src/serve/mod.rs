@@ -76,7 +76,10 @@
 //! (> ΔFtail's own locks); `loading_mu` is held alone. Watches:
 //! `zhead` > link setup lock > `Watch::at` > `Watch::pinned` >
 //! `WatchLink::st`; `WatchLink::byfile` and `Wcfs::watchers` are held
-//! briefly, never while waiting and never with `Watch::pinned`. Pins are
+//! briefly, never while waiting and never with `Watch::pinned`;
+//! `rev_files` and `last_trim` (the `@<rev>/` page-cache trim, every 10 s
+//! at a commit: revisions nobody is pinned to lose their cached pages) are
+//! innermost. Pins are
 //! waited for with `zhead` R and `Watch::at` R held (the head view and the
 //! watch's view cannot move under a pin in flight), never with a mutex. Concurrent READs of
 //! one block share one load (a `OnceLock` per block being loaded): the

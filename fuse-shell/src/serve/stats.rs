@@ -36,6 +36,8 @@ pub(crate) struct Stats {
     pub(crate) invalidated_blocks: AtomicU64,
     /// Transactions processed (cumulative).
     pub(crate) commits: AtomicU64,
+    /// `@<rev>/` files whose page cache was dropped by a trim (cumulative).
+    pub(crate) rev_trimmed: AtomicU64,
     /// Pin requests sent (cumulative).
     pub(crate) pin: AtomicU64,
     /// Clients killed for failing a pin (cumulative; shared with the
@@ -48,7 +50,7 @@ impl Stats {
     /// then ours (`ZHeadLink` is 0: there is no debug/zhead).
     pub(crate) fn render(&self, now: Instant) -> String {
         let tracked_blocks = now.tracked_blocks;
-        let rows: [(&str, u64); 15] = [
+        let rows: [(&str, u64); 16] = [
             ("BigFile", self.bigfile.load(Relaxed)),
             ("RevHead", self.rev_head.load(Relaxed)),
             ("ZHeadLink", 0),
@@ -64,6 +66,7 @@ impl Stats {
             ("tracked_blocks", tracked_blocks),
             ("pin_rtt_p50_us", now.pin_rtt_p50_us),
             ("pin_rtt_p99_us", now.pin_rtt_p99_us),
+            ("rev_trimmed", self.rev_trimmed.load(Relaxed)),
         ];
         let mut s = String::new();
         for (k, v) in rows {
@@ -85,6 +88,6 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("\nreads\t: 3\n"), "{r}");
-        assert_eq!(r.lines().count(), 15);
+        assert_eq!(r.lines().count(), 16);
     }
 }
