@@ -21,6 +21,10 @@
 //! - `clear_errors`: a wrong storage name, a msgpack server, peers that are
 //!   not ZEO servers, a refused connection, a server that dies under us:
 //!   each a typed error, no panic, no hang.
+//! - `scripted_server_invalidations`: a fake server sends what a real one
+//!   does only by chance: invalidations before the register reply, a
+//!   `lastTransaction` ahead of its invalidation, duplicate oids, a tid
+//!   going back.
 //!
 //! The Python venv is required (as for the interop tests): no venv, failure.
 
@@ -35,7 +39,7 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use zodb::fs1::{FileStorage, NewData, NewTxn, Writer};
-use zodb::pickle::Unpickler;
+use zodb::pickle::{Pickler, Unpickler, Value};
 use zodb::zeo::{ZeoError, ZeoStorage};
 use zodb::{Error, Oid, Storage, Tid, TxnInfo};
 
@@ -163,6 +167,21 @@ fn random_db(path: &Path, seed: u64, nops: usize) -> Model {
             m.txns.push((t, oids));
         }
     }
+    // always at least one deletion, so that loads meet Deleted
+    let live = m
+        .oids()
+        .into_iter()
+        .find(|o| matches!(m.latest(*o), Some((_, Some(_)))));
+    if let Some(oid) = live {
+        let t = w
+            .commit(NewTxn {
+                records: vec![(oid, NewData::Delete)],
+                ..NewTxn::default()
+            })
+            .unwrap();
+        m.revs.insert((oid, t), None);
+        m.txns.push((t, vec![oid]));
+    }
     m
 }
 
@@ -196,7 +215,7 @@ fn loads_and_iteration_match_filestorage() {
     let seed = seed("zeo loads_and_iteration_match_filestorage");
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp.path().join("Data.fs");
-    let m = random_db(&p, seed, 60);
+    let m = random_db(&p, seed, 40);
     let srv = Server::start(&p, "127.0.0.1:0", &[]);
     let zeo = ZeoStorage::open(&srv.addr, "1").unwrap();
     assert_eq!(zeo.url(), format!("zeo://{}", srv.addr));
@@ -445,4 +464,110 @@ fn clear_errors() {
     });
     let e = ZeoStorage::open(&garbage, "1").unwrap_err();
     assert!(matches!(zerr(&e), Some(ZeoError::Protocol(_))), "{e}");
+}
+
+// ---- a scripted fake server: what a real one does not do on demand ----
+
+fn send_frame(s: &mut std::net::TcpStream, body: &[u8]) {
+    let mut b = (body.len() as u32).to_be_bytes().to_vec();
+    b.extend(body);
+    s.write_all(&b).unwrap();
+}
+
+fn recv_frame(s: &mut std::net::TcpStream) -> Vec<u8> {
+    use std::io::Read;
+    let mut n = [0u8; 4];
+    s.read_exact(&mut n).unwrap();
+    let mut b = vec![0u8; u32::from_be_bytes(n) as usize];
+    s.read_exact(&mut b).unwrap();
+    b
+}
+
+fn msg(msgid: i64, flags: Value, method: &str, args: Value) -> Vec<u8> {
+    let mut p = Pickler::new(3);
+    p.dump(&Value::Tuple(vec![
+        Value::Int(msgid),
+        flags,
+        Value::Unicode(method.into()),
+        args,
+    ]));
+    p.finish()
+}
+
+fn id(x: u64) -> Value {
+    Value::Bytes(x.to_be_bytes().to_vec().into())
+}
+
+fn inval(tid: u64, oids: &[u64]) -> Vec<u8> {
+    let oids = Value::List(oids.iter().map(|o| id(*o)).collect());
+    msg(
+        0,
+        Value::Bool(true),
+        "invalidateTransaction",
+        Value::Tuple(vec![id(tid), oids]),
+    )
+}
+
+/// The call a client sent: (msgid, method).
+fn recv_call(s: &mut std::net::TcpStream) -> (i64, String) {
+    let v = Unpickler::new(recv_frame(s).into()).load().unwrap();
+    let Value::Tuple(t) = v else {
+        panic!("not a tuple")
+    };
+    let Value::Unicode(m) = &t[2] else {
+        panic!("method")
+    };
+    (t[0].as_i64().unwrap(), m.clone())
+}
+
+/// Invalidations before the register reply (kept if after it, dropped if
+/// not), `sync` waiting for the invalidation of `lastTransaction`,
+/// duplicate oids, and a tid that goes back (a protocol error that breaks
+/// the connection for callers and watchers).
+#[test]
+fn scripted_server_invalidations() {
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let addr = fake_peer(move |mut s| {
+        send_frame(&mut s, b"Z5");
+        assert_eq!(recv_frame(&mut s), b"Z5");
+        let (m, method) = recv_call(&mut s);
+        assert_eq!(method, "register");
+        send_frame(&mut s, &inval(5, &[1]));
+        send_frame(&mut s, &inval(12, &[2, 2, 3]));
+        send_frame(&mut s, &msg(m, Value::Int(0), ".reply", id(10)));
+        let (m, method) = recv_call(&mut s);
+        assert_eq!(method, "lastTransaction");
+        send_frame(&mut s, &msg(m, Value::Int(0), ".reply", id(13)));
+        std::thread::sleep(Duration::from_millis(200));
+        send_frame(
+            &mut s,
+            &msg(
+                0,
+                Value::Bool(true),
+                "info",
+                Value::Tuple(vec![Value::Dict(vec![])]),
+            ),
+        );
+        send_frame(&mut s, &inval(13, &[4, 5, 4]));
+        let _ = done_rx.recv_timeout(Duration::from_secs(10));
+        send_frame(&mut s, &inval(11, &[]));
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let zeo = ZeoStorage::open(&addr, "1").unwrap();
+    assert_eq!(zeo.last_tid().unwrap(), Tid(12));
+    let mut w = zeo.watch(Tid(12)).unwrap();
+    assert_eq!(zeo.sync().unwrap(), Tid(13));
+    let t = w.next(Some(Duration::from_secs(1))).unwrap().unwrap();
+    assert_eq!((t.tid, t.oids), (Tid(13), vec![Oid(4), Oid(5)]));
+    done_tx.send(()).unwrap();
+    let e = w.next(Some(Duration::from_secs(5))).unwrap_err();
+    assert!(
+        matches!(ZeoError::find(&e), Some(ZeoError::Protocol(m)) if m.contains("not after")),
+        "{e}"
+    );
+    let e = zeo.sync().unwrap_err();
+    assert!(
+        matches!(ZeoError::find(&e), Some(ZeoError::Protocol(_))),
+        "{e}"
+    );
 }
