@@ -120,7 +120,15 @@ pub fn parse(zurl: &str) -> Result<Zurl> {
 pub fn open(zurl: &str) -> Result<Arc<dyn Storage>> {
     match parse(zurl)? {
         Zurl::File { path } => Ok(Arc::new(crate::fs1::FileStorage::open(&path)?)),
-        Zurl::Zeo { addr, storage } => Ok(Arc::new(crate::zeo::ZeoStorage::open(&addr, &storage)?)),
+        Zurl::Zeo { addr, storage } => {
+            // ZEO 5 has no authentication: `user:password@` (which
+            // `normalize` drops too) names nothing; a socket path keeps its `@`.
+            let addr = match addr.rsplit_once('@') {
+                Some((_, host)) if !addr.contains('/') => host,
+                _ => &addr,
+            };
+            Ok(Arc::new(crate::zeo::ZeoStorage::open(addr, &storage)?))
+        }
         Zurl::Neo { .. } => Err(Error::BadZurl {
             zurl: zurl.to_owned(),
             what: "neo:// is not supported".into(),

@@ -389,6 +389,13 @@ fn unix_socket_and_zurl() {
     let srv = Server::start(&p, "127.0.0.1:0", &[]);
     let st = zodb::zurl::open(&format!("zeo://{}", srv.addr)).unwrap();
     assert_eq!(st.last_tid().unwrap(), m.txns.last().unwrap().0);
+    // credentials mean nothing to ZEO 5 and are dropped
+    let st = zodb::zurl::open(&format!("zeo://u:pw@{}?storage=1", srv.addr)).unwrap();
+    assert_eq!(st.url(), format!("zeo://{}", srv.addr));
+    let e = zodb::zurl::open(&format!("zeo://{}?storage=2", srv.addr))
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no storage named \"2\""), "{e}");
 }
 
 /// A TCP peer that is not a ZEO server: accepts once and runs `f` on the

@@ -45,7 +45,8 @@
 //!   (protocol 3), not the bytes stored in the database: it decodes to the
 //!   same value, but need not be byte-equal.
 //! - `NotYet`/`Deleted`/`NoSuchObject` cost a `history` call (a rare path).
-//! - Loads see the server's current state, also past our head.
+//! - Loads see the server's current state, also past our head, and
+//!   `last_tid` advances as invalidations arrive, without a `sync`.
 //!
 //! # Not done yet (issue 8, later parts)
 //!
