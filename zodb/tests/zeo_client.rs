@@ -14,7 +14,8 @@
 //!   from 8 threads at once give the same answers.
 //! - `watch_follows_python_commits`: Python ZODB commits through the same
 //!   server while our watcher waits: every tid arrives once, in order, with
-//!   fs1's oids; `sync` then returns the last one; a watcher from 0 replays
+//!   fs1's oids, while other threads load through the same connection;
+//!   `sync` then returns the last one; a watcher from 0 replays
 //!   the history (iterate) and then follows, with nothing twice.
 //! - `unix_socket_and_zurl`: `zurl::open` of `zeo://<socket path>` and of
 //!   `zeo://host:port?storage=NAME` give working storages.
@@ -300,10 +301,39 @@ fn watch_follows_python_commits() {
     // nothing yet
     assert!(w.next(Some(Duration::from_millis(100))).unwrap().is_none());
 
-    let out = py_common::run_py(
-        "zeo_server.py",
-        &["commit", &srv.addr, &N.to_string(), "--seed", "7"],
-    );
+    // While Python commits (invalidations are pushed), 4 threads keep
+    // loading the state at head0: replies and pushes interleave on the one
+    // connection, and each reply must reach its own caller.
+    let fs0 = FileStorage::open(&p).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let out = std::thread::scope(|s| {
+        for k in 0..4usize {
+            let (zeo, fs0, m, stop) = (&zeo, &fs0, &m, &stop);
+            s.spawn(move || {
+                let oids = m.oids();
+                let mut i = k;
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < oids.len() {
+                    let oid = oids[i % oids.len()];
+                    assert_eq!(outcome(zeo, oid, head0), outcome(fs0, oid, head0));
+                    i += 1;
+                    n += 1;
+                }
+            });
+        }
+        // stop the loaders even if the commit panics (else the scope hangs)
+        struct Stop<'a>(&'a std::sync::atomic::AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        py_common::run_py(
+            "zeo_server.py",
+            &["commit", &srv.addr, &N.to_string(), "--seed", "7"],
+        )
+    });
     let py_tids: Vec<Tid> = String::from_utf8(out.stdout)
         .unwrap()
         .lines()
