@@ -392,7 +392,13 @@ impl Conn {
             .spawn(move || reader(sh, rs))
             .map_err(|e| Error::io(addr, "spawn reader", e))?;
         let (stop_tx, stop_rx) = mpsc::sync_channel::<()>(0);
-        let sh = shared.clone();
+        // From here on, dropping `conn` (any error return) stops the threads.
+        let conn = Conn {
+            shared: shared.clone(),
+            threads: Mutex::new(vec![rd]),
+            heartbeat_stop: Mutex::new(Some(stop_tx)),
+        };
+        let sh = shared;
         let hb = std::thread::Builder::new()
             .name("zeo-heartbeat".into())
             .spawn(move || {
@@ -404,11 +410,7 @@ impl Conn {
                 }
             })
             .map_err(|e| Error::io(addr, "spawn heartbeat", e))?;
-        let conn = Conn {
-            shared,
-            threads: Mutex::new(vec![rd, hb]),
-            heartbeat_stop: Mutex::new(Some(stop_tx)),
-        };
+        lock(&conn.threads).push(hb);
 
         // 2) register; invalidations may arrive before the reply (§5.2)
         let reply = conn.call_timeout(
