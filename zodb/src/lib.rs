@@ -5,8 +5,8 @@
 //! 1. [`types`]: [`Oid`] and [`Tid`].
 //! 2. [`pickle`]: the pickle decoder/encoder ZODB records are made of.
 //! 3. [`storage`]: the [`Storage`] trait; [`fs1`] implements it for
-//!    FileStorage (`Data.fs`), read side and write side; [`zurl`] opens a
-//!    storage from a URL.
+//!    FileStorage (`Data.fs`), read side and write side; [`zeo`] is a
+//!    read-only ZEO client; [`zurl`] opens a storage from a URL.
 //! 4. [`record`]: an object record as class + state, persistent references.
 //! 5. [`btree`]: `LOBTree`/`IOBTree` nodes: decode, encode, path lookup.
 //! 6. [`zbigfile`]: wendelin.core `ZBigFile`, `ZBlk0`, `ZBlk1`, `ZData`:
@@ -29,6 +29,7 @@ pub mod record;
 pub mod storage;
 pub mod types;
 pub mod zbigfile;
+pub mod zeo;
 pub mod zurl;
 pub mod zwrite;
 

@@ -4,8 +4,8 @@
 //! - `zeo://host:port?storage=NAME`, `zeo://PATH` (UNIX socket): ZEO;
 //! - `neo://name@master1,master2`, `neos://...`: NEO.
 //!
-//! Only FileStorage has a driver so far; the other schemes parse into
-//! [`Zurl`] and [`open`] reports that their driver is missing.
+//! FileStorage and ZEO have drivers; `neo://` parses into [`Zurl`] and
+//! [`open`] reports that its driver is missing.
 
 //!
 //! # Default mountpoint
@@ -120,10 +120,15 @@ pub fn parse(zurl: &str) -> Result<Zurl> {
 pub fn open(zurl: &str) -> Result<Arc<dyn Storage>> {
     match parse(zurl)? {
         Zurl::File { path } => Ok(Arc::new(crate::fs1::FileStorage::open(&path)?)),
-        Zurl::Zeo { .. } => Err(Error::BadZurl {
-            zurl: zurl.to_owned(),
-            what: "zeo:// has no driver yet".into(),
-        }),
+        Zurl::Zeo { addr, storage } => {
+            // ZEO 5 has no authentication: `user:password@` (which
+            // `normalize` drops too) names nothing; a socket path keeps its `@`.
+            let addr = match addr.rsplit_once('@') {
+                Some((_, host)) if !addr.contains('/') => host,
+                _ => &addr,
+            };
+            Ok(Arc::new(crate::zeo::ZeoStorage::open(addr, &storage)?))
+        }
         Zurl::Neo { .. } => Err(Error::BadZurl {
             zurl: zurl.to_owned(),
             what: "neo:// is not supported".into(),

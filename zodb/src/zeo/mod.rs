@@ -1,0 +1,256 @@
+//! ZEO client storage, read-only: a [`Storage`] served by a ZEO 5 server.
+//!
+//! WCFS can serve a database that lives behind a ZEO server (`zeo://`
+//! zurls) instead of a local `Data.fs`. This driver speaks the read-only
+//! subset of the ZEO 5 protocol (spec `zeo-protocol.md`): it loads object
+//! revisions with `loadBefore`, learns about commits from the server's
+//! `invalidateTransaction` pushes, and lists past transactions with the
+//! `iterator_*` calls.
+//!
+//! # Organization
+//!
+//! 1. **Open** ([`ZeoStorage::open`], `conn.rs`): connect (TCP `host:port`
+//!    or a UNIX socket path), read the server's protocol string, answer
+//!    `Z5` (a msgpack `M` server is refused with [`Error::Unsupported`]),
+//!    start the reader thread, `register(storage, read_only=True)`; its
+//!    reply is the head `at₀`.
+//! 2. **Calls** (`Conn::call`): a fresh msgid, the frame written whole under
+//!    the writer lock, then the caller blocks on its own channel. The reader
+//!    thread matches `.reply` messages to channels by msgid, so any number of
+//!    threads may have calls in flight.
+//! 3. **Invalidations**: `invalidateTransaction(tid, oids)` pushed by the
+//!    server advance the head (strictly increasing, else the connection is
+//!    broken as a protocol error) and go to every watcher's queue. Those
+//!    received before the register reply are kept and replayed if
+//!    `tid > at₀`.
+//! 4. **Load** (`load(oid, at)` = `loadBefore(oid, at+1)`): a result is the
+//!    revision; `None` means no revision `<= at` ([`Error::NotYet`]);
+//!    `POSKeyError` means either "never existed" or "deleted as of `at`".
+//!    Those error paths ask `history(oid)` to tell them apart and to find
+//!    `created` / `deleted_at`, as FileStorage reports them.
+//! 5. **Sync**: `lastTransaction`, then wait until its invalidation arrived,
+//!    so that a watcher sees every transaction up to the returned head.
+//! 6. **Iterate** (`iter.rs`): `iterator_start(lo, hi)`, then per
+//!    transaction `iterator_next` and `iterator_record_start/next` for its
+//!    oids.
+//! 7. **Watch** (`watch.rs`): subscribe to the invalidation queue at head
+//!    `H`, replay `(after, H]` with iterate, then follow the queue.
+//!
+//! # Differences from FileStorage
+//!
+//! - Transactions a watcher learns from invalidations have empty `user`,
+//!   `description` and `extension` (the push carries only tid and oids);
+//!   those replayed by iterate have them.
+//! - Iteration's `extension` is the server's extension dict re-pickled
+//!   (protocol 3), not the bytes stored in the database: it decodes to the
+//!   same value, but need not be byte-equal.
+//! - `NotYet`/`Deleted`/`NoSuchObject` cost a `history` call (a rare path).
+//! - Loads see the server's current state, also past our head, and
+//!   `last_tid` advances as invalidations arrive, without a `sync`.
+//!
+//! # Not done yet (issue 8, later parts)
+//!
+//! - **Reconnect with backoff**: a broken connection stays broken; every
+//!   call and watcher then fails with the reason (an [`Error::Io`] whose
+//!   payload is [`ZeoError::Disconnected`]). Everything goes through
+//!   `Conn::call` and `Conn::subscribe`, the places a reconnecting
+//!   connection would hook in (re-register, then `getInvalidations` or an
+//!   iterate to fill the gap for watchers).
+//! - msgpack (`M5`), SSL, ZEO 4 servers, blobs.
+//!
+//! # Concurrency
+//!
+//! | who | takes | for how long |
+//! |---|---|---|
+//! | a caller | `Shared::st` | to insert its channel |
+//! | a caller | `Shared::writer` | to write one frame |
+//! | reader thread | `Shared::st`, then `WatchQ::q` | to dispatch one message |
+//! | watcher | `WatchQ::q` | to pop or wait |
+//!
+//! Lock order: `Shared::st` > `WatchQ::q`; `Shared::writer` is taken alone.
+//!
+//! # Errors
+//!
+//! Connection and protocol failures are [`Error::Io`] with the server
+//! address as `path` and a [`ZeoError`] inside the `io::Error`
+//! ([`ZeoError::find`] gets it back): not a ZEO server, a protocol error, an
+//! exception the server raised (a wrong storage name is the server's
+//! `ValueError`), a lost connection. An unsupported encoding or version is
+//! [`Error::Unsupported`].
+
+mod conn;
+mod iter;
+mod watch;
+mod wire;
+
+pub use iter::ZeoTxnIter;
+pub use watch::ZeoWatcher;
+pub use wire::ZeoError;
+
+use crate::error::{Error, Result};
+use crate::pickle::Value;
+use crate::storage::{Loaded, Storage, TxnInfo, Watcher};
+use crate::types::{Oid, Tid};
+use conn::Conn;
+use std::sync::Arc;
+use std::time::Duration;
+use wire::wire_id;
+
+/// How long [`Storage::sync`] waits for the invalidation of the tid
+/// `lastTransaction` reported.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The class of the exception FileStorage raises for a missing object or a
+/// deletion record.
+const POS_KEY_ERROR: &str = "ZODB.POSException.POSKeyError";
+
+/// How many revisions `history` may return on the error paths of `load`.
+const HISTORY_MAX: i64 = 1 << 30;
+
+/// A storage of a ZEO server, opened read-only.
+///
+/// One connection; cheap to share (`Arc`), all methods take `&self`.
+/// Dropping the last handle (storage, watchers and iterators hold it)
+/// closes the connection.
+#[derive(Debug)]
+pub struct ZeoStorage {
+    conn: Arc<Conn>,
+    url: String,
+}
+
+impl ZeoStorage {
+    /// Connect to the ZEO server at `addr` (`host:port`, `[v6]:port`, or a
+    /// UNIX socket path) and register for its storage `storage_name`
+    /// (ZEO's default is `"1"`) read-only.
+    pub fn open(addr: &str, storage_name: &str) -> Result<ZeoStorage> {
+        let (conn, at0) = Conn::open(addr, storage_name)?;
+        tracing::debug!(addr, storage = storage_name, head = %at0, "opened ZEO storage");
+        let mut url = format!("zeo://{addr}");
+        if storage_name != "1" {
+            url.push_str("?storage=");
+            url.push_str(storage_name);
+        }
+        Ok(ZeoStorage {
+            conn: Arc::new(conn),
+            url,
+        })
+    }
+
+    /// A watcher with the concrete type (see [`Storage::watch`]).
+    pub fn watcher(&self, after: Tid) -> Result<ZeoWatcher> {
+        ZeoWatcher::new(self.conn.clone(), after)
+    }
+
+    /// Iterate with the concrete type (see [`Storage::iterate`]); the
+    /// iterator holds the connection, not the storage.
+    pub fn txn_iter(&self, lo: Tid, hi: Tid) -> Result<ZeoTxnIter> {
+        ZeoTxnIter::start(self.conn.clone(), lo, hi)
+    }
+
+    /// The revisions of `oid`, newest first (`history`); `None` on
+    /// `POSKeyError` (the server has no such object).
+    fn revisions(&self, oid: Oid) -> Result<Option<Vec<Tid>>> {
+        let reply = self
+            .conn
+            .call("history", vec![wire_id(oid.0), Value::Int(HISTORY_MAX)])?;
+        let v = match reply {
+            Ok(v) => v,
+            Err(r) if r.is(POS_KEY_ERROR) => return Ok(None),
+            Err(r) => return Err(self.conn.err("history", r.into_error())),
+        };
+        let bad = |e| self.conn.err("history", e);
+        let mut tids = Vec::new();
+        for d in wire::seq(&v, "history").map_err(bad)? {
+            let Value::Dict(kv) = d else {
+                return Err(bad(ZeoError::Protocol(format!(
+                    "history entry is a {}",
+                    d.kind()
+                ))));
+            };
+            let t = kv
+                .iter()
+                .find(|(k, _)| wire::text(k).as_deref() == Some("tid"))
+                .ok_or_else(|| bad(ZeoError::Protocol("history entry without tid".into())))?;
+            tids.push(wire::tid(&t.1, "history tid").map_err(bad)?);
+        }
+        Ok(Some(tids))
+    }
+
+    /// The error for "no revision of `oid` visible at `at`".
+    fn no_object(&self, oid: Oid, at: Tid) -> Result<Error> {
+        let Some(revs) = self.revisions(oid)? else {
+            return Ok(Error::NoSuchObject { oid });
+        };
+        // newest first: the first one <= at is what `at` sees (a deletion
+        // record when loadBefore said POSKeyError)
+        Ok(match (revs.iter().find(|t| **t <= at), revs.last()) {
+            (Some(&deleted_at), _) => Error::Deleted {
+                oid,
+                at,
+                deleted_at,
+            },
+            (None, Some(&created)) => Error::NotYet { oid, at, created },
+            (None, None) => Error::NoSuchObject { oid },
+        })
+    }
+}
+
+impl Storage for ZeoStorage {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn last_tid(&self) -> Result<Tid> {
+        Ok(self.conn.head())
+    }
+
+    fn sync(&self) -> Result<Tid> {
+        let reply = self.conn.call("lastTransaction", vec![])?;
+        let v = reply.map_err(|r| self.conn.err("lastTransaction", r.into_error()))?;
+        let t = wire::tid(&v, "lastTransaction reply")
+            .map_err(|e| self.conn.err("lastTransaction", e))?;
+        self.conn.wait_head(t, SYNC_TIMEOUT)
+    }
+
+    fn load(&self, oid: Oid, at: Tid) -> Result<Loaded> {
+        let before = Tid(at.0.saturating_add(1));
+        let reply = self
+            .conn
+            .call("loadBefore", vec![wire_id(oid.0), wire_id(before.0)])?;
+        let bad = |e| self.conn.err("loadBefore", e);
+        match reply {
+            Ok(Value::None) => Err(self.no_object(oid, at)?),
+            Ok(v) => {
+                let t = wire::seq(&v, "loadBefore reply").map_err(bad)?;
+                let [data, serial, _next] = t else {
+                    return Err(bad(ZeoError::Protocol(format!(
+                        "loadBefore reply has {} items",
+                        t.len()
+                    ))));
+                };
+                let data = wire::bytes(data, "loadBefore data").map_err(bad)?;
+                let serial = wire::tid(serial, "loadBefore serial").map_err(bad)?;
+                if serial > at {
+                    return Err(bad(ZeoError::Protocol(format!(
+                        "loadBefore({oid}, {before}) returned serial {serial}"
+                    ))));
+                }
+                Ok(Loaded { data, serial })
+            }
+            Err(r) if r.is(POS_KEY_ERROR) => Err(self.no_object(oid, at)?),
+            Err(r) => Err(bad(r.into_error())),
+        }
+    }
+
+    fn iterate(
+        &self,
+        lo: Tid,
+        hi: Tid,
+    ) -> Result<Box<dyn Iterator<Item = Result<TxnInfo>> + Send + '_>> {
+        Ok(Box::new(self.txn_iter(lo, hi)?))
+    }
+
+    fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>> {
+        Ok(Box::new(self.watcher(after)?))
+    }
+}
