@@ -263,7 +263,7 @@ fn mounted(mnt: &Path) -> bool {
     mi.lines().any(|l| l.split(' ').nth(4) == Some(&*want))
 }
 
-/// A line `key: N kB` of /proc/<pid>/status, bytes.
+/// A line `key: N kB` of `/proc/<pid>/status`, bytes.
 fn status_kb(pid: u32, key: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
