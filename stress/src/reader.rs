@@ -230,7 +230,12 @@ pub(crate) fn noack(mnt: PathBuf, oid: zodb::Oid, at: Tid) -> Result<()> {
         line.clear();
         match r.read_line(&mut line) {
             Ok(0) | Err(_) if epoch => std::process::exit(NoackEnd::Epoch as i32),
-            Ok(0) => std::process::exit(NoackEnd::Closed as i32),
+            Ok(0) => {
+                // the server shuts the link (`0 fatal: pin ...`) before its
+                // signal arrives: stay to be killed
+                std::thread::sleep(Duration::from_secs(60));
+                std::process::exit(NoackEnd::Closed as i32)
+            }
             Err(e) => return Err(e.into()),
             Ok(_) => {}
         }
