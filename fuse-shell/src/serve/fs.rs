@@ -1698,6 +1698,69 @@ mod watch_tests {
         assert!(st.contains("Watch\t: 1\n"), "{st}");
     }
 
+    /// The shape of the violation in stress/findings (an epoch, a view
+    /// after it, then a bulk delete of blocks on a blktab of small nodes):
+    /// every deleted block read through head/ pins the view.
+    #[test]
+    fn epoch_then_bulk_delete_pins_every_block() {
+        use zodb::btree::{self, Family};
+        use zodb::zbigfile::{self, NewObject};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Data.fs");
+        let mut zw = ZWriter::open(&path).unwrap();
+        zw.blktab_shape.max_bucket = 8;
+        zw.blktab_shape.max_tree = 4;
+        let data: Vec<Vec<u8>> = (0..64).map(|b| vec![b as u8 + 1; 4]).collect();
+        let ch: Vec<_> = (0..64)
+            .map(|b| (b as i64, Some((ZBlkFormat::ZBlk0, &data[b][..]))))
+            .collect();
+        let (foid, _) = zw.create_file("f", 4, &ch).unwrap();
+        let stor: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
+        let fs = Arc::new(Wcfs::new("test".into(), stor.clone(), 5.0).unwrap());
+        let a = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap();
+        for b in 0..64u64 {
+            read(&fs, a.ino, b * 4, 4);
+        }
+        let at1 = zw
+            .update_file(foid, &[(30, Some((ZBlkFormat::ZBlk0, b"zz")))])
+            .unwrap();
+        commit(&fs, &stor, at1);
+        // the epoch: the blktab replaced by a new tree with the same items
+        let head = stor.last_tid().unwrap();
+        let f = ZBigFile::load(&*stor, foid, head).unwrap();
+        let items = btree::items(&*stor, Family::LO, f.blktab, head).unwrap();
+        let root = zw.new_oid();
+        let shape = zw.blktab_shape;
+        let mut objs: Vec<NewObject> =
+            btree::build(Family::LO, &items, shape, root, &mut || zw.new_oid());
+        objs.push(NewObject {
+            oid: foid,
+            class: zbigfile::ZBIGFILE,
+            state: zbigfile::zbigfile_state(4, root),
+        });
+        let ate = zw.commit_objects("epoch", objs).unwrap();
+        commit(&fs, &stor, ate);
+        for b in 0..64u64 {
+            read(&fs, a.ino, b * 4, 4);
+        }
+        let at2 = zw
+            .update_file(foid, &[(1, Some((ZBlkFormat::ZBlk0, b"yy")))])
+            .unwrap();
+        commit(&fs, &stor, at2);
+        let l = TLink::open(&fs, true);
+        let (_, reply) = l.request(1, &format!("watch {foid} @{at2}"));
+        assert_eq!(reply, "ok");
+        let dels: Vec<_> = (27..55).map(|b| (b as i64, None)).collect();
+        let at3 = zw.update_file(foid, &dels).unwrap();
+        commit(&fs, &stor, at3);
+        for b in 27..55u64 {
+            assert_eq!(read(&fs, a.ino, b * 4, 4), vec![0; 4]);
+        }
+        let pins = l.pins_now();
+        let missing: Vec<i64> = (27..55).filter(|b| !pins.contains_key(b)).collect();
+        assert!(missing.is_empty(), "no pin for {missing:?}; pins {pins:?}");
+    }
+
     /// `@<rev>/` page cache is trimmed for revisions nobody is pinned to,
     /// only for files read since the last trim, never for a pinned one.
     #[test]
