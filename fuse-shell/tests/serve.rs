@@ -19,7 +19,7 @@ mod py_common;
 #[path = "support/server.rs"]
 #[allow(dead_code)]
 mod server;
-use server::{mounted, read_at, Server};
+use server::{mounted, pattern, read_at, Server};
 
 use memmap2::Mmap;
 use std::collections::BTreeMap;
@@ -50,18 +50,6 @@ fn content(m: &Model, bs: u64) -> Vec<u8> {
         v[o..o + d.len()].copy_from_slice(d);
     }
     v
-}
-
-fn pattern(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn apply(zw: &mut ZWriter, oid: Oid, m: &mut Model, ch: Vec<OwnedChange>) -> Tid {

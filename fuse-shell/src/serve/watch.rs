@@ -181,7 +181,10 @@ pub(crate) enum PinEnd {
 /// One pin waiting for its reply.
 #[derive(Debug)]
 pub(crate) struct PinWait {
+    /// The reply, set once (the first `finish` wins); held only to set or
+    /// read it, never while waiting for anything but `cv`.
     end: Mutex<Option<PinEnd>>,
+    /// Notified when `end` is set.
     cv: Condvar,
     /// When it was queued (for the round-trip histogram).
     sent: Instant,

@@ -364,3 +364,16 @@ pub(crate) fn read_at(f: &std::fs::File, off: u64, len: usize) -> Vec<u8> {
     buf.truncate(got);
     buf
 }
+
+/// Deterministic bytes.
+pub(crate) fn pattern(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}

@@ -29,22 +29,9 @@ pub(crate) const QUIET: Duration = Duration::from_millis(300);
 
 // ---- the server: support/server.rs ----
 
-pub(crate) use crate::server::{read_at, Server, WAIT};
+pub(crate) use crate::server::{pattern, read_at, Server, WAIT};
 
 // ---- data ----
-
-/// Deterministic bytes.
-pub(crate) fn pattern(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// Block `blk` of the file at `path`, read with read(2) on a new fd with
 /// readahead off (POSIX_FADV_RANDOM): a readahead into the next blocks
