@@ -27,7 +27,7 @@ mod writer;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use model::Hist;
+use model::Counters;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -323,34 +323,10 @@ fn mount_cache(mnt: &Path, oids: &[Oid]) -> u64 {
 
 // ---- readers and faulty clients ----
 
-/// What the harness knows of one reader process.
-#[derive(Default, Clone)]
-struct RStat {
-    reads: u64,
-    bytes: u64,
-    wrong: u64,
-    wrong_bytes: u64,
-    discarded: u64,
-    conns: u64,
-    lat: Hist,
-}
-
-impl RStat {
-    fn add(&mut self, s: &RStat) {
-        self.reads += s.reads;
-        self.bytes += s.bytes;
-        self.wrong += s.wrong;
-        self.wrong_bytes += s.wrong_bytes;
-        self.discarded += s.discarded;
-        self.conns += s.conns;
-        self.lat.merge(&s.lat);
-    }
-}
-
 struct Reader {
     id: u64,
     child: Child,
-    stat: Arc<Mutex<RStat>>,
+    stat: Arc<Mutex<Counters>>,
     /// SIGSTOPped by us at this time.
     stopped: Option<Instant>,
     /// Killed by us (SIGKILL): its death is expected.
@@ -395,26 +371,15 @@ impl Spawner {
             .spawn()
             .context("start a reader")?;
         let sh = &self.sh;
-        let stat = Arc::new(Mutex::new(RStat::default()));
+        let stat = Arc::new(Mutex::new(Counters::default()));
         let out = child.stdout.take().expect("piped");
         {
             let (stat, sh) = (stat.clone(), sh.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines() {
                     let Ok(line) = line else { return };
-                    if let Some(rest) = line.strip_prefix("S ") {
-                        let f: Vec<&str> = rest.splitn(7, ' ').collect();
-                        if f.len() >= 6 {
-                            let n = |i: usize| f[i].parse::<u64>().unwrap_or(0);
-                            let mut s = stat.lock().unwrap_or_else(|p| p.into_inner());
-                            s.reads = n(0);
-                            s.bytes = n(1);
-                            s.wrong = n(2);
-                            s.wrong_bytes = n(3);
-                            s.discarded = n(4);
-                            s.conns = n(5);
-                            s.lat = Hist::from_line(f.get(6).copied().unwrap_or(""));
-                        }
+                    if let Some(c) = Counters::from_line(&line) {
+                        *stat.lock().unwrap_or_else(|p| p.into_inner()) = c;
                     } else if line.starts_with("WRONG") {
                         eprintln!("wcfs-stress: reader {id}: {line}");
                         sh.wrong_lines
@@ -599,7 +564,7 @@ fn run(o: RunOpts) -> Result<bool> {
     for _ in 0..o.readers {
         readers.push(spawn(&mut next_id)?);
     }
-    let mut dead = RStat::default(); // what readers that ended had done
+    let mut dead = Counters::default(); // what readers that ended had done
     let mut noacks: Vec<(Child, Instant)> = Vec::new();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(o.duration);

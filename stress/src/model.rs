@@ -196,6 +196,61 @@ impl History {
     }
 }
 
+/// What a reader did, cumulative: sent by the reader as one `S ...` line
+/// (`S <reads> <bytes> <wrong reads> <wrong bytes> <discarded> <conns>
+/// <latency hist>`), summed by the harness.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Counters {
+    pub(crate) reads: u64,
+    pub(crate) bytes: u64,
+    pub(crate) wrong: u64,
+    pub(crate) wrong_bytes: u64,
+    pub(crate) discarded: u64,
+    pub(crate) conns: u64,
+    pub(crate) lat: Hist,
+}
+
+impl Counters {
+    pub(crate) fn add(&mut self, s: &Counters) {
+        self.reads += s.reads;
+        self.bytes += s.bytes;
+        self.wrong += s.wrong;
+        self.wrong_bytes += s.wrong_bytes;
+        self.discarded += s.discarded;
+        self.conns += s.conns;
+        self.lat.merge(&s.lat);
+    }
+
+    /// The `S ...` line (without LF).
+    pub(crate) fn to_line(&self) -> String {
+        format!(
+            "S {} {} {} {} {} {} {}",
+            self.reads,
+            self.bytes,
+            self.wrong,
+            self.wrong_bytes,
+            self.discarded,
+            self.conns,
+            self.lat.to_line()
+        )
+    }
+
+    /// Parse an `S ...` line; `None` if it is not one.
+    pub(crate) fn from_line(line: &str) -> Option<Counters> {
+        let f: Vec<&str> = line.strip_prefix("S ")?.splitn(7, ' ').collect();
+        let n = |i: usize| f.get(i)?.parse::<u64>().ok();
+        Some(Counters {
+            reads: n(0)?,
+            bytes: n(1)?,
+            wrong: n(2)?,
+            wrong_bytes: n(3)?,
+            discarded: n(4)?,
+            conns: n(5)?,
+            lat: Hist::from_line(f.get(6).copied().unwrap_or("")),
+        })
+    }
+}
+
 /// Latencies in log-linear buckets of microseconds (exact below 16, then 8
 /// buckets per power of two), mergeable and printable as one line.
 #[derive(Debug, Clone, Default)]
@@ -309,6 +364,24 @@ mod tests {
         assert_eq!(h.writer_at(0, 2, Tid(0x30)), Some(1));
         assert!(h.epoch_after(0, Tid(0x1f)) && !h.epoch_after(0, Tid(0x20)));
         assert_eq!(h.writer_at(0, 2, Tid(0x0f)), None);
+    }
+
+    #[test]
+    fn counters_lines() {
+        let mut c = Counters {
+            reads: 3,
+            bytes: 48,
+            wrong: 1,
+            wrong_bytes: 7,
+            discarded: 2,
+            conns: 5,
+            lat: Hist::default(),
+        };
+        c.lat.record(100);
+        let back = Counters::from_line(&c.to_line()).unwrap();
+        assert_eq!(back.to_line(), c.to_line());
+        assert!(Counters::from_line("S 1 2").is_none());
+        assert!(Counters::from_line("WRONG 0 1").is_none());
     }
 
     #[test]

@@ -19,7 +19,7 @@
 //! file was announced after `at`: after an epoch the server no longer pins
 //! this view, and the reader may notice only after the read.
 
-use crate::model::{expected, mix, Hist, History};
+use crate::model::{expected, mix, Counters, History};
 use anyhow::Result;
 use client::{Conn, FileH, Mapping, WCFS};
 use std::io::Write;
@@ -39,16 +39,6 @@ pub(crate) struct ReaderOpts {
     pub(crate) hold: Duration,
     /// Map this many blocks of each file (files grow up to it).
     pub(crate) max_blocks: i64,
-}
-
-struct Counters {
-    reads: u64,
-    bytes: u64,
-    wrong: u64,
-    wrong_bytes: u64,
-    discarded: u64,
-    conns: u64,
-    lat: Hist,
 }
 
 /// A view: a Conn and every file mapped.
@@ -98,15 +88,7 @@ pub(crate) fn run(o: ReaderOpts) -> Result<()> {
     let mut h = History::default();
     h.refresh(&o.log)?;
     let mut rng = mix(o.seed ^ mix(o.id + 1));
-    let mut c = Counters {
-        reads: 0,
-        bytes: 0,
-        wrong: 0,
-        wrong_bytes: 0,
-        discarded: 0,
-        conns: 0,
-        lat: Hist::default(),
-    };
+    let mut c = Counters::default();
     let mut out = std::io::stdout();
     let mut last_report = Instant::now();
     let mut buf = Vec::new();
@@ -196,17 +178,7 @@ pub(crate) fn run(o: ReaderOpts) -> Result<()> {
 }
 
 fn report(out: &mut impl Write, c: &Counters) -> Result<()> {
-    writeln!(
-        out,
-        "S {} {} {} {} {} {} {}",
-        c.reads,
-        c.bytes,
-        c.wrong,
-        c.wrong_bytes,
-        c.discarded,
-        c.conns,
-        c.lat.to_line()
-    )?;
+    writeln!(out, "{}", c.to_line())?;
     out.flush()?;
     Ok(())
 }
