@@ -83,6 +83,10 @@ struct RunOpts {
     /// No epochs (blktab replaced) among the commits.
     #[arg(long)]
     no_epochs: bool,
+    /// Epochs per 1000 commits (with the same seed, the other commits are
+    /// the same whatever this is, where they are not replaced by epochs).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    epochs_per_1000: u64,
     /// The server's --pintimeout, seconds.
     #[arg(long, default_value_t = 10.0)]
     pintimeout: f64,
@@ -517,7 +521,8 @@ fn run(o: RunOpts) -> Result<bool> {
     let wst = Arc::new(writer::WStats::default());
     let wthread = {
         let (stop, wst) = (stop.clone(), wst.clone());
-        let (rate, epochs) = (o.rate, !o.no_epochs);
+        let epochs = if o.no_epochs { 0 } else { o.epochs_per_1000 };
+        let rate = o.rate;
         std::thread::spawn(move || writer::run(w, rate, epochs, stop, wst))
     };
     // wait for the first commit after the start to be served

@@ -110,6 +110,21 @@ impl History {
         }
     }
 
+    /// Which state of block `blk` of `file` the bytes `buf` are: the tid
+    /// of the write whose content they are (`@<tid>`), `hole`, or `?`.
+    pub(crate) fn identify(&self, seed: u64, file: u32, blk: i64, buf: &[u8]) -> String {
+        if buf.iter().all(|&b| b == 0) {
+            return "hole".into();
+        }
+        let v = self.blocks.get(&(file, blk)).map_or(&[][..], |v| &v[..]);
+        for (tid, w) in v.iter().rev() {
+            if w.is_some() && expected(seed, file, blk, *w, buf.len()) == buf {
+                return format!("@{tid}");
+            }
+        }
+        "?".into()
+    }
+
     /// Whether an epoch of `file` was announced, or happened, after `at`.
     pub(crate) fn epoch_after(&self, file: u32, at: Tid) -> bool {
         self.announced.contains(&file)

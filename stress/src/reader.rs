@@ -8,8 +8,10 @@
 //! ```text
 //! S <reads> <bytes> <wrong reads> <wrong bytes> <discarded> <conns> <latency hist>
 //!                                  cumulative counters, every ~500 ms
-//! WRONG <file> <blk> @<at> <first differing offset> <differing bytes>
-//!                                  an isolation violation
+//! WRONG <file> <blk> @<at> <first differing offset> <differing bytes> <seen>
+//!                                  an isolation violation; <seen> is what
+//!                                  was read: `@<tid>` (the content that
+//!                                  transaction wrote), `hole` or `?`
 //! ```
 //!
 //! The reader ends when its stdin closes (dropping everything cleanly).
@@ -166,7 +168,8 @@ pub(crate) fn run(o: ReaderOpts) -> Result<()> {
             let nbad = buf.iter().zip(&want).filter(|(a, b)| a != b).count() as u64;
             c.wrong += 1;
             c.wrong_bytes += nbad;
-            writeln!(out, "WRONG {fi} {blk} @{at} {off} {nbad}")?;
+            let seen = h.identify(o.seed, fi as u32, blk, &buf);
+            writeln!(out, "WRONG {fi} {blk} @{at} {off} {nbad} {seen}")?;
         }
         if last_report.elapsed() >= Duration::from_millis(500) {
             report(&mut out, &c)?;

@@ -119,11 +119,13 @@ impl Writer {
         Ok(())
     }
 
-    /// One transaction. `epochs`: whether epochs may be chosen.
-    pub(crate) fn step(&mut self, epochs: bool, st: &WStats) -> Result<Tid> {
+    /// One transaction; an epoch with probability `epochs`/1000 (the
+    /// other choices do not depend on it: the same seed gives the same
+    /// writes, with some replaced by epochs).
+    pub(crate) fn step(&mut self, epochs: u64, st: &WStats) -> Result<Tid> {
         let fi = (self.rand() % self.files.len() as u64) as usize;
         let r = self.rand() % 1000;
-        if epochs && r < 4 {
+        if r < epochs {
             return self.epoch(fi, st);
         }
         let (nblk, bs) = (self.files[fi].nblk, self.files[fi].blksize as usize);
@@ -232,7 +234,7 @@ impl Writer {
 pub(crate) fn run(
     mut w: Writer,
     rate: f64,
-    epochs: bool,
+    epochs: u64,
     stop: Arc<AtomicBool>,
     st: Arc<WStats>,
 ) -> Result<()> {

@@ -1488,14 +1488,14 @@ mod watch_tests {
 
     /// One link as a test client: a thread reads its lines, acks every pin
     /// (when `auto_ack`) and passes all lines on.
-    struct TLink {
+    pub(super) struct TLink {
         fs: Arc<Wcfs>,
-        fh: u64,
+        pub(super) fh: u64,
         rx: mpsc::Receiver<String>,
     }
 
     impl TLink {
-        fn open(fs: &Arc<Wcfs>, auto_ack: bool) -> TLink {
+        pub(super) fn open(fs: &Arc<Wcfs>, auto_ack: bool) -> TLink {
             let fh = fs.watch_open(std::process::id()).unwrap();
             let (tx, rx) = mpsc::channel();
             let f2 = fs.clone();
@@ -1554,7 +1554,7 @@ mod watch_tests {
 
         /// Send request `line` on `stream` and collect the pins (blk ->
         /// "@rev") that come before the reply; returns (pins, reply).
-        fn request(&self, stream: u64, line: &str) -> (BTreeMap<i64, String>, String) {
+        pub(super) fn request(&self, stream: u64, line: &str) -> (BTreeMap<i64, String>, String) {
             self.send(&format!("{stream} {line}"));
             let mut pins = BTreeMap::new();
             loop {
@@ -1569,7 +1569,7 @@ mod watch_tests {
             }
         }
 
-        fn pins_now(&self) -> BTreeMap<i64, String> {
+        pub(super) fn pins_now(&self) -> BTreeMap<i64, String> {
             let mut pins = BTreeMap::new();
             while let Ok(l) = self.rx.try_recv() {
                 let (_, msg) = l.split_once(' ').unwrap();
@@ -1582,14 +1582,14 @@ mod watch_tests {
 
     use std::collections::BTreeMap;
 
-    fn commit(fs: &Wcfs, stor: &Arc<dyn Storage>, tid: Tid) {
+    pub(super) fn commit(fs: &Wcfs, stor: &Arc<dyn Storage>, tid: Tid) {
         stor.sync().unwrap();
         let txn = stor.iterate(tid, tid).unwrap().next().unwrap().unwrap();
         fs.handle_commit(tid, &txn.oids).unwrap();
         fs.publish(tid);
     }
 
-    fn read(fs: &Wcfs, ino: u64, off: u64, len: u32) -> Vec<u8> {
+    pub(super) fn read(fs: &Wcfs, ino: u64, off: u64, len: u32) -> Vec<u8> {
         fs.read_with(ino, off, len, |r| r.unwrap().to_vec())
     }
 
@@ -1842,5 +1842,306 @@ mod watch_tests {
         assert_eq!(l.line(), format!("0 fatal: pin #0 @{at1}: timeout"));
         assert_eq!(l.line(), "EOF");
         assert!(fs.stats_text().contains("Watch\t: 0\n"));
+    }
+}
+
+/// The server's pin decisions against a brute-force model: random commits
+/// (rewrites, bulk inserts and deletes on a blktab of tiny nodes, epochs),
+/// random READs of head/, watches set up and moved forward at random
+/// states. The model keeps every state of the file; after every READ of a
+/// block and every watch setup, each watch must see, for every block the
+/// kernel would have cached from head/, exactly the block as of its at:
+/// the @rev it is pinned to, or head when not pinned.
+#[cfg(test)]
+mod pin_model_tests {
+    use super::watch_tests::{commit, read, TLink};
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+    use zodb::btree::{self, Family};
+    use zodb::zbigfile::{self, NewObject, ZBlkFormat};
+    use zodb::zwrite::ZWriter;
+
+    fn mix(mut x: u64) -> u64 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 = mix(self.0);
+            self.0 % n
+        }
+    }
+
+    /// One model watcher: a link, its at, the pins it holds.
+    struct W {
+        link: TLink,
+        at: Tid,
+        pins: BTreeMap<i64, Tid>,
+    }
+
+    const BS: u64 = 4;
+    const NBLK: i64 = 48;
+
+    fn run(seed: u64, steps: usize) {
+        let mut rng = Rng(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Data.fs");
+        let mut zw = ZWriter::open(&path).unwrap();
+        zw.blktab_shape.max_bucket = 2 + rng.below(6) as usize;
+        zw.blktab_shape.max_tree = 2 + rng.below(4) as usize;
+        // states[i] = (tid, blocks)
+        let mut states: Vec<(Tid, BTreeMap<i64, Vec<u8>>)> = Vec::new();
+        let mut cur: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+        let mut ver = 0u32;
+        let mut data = |blk: i64| {
+            ver += 1;
+            format!("{:03}{}", ver % 1000, (b'a' + (blk % 26) as u8) as char).into_bytes()
+        };
+        let init: Vec<(i64, Vec<u8>)> = (0..NBLK)
+            .filter(|b| *b == NBLK - 1 || rng.below(3) != 0)
+            .map(|b| (b, data(b)))
+            .collect();
+        let ch: Vec<_> = init
+            .iter()
+            .map(|(b, d)| (*b, Some((ZBlkFormat::ZBlk0, &d[..]))))
+            .collect();
+        let (foid, at0) = zw.create_file("f", BS, &ch).unwrap();
+        cur.extend(init);
+        states.push((at0, cur.clone()));
+        let stor: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
+        let fs = Arc::new(Wcfs::new("test".into(), stor.clone(), 10.0).unwrap());
+        let a = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap();
+        let mut epoch = at0;
+        // blocks the kernel holds from head/ (read since their last change)
+        let mut cached: BTreeSet<i64> = BTreeSet::new();
+        let mut ws: Vec<W> = Vec::new();
+        let state_at = |states: &Vec<(Tid, BTreeMap<i64, Vec<u8>>)>, at: Tid| {
+            states
+                .iter()
+                .rev()
+                .find(|(t, _)| *t <= at)
+                .map(|(_, s)| s.clone())
+                .unwrap()
+        };
+        let blk_of = |s: &BTreeMap<i64, Vec<u8>>, b: i64| {
+            let mut v = s.get(&b).cloned().unwrap_or_default();
+            v.resize(BS as usize, 0);
+            v
+        };
+        let mut log: Vec<String> = Vec::new();
+        for step in 0..steps {
+            let op = rng.below(100);
+            if op < 30 {
+                // a commit
+                let kind = rng.below(10);
+                let changes: Vec<(i64, Option<Vec<u8>>)> = if kind < 6 {
+                    (0..1 + rng.below(3))
+                        .map(|_| {
+                            let b = rng.below(NBLK as u64) as i64;
+                            (b, Some(data(b)))
+                        })
+                        .collect()
+                } else if kind < 8 {
+                    let lo = rng.below(NBLK as u64) as i64;
+                    let n = 1 + rng.below(20) as i64;
+                    // the last block stays: the file never shrinks (a
+                    // client's blocks past head's end are never READ
+                    // through head/, so never pinned)
+                    (lo..(lo + n).min(NBLK - 1)).map(|b| (b, None)).collect()
+                } else if kind < 9 {
+                    let lo = rng.below(NBLK as u64) as i64;
+                    let n = 1 + rng.below(20) as i64;
+                    (lo..(lo + n).min(NBLK))
+                        .map(|b| (b, Some(data(b))))
+                        .collect()
+                } else {
+                    Vec::new() // an epoch
+                };
+                let changes: Vec<_> = changes
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>()
+                    .into_iter()
+                    .collect();
+                let tid = if changes.is_empty() {
+                    // the watchers of the file lose their links
+                    for w in ws.drain(..) {
+                        fs.watch_release(w.link.fh);
+                    }
+                    let head = stor.last_tid().unwrap();
+                    let f = ZBigFile::load(&*stor, foid, head).unwrap();
+                    let items = btree::items(&*stor, Family::LO, f.blktab, head).unwrap();
+                    let root = zw.new_oid();
+                    let shape = zw.blktab_shape;
+                    let mut objs: Vec<NewObject> =
+                        btree::build(Family::LO, &items, shape, root, &mut || zw.new_oid());
+                    objs.push(NewObject {
+                        oid: foid,
+                        class: zbigfile::ZBIGFILE,
+                        state: zbigfile::zbigfile_state(BS, root),
+                    });
+                    let t = zw.commit_objects("epoch", objs).unwrap();
+                    epoch = t;
+                    log.push(format!("{step}: epoch @{t}"));
+                    t
+                } else {
+                    let ch: Vec<_> = changes
+                        .iter()
+                        .map(|(b, d)| (*b, d.as_ref().map(|d| (ZBlkFormat::ZBlk0, &d[..]))))
+                        .collect();
+                    let t = zw.update_file(foid, &ch).unwrap();
+                    for (b, d) in &changes {
+                        match d {
+                            Some(d) => cur.insert(*b, d.clone()),
+                            None => cur.remove(b),
+                        };
+                        cached.remove(b);
+                    }
+                    log.push(format!(
+                        "{step}: commit @{t} {:?}",
+                        changes
+                            .iter()
+                            .map(|(b, d)| (*b, d.is_some()))
+                            .collect::<Vec<_>>()
+                    ));
+                    t
+                };
+                commit(&fs, &stor, tid);
+                states.push((tid, cur.clone()));
+                continue;
+            }
+            if op < 45 {
+                // a new watch, or one moved forward, at a state since the epoch
+                let cands: Vec<Tid> = states
+                    .iter()
+                    .map(|(t, _)| *t)
+                    .filter(|t| *t >= epoch)
+                    .collect();
+                let at = cands[cands.len() - 1 - rng.below(cands.len().min(6) as u64) as usize];
+                let i = if ws.is_empty() || rng.below(2) == 0 {
+                    ws.push(W {
+                        link: TLink::open(&fs, true),
+                        at: Tid(0),
+                        pins: BTreeMap::new(),
+                    });
+                    ws.len() - 1
+                } else {
+                    rng.below(ws.len() as u64) as usize
+                };
+                if at < ws[i].at {
+                    continue;
+                }
+                let (pins, reply) = ws[i].link.request(1, &format!("watch {foid} @{at}"));
+                assert_eq!(reply, "ok", "seed {seed} step {step}");
+                log.push(format!("{step}: watch {i} @{at} pins {pins:?}"));
+                if std::env::var("WCFS_PIN_MODEL_DEBUG").is_ok() {
+                    let head = stor.last_tid().unwrap();
+                    log.push(format!(
+                        "  slice: {:?}\n  ex: {:?}\n  explicit {}",
+                        fs.ft.slice_by_file_rev(foid, at, head).unwrap(),
+                        fs.ft
+                            .slice_by_file_rev_ex(
+                                foid,
+                                at,
+                                head,
+                                engine::ftail::SliceOpts {
+                                    only_explicitly_tracked: true
+                                }
+                            )
+                            .unwrap(),
+                        fs.ft.explicitly_tracked(foid)
+                    ));
+                }
+                let w = &mut ws[i];
+                w.at = at;
+                for (b, r) in pins {
+                    match r.as_str() {
+                        "@head" => w.pins.remove(&b),
+                        r => w
+                            .pins
+                            .insert(b, Tid(u64::from_str_radix(&r[1..], 16).unwrap())),
+                    };
+                }
+                let check: Vec<i64> = cached.iter().copied().collect();
+                check_all(seed, step, &log, &states, &ws, &check, state_at, blk_of);
+                continue;
+            }
+            // a READ of head/
+            let b = rng.below(NBLK as u64) as i64;
+            let mut got = read(&fs, a.ino, b as u64 * BS, BS as u32);
+            got.resize(BS as usize, 0); // past the end of a shrunk file
+            assert_eq!(got, blk_of(&cur, b), "seed {seed} step {step}: head #{b}");
+            cached.insert(b);
+            for w in ws.iter_mut() {
+                for (pb, r) in w.link.pins_now() {
+                    match r.as_str() {
+                        "@head" => w.pins.remove(&pb),
+                        r => w
+                            .pins
+                            .insert(pb, Tid(u64::from_str_radix(&r[1..], 16).unwrap())),
+                    };
+                }
+            }
+            log.push(format!("{step}: read #{b}"));
+            check_all(seed, step, &log, &states, &ws, &[b], state_at, blk_of);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_all(
+        seed: u64,
+        step: usize,
+        log: &[String],
+        states: &Vec<(Tid, BTreeMap<i64, Vec<u8>>)>,
+        ws: &[W],
+        blks: &[i64],
+        state_at: impl Fn(&Vec<(Tid, BTreeMap<i64, Vec<u8>>)>, Tid) -> BTreeMap<i64, Vec<u8>>,
+        blk_of: impl Fn(&BTreeMap<i64, Vec<u8>>, i64) -> Vec<u8>,
+    ) {
+        let head = states.last().unwrap().1.clone();
+        for (i, w) in ws.iter().enumerate() {
+            if w.at == Tid(0) {
+                continue;
+            }
+            let want_s = state_at(states, w.at);
+            for &b in blks {
+                let want = blk_of(&want_s, b);
+                let seen = match w.pins.get(&b) {
+                    Some(r) => blk_of(&state_at(states, *r), b),
+                    None => blk_of(&head, b),
+                };
+                if seen != want {
+                    let tail: Vec<&String> = log.iter().rev().take(40).rev().collect();
+                    panic!(
+                        "seed {seed} step {step}: watch {i} @{} sees #{b} {:?} (pin {:?}), \
+                         wants {:?}\n{}",
+                        w.at,
+                        String::from_utf8_lossy(&seen),
+                        w.pins.get(&b),
+                        String::from_utf8_lossy(&want),
+                        tail.iter()
+                            .map(|s| s.as_str())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// `WCFS_PIN_MODEL_SEEDS=<n>` runs more seeds, `WCFS_PIN_MODEL_DEBUG=1`
+    /// logs ΔFtail's slices at every watch setup.
+    #[test]
+    fn pins_match_a_brute_force_model() {
+        let seeds: u64 = std::env::var("WCFS_PIN_MODEL_SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(12);
+        for seed in 0..seeds {
+            run(mix(seed ^ 0x5eed), 300);
+        }
     }
 }
