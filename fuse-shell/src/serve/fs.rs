@@ -227,6 +227,10 @@ pub(crate) struct Wcfs {
     rev_files: Mutex<Vec<(u64, Arc<RevFile>)>>,
     /// When `@<rev>/` page cache was last trimmed.
     last_trim: Mutex<Instant>,
+    /// Tests: run in a watch setup just before it registers its at (to put
+    /// a READ there).
+    #[cfg(test)]
+    setup_hook: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
     stor: Arc<dyn Storage>,
     ft: DeltaFTail,
     /// The head view. READ of head/ files and Track hold it for reading,
@@ -310,6 +314,8 @@ impl Wcfs {
             head_cv: (Mutex::new(()), Condvar::new()),
             rev_files: Mutex::new(Vec::new()),
             last_trim: Mutex::new(Instant::now()),
+            #[cfg(test)]
+            setup_hook: Mutex::new(None),
             ft: DeltaFTail::new(at0, stor.clone()),
             stor,
             zhead: RwLock::new(ZHead { at: at0 }),
@@ -1305,18 +1311,31 @@ impl Wcfs {
         let opts = engine::ftail::SliceOpts {
             only_explicitly_tracked: true,
         };
-        let changed = match self.ft.slice_by_file_rev_ex(foid, at, head, opts) {
-            Ok(c) => c,
+        // epochs depend on the file's history only, not on what is tracked
+        match self.ft.slice_by_file_rev_ex(foid, at, head, opts) {
+            Ok(c) => {
+                if let Some(e) = c.iter().find(|d| d.epoch) {
+                    return fail(&format!(
+                        "file epoch detected @{} in between (at,head=@{head}]",
+                        e.rev
+                    ));
+                }
+            }
             Err(e) => return fail(&e.to_string()),
-        };
-        if let Some(e) = changed.iter().find(|d| d.epoch) {
-            return fail(&format!(
-                "file epoch detected @{} in between (at,head=@{head}]",
-                e.rev
-            ));
         }
-        // register the new at before computing pins: READs from now on
-        // pin for it too (they and we share pins in flight)
+        // Register the new at *before* asking which tracked blocks changed
+        // in (at, head]: a READ (which holds the head view too) Tracks its
+        // blocks and then pins the registered watches. Each block a READ
+        // Tracks is either Tracked before the slice below (so we pin it) or
+        // pinned by that READ for this at. Asking first left a window where
+        // a READ Tracked a block for the first time and did not know this
+        // at: that block reached the page cache unpinned for this watch
+        // (found by wcfs-stress: a readahead READ of 30 blocks right after
+        // an epoch, when no block of the file was tracked).
+        #[cfg(test)]
+        if let Some(hook) = lock(&self.setup_hook).as_ref() {
+            hook();
+        }
         let w = match existing {
             Some(w) => {
                 *w.at.write().unwrap_or_else(|p| p.into_inner()) = at;
@@ -1343,6 +1362,13 @@ impl Wcfs {
             }
         };
         let at_g = w.at.read().unwrap_or_else(|p| p.into_inner());
+        let changed = match self.ft.slice_by_file_rev_ex(foid, at, head, opts) {
+            Ok(c) => c,
+            Err(e) => {
+                drop(at_g);
+                return fail(&e.to_string());
+            }
+        };
         let blocks: std::collections::BTreeSet<i64> = changed
             .iter()
             .flat_map(|d| d.blocks.iter().copied())
@@ -1759,6 +1785,46 @@ mod watch_tests {
         let pins = l.pins_now();
         let missing: Vec<i64> = (27..55).filter(|b| !pins.contains_key(b)).collect();
         assert!(missing.is_empty(), "no pin for {missing:?}; pins {pins:?}");
+    }
+
+    /// A READ that Tracks a block for the first time while a watch is being
+    /// set up (after its checks, before it registers its at) must not let
+    /// that block reach the page cache unpinned for the new watch: the
+    /// setup asks ΔFtail only after registering. The shape of the
+    /// wcfs-stress finding (nothing tracked after an epoch, a readahead
+    /// READ racing a new Conn's setup), made deterministic with a hook.
+    #[test]
+    fn read_tracking_a_block_during_setup_pins_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Data.fs");
+        let mut zw = ZWriter::open(&path).unwrap();
+        let d = |s: &'static str| Some((ZBlkFormat::ZBlk0, s.as_bytes()));
+        let (foid, at0) = zw
+            .create_file("f", 4, &[(0, d("a0")), (1, d("a1")), (2, d("a2"))])
+            .unwrap();
+        let stor: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
+        let fs = Arc::new(Wcfs::new("test".into(), stor.clone(), 5.0).unwrap());
+        let a = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap();
+        assert_eq!(read(&fs, a.ino, 0, 4), b"a0\0\0"); // the file is known
+        let at1 = zw.update_file(foid, &[(1, d("b1"))]).unwrap();
+        commit(&fs, &stor, at1);
+        // block 1 was never read: not tracked. The READ comes in the window.
+        let (fs2, ino) = (fs.clone(), a.ino);
+        *lock(&fs.setup_hook) = Some(Box::new(move || {
+            assert_eq!(read(&fs2, ino, 4, 4), b"b1\0\0");
+        }));
+        let l = TLink::open(&fs, true);
+        let (pins, reply) = l.request(1, &format!("watch {foid} @{at0}"));
+        assert_eq!(reply, "ok");
+        *lock(&fs.setup_hook) = None;
+        let mut all = pins;
+        all.extend(l.pins_now());
+        assert_eq!(
+            all.get(&1).map(String::as_str),
+            Some(&*format!("@{at0}")),
+            "block 1 (changed in (at0, head]) is in the page cache from head: \
+             it must be pinned to @at0; pins {all:?}"
+        );
     }
 
     /// `@<rev>/` page cache is trimmed for revisions nobody is pinned to,
