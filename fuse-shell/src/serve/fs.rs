@@ -227,10 +227,11 @@ pub(crate) struct Wcfs {
     rev_files: Mutex<Vec<(u64, Arc<RevFile>)>>,
     /// When `@<rev>/` page cache was last trimmed.
     last_trim: Mutex<Instant>,
-    /// Tests: run in a watch setup just before it registers its at (to put
-    /// a READ there).
+    /// Tests: run in a watch setup at the named point (`register`: before
+    /// it registers its at; `unpin`: before it decides which pins to undo),
+    /// to put a READ there.
     #[cfg(test)]
-    setup_hook: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    setup_hook: Mutex<Option<Box<dyn Fn(&str) + Send + Sync>>>,
     stor: Arc<dyn Storage>,
     ft: DeltaFTail,
     /// The head view. READ of head/ files and Track hold it for reading,
@@ -1334,7 +1335,7 @@ impl Wcfs {
         // an epoch, when no block of the file was tracked).
         #[cfg(test)]
         if let Some(hook) = lock(&self.setup_hook).as_ref() {
-            hook();
+            hook("register");
         }
         let w = match existing {
             Some(w) => {
@@ -1387,14 +1388,36 @@ impl Wcfs {
                 }
             }
         }
+        #[cfg(test)]
+        if let Some(hook) = lock(&self.setup_hook).as_ref() {
+            hook("unpin");
+        }
+        // Pinned blocks the slice did not name: unpin those unchanged in
+        // (at, head]. Not named is not enough: a READ may have Tracked a
+        // block after the slice and pinned it for this at (it sees the
+        // registered at); so each is asked about on its own.
         let unpin: Vec<i64> = lock(&w.pinned)
             .keys()
             .copied()
             .filter(|b| !blocks.contains(b))
             .collect();
         for blk in unpin {
-            if let Some(pw) = w.pin(blk, None, &self.stats) {
-                jobs.push((w.clone(), blk, None, pw));
+            let rev = match self.ft.blk_rev_at(foid, blk, head) {
+                Ok((rh, _)) if rh <= at => None,
+                Ok(_) => match self.ft.blk_rev_at(foid, blk, at) {
+                    Ok((r, _)) => Some(r),
+                    Err(e) => {
+                        drop(at_g);
+                        return fail(&format!("pin #{blk}: {e}"));
+                    }
+                },
+                Err(e) => {
+                    drop(at_g);
+                    return fail(&format!("pin #{blk}: {e}"));
+                }
+            };
+            if let Some(pw) = w.pin(blk, rev, &self.stats) {
+                jobs.push((w.clone(), blk, rev, pw));
             }
         }
         let ok = self.wait_pins(jobs, 0);
@@ -1810,8 +1833,10 @@ mod watch_tests {
         commit(&fs, &stor, at1);
         // block 1 was never read: not tracked. The READ comes in the window.
         let (fs2, ino) = (fs.clone(), a.ino);
-        *lock(&fs.setup_hook) = Some(Box::new(move || {
-            assert_eq!(read(&fs2, ino, 4, 4), b"b1\0\0");
+        *lock(&fs.setup_hook) = Some(Box::new(move |point| {
+            if point == "register" {
+                assert_eq!(read(&fs2, ino, 4, 4), b"b1\0\0");
+            }
         }));
         let l = TLink::open(&fs, true);
         let (pins, reply) = l.request(1, &format!("watch {foid} @{at0}"));
@@ -1824,6 +1849,57 @@ mod watch_tests {
             Some(&*format!("@{at0}")),
             "block 1 (changed in (at0, head]) is in the page cache from head: \
              it must be pinned to @at0; pins {all:?}"
+        );
+    }
+
+    /// A watch moving forward keeps a pin that a READ made for its new at
+    /// after the setup asked ΔFtail (the block was not tracked then, so the
+    /// setup's slice does not name it): the setup undoes only pins of
+    /// blocks unchanged in (at, head].
+    #[test]
+    fn setup_keeps_a_pin_a_concurrent_read_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("Data.fs");
+        let mut zw = ZWriter::open(&path).unwrap();
+        let d = |s: &'static str| Some((ZBlkFormat::ZBlk0, s.as_bytes()));
+        let (foid, at0) = zw
+            .create_file("f", 4, &[(0, d("a0")), (1, d("a1")), (2, d("a2"))])
+            .unwrap();
+        let stor: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
+        let fs = Arc::new(Wcfs::new("test".into(), stor.clone(), 5.0).unwrap());
+        let a = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap();
+        assert_eq!(read(&fs, a.ino, 0, 4), b"a0\0\0");
+        let l = TLink::open(&fs, true);
+        assert_eq!(l.request(1, &format!("watch {foid} @{at0}")).1, "ok");
+        // block 0 changes: the READ pins it @at0
+        let at1 = zw.update_file(foid, &[(0, d("b0"))]).unwrap();
+        commit(&fs, &stor, at1);
+        assert_eq!(read(&fs, a.ino, 0, 4), b"b0\0\0");
+        assert_eq!(l.pins_now().get(&0).cloned(), Some(format!("@{at0}")));
+        // block 1 changes twice; never read, so not tracked
+        let at2 = zw.update_file(foid, &[(1, d("c1"))]).unwrap();
+        commit(&fs, &stor, at2);
+        let at3 = zw.update_file(foid, &[(1, d("d1"))]).unwrap();
+        commit(&fs, &stor, at3);
+        // move to at2: block 0 is to be unpinned (unchanged in (at2, at3]);
+        // block 1 (changed in (at2, at3]) is read in the window and pinned
+        // @at2 by that READ; the setup must leave that pin alone
+        let (fs2, ino) = (fs.clone(), a.ino);
+        *lock(&fs.setup_hook) = Some(Box::new(move |point| {
+            if point == "unpin" {
+                assert_eq!(read(&fs2, ino, 4, 4), b"d1\0\0");
+            }
+        }));
+        let (pins, reply) = l.request(1, &format!("watch {foid} @{at2}"));
+        *lock(&fs.setup_hook) = None;
+        assert_eq!(reply, "ok");
+        let mut all = pins;
+        all.extend(l.pins_now());
+        assert_eq!(all.get(&0).map(String::as_str), Some("@head"), "{all:?}");
+        assert_eq!(
+            all.get(&1).map(String::as_str),
+            Some(&*format!("@{at2}")),
+            "the last word on block 1 must be its pin @at2: {all:?}"
         );
     }
 
