@@ -209,6 +209,10 @@ pub(crate) struct Inval {
     pub(crate) len: i64,
 }
 
+/// See `Wcfs::setup_hook`.
+#[cfg(test)]
+type SetupHook = Box<dyn Fn(&str) + Send + Sync>;
+
 /// The filesystem. See the [module docs](super) for the locks.
 pub(crate) struct Wcfs {
     zurl: String,
@@ -231,7 +235,7 @@ pub(crate) struct Wcfs {
     /// it registers its at; `unpin`: before it decides which pins to undo),
     /// to put a READ there.
     #[cfg(test)]
-    setup_hook: Mutex<Option<Box<dyn Fn(&str) + Send + Sync>>>,
+    setup_hook: Mutex<Option<SetupHook>>,
     stor: Arc<dyn Storage>,
     ft: DeltaFTail,
     /// The head view. READ of head/ files and Track hold it for reading,
