@@ -404,6 +404,48 @@ impl Spawner {
     }
 }
 
+/// For a hang: every thread of `pids` (name, state, wchan, kernel stack)
+/// appended to `path`, so that the report can say where things wait.
+fn dump_threads(path: &Path, what: &str, pids: &[(String, u32)]) {
+    use std::fmt::Write as _;
+    let mut out = format!("==== {what}\n");
+    for (name, pid) in pids {
+        let _ = writeln!(out, "--- {name} pid {pid}");
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            let _ = writeln!(out, "(gone)");
+            continue;
+        };
+        for t in tasks.flatten() {
+            let d = t.path();
+            let rd = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+            let state = rd("status")
+                .lines()
+                .find(|l| l.starts_with("State:"))
+                .unwrap_or("")
+                .to_owned();
+            let _ = writeln!(
+                out,
+                "tid {} {} {} wchan {}",
+                t.file_name().to_string_lossy(),
+                rd("comm").trim(),
+                state,
+                rd("wchan")
+            );
+            for l in rd("stack").lines() {
+                let _ = writeln!(out, "    {l}");
+            }
+        }
+    }
+    let r = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(out.as_bytes()));
+    if let Err(e) = r {
+        eprintln!("wcfs-stress: {}: {e}", path.display());
+    }
+}
+
 fn signal(pid: u32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
 }
@@ -702,9 +744,14 @@ fn run(o: RunOpts) -> Result<bool> {
         if reads > last_reads.0 {
             last_reads = (reads, Instant::now());
         } else if last_reads.1.elapsed() > hang_limit {
+            let dump = dir.join("hang.txt");
+            let mut pids = vec![("server".to_owned(), srv_pid)];
+            pids.extend(readers.iter().map(|r| (format!("reader {}", r.id), r.child.id())));
+            dump_threads(&dump, "hang", &pids);
             rep.problems.push(format!(
-                "hang: no read completed for {:?}",
-                last_reads.1.elapsed()
+                "hang: no read completed for {:?} (threads: {})",
+                last_reads.1.elapsed(),
+                dump.display()
             ));
             break;
         }
@@ -739,8 +786,20 @@ fn run(o: RunOpts) -> Result<bool> {
                 break s;
             }
             if t0.elapsed() > 2 * pt + Duration::from_secs(20) {
-                rep.problems
-                    .push(format!("reader {} did not end when asked", r.id));
+                let dump = dir.join("hang.txt");
+                dump_threads(
+                    &dump,
+                    &format!("reader {} did not end", r.id),
+                    &[
+                        ("server".to_owned(), srv_pid),
+                        (format!("reader {}", r.id), r.child.id()),
+                    ],
+                );
+                rep.problems.push(format!(
+                    "reader {} did not end when asked (threads: {})",
+                    r.id,
+                    dump.display()
+                ));
                 let _ = r.child.kill();
                 let _ = r.child.wait();
                 break None;
