@@ -80,6 +80,11 @@ struct RunOpts {
     /// Inject faults: clients that never ack, SIGSTOPped and SIGKILLed readers.
     #[arg(long)]
     faults: bool,
+    /// Seconds between faults (default: the pin timeout, at least 4). A
+    /// client that never acks stalls commits for up to the pin timeout, so
+    /// faults this often keep the mount busy with them most of the time.
+    #[arg(long, value_parser = positive_secs)]
+    fault_every: Option<Duration>,
     /// No epochs (blktab replaced) among the commits.
     #[arg(long)]
     no_epochs: bool,
@@ -122,6 +127,14 @@ enum Cmd {
     /// (internal) A client that never acks.
     #[command(hide = true)]
     Noack { mnt: PathBuf, oid: Oid, at: Tid },
+}
+
+/// A positive, finite number of seconds.
+fn positive_secs(s: &str) -> Result<Duration, String> {
+    match s.parse::<f64>() {
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(Duration::from_secs_f64(x)),
+        _ => Err(format!("{s:?} is not a positive number of seconds")),
+    }
 }
 
 fn main() {
@@ -621,6 +634,7 @@ fn run(o: RunOpts) -> Result<bool> {
     let hang_limit = Duration::from_secs_f64(3.0 * o.pintimeout + 20.0);
     let mut frng = model::mix(seed ^ 0xfa017);
     let pt = Duration::from_secs_f64(o.pintimeout);
+    let fault_every = o.fault_every.unwrap_or(pt.max(Duration::from_secs(4)));
 
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
@@ -695,10 +709,7 @@ fn run(o: RunOpts) -> Result<bool> {
             None => true,
         });
         // faults
-        if o.faults
-            && last_fault.elapsed() > pt.max(Duration::from_secs(4))
-            && Instant::now() + 3 * pt < end
-        {
+        if o.faults && last_fault.elapsed() > fault_every && Instant::now() + 3 * pt < end {
             last_fault = Instant::now();
             frng = model::mix(frng);
             h.refresh(&log)?;
@@ -746,7 +757,11 @@ fn run(o: RunOpts) -> Result<bool> {
         } else if last_reads.1.elapsed() > hang_limit {
             let dump = dir.join("hang.txt");
             let mut pids = vec![("server".to_owned(), srv_pid)];
-            pids.extend(readers.iter().map(|r| (format!("reader {}", r.id), r.child.id())));
+            pids.extend(
+                readers
+                    .iter()
+                    .map(|r| (format!("reader {}", r.id), r.child.id())),
+            );
             dump_threads(&dump, "hang", &pids);
             rep.problems.push(format!(
                 "hang: no read completed for {:?} (threads: {})",
