@@ -1814,14 +1814,19 @@ mod watch_tests {
         assert!(missing.is_empty(), "no pin for {missing:?}; pins {pins:?}");
     }
 
-    /// A READ that Tracks a block for the first time while a watch is being
-    /// set up (after its checks, before it registers its at) must not let
-    /// that block reach the page cache unpinned for the new watch: the
-    /// setup asks ΔFtail only after registering. The shape of the
-    /// wcfs-stress finding (nothing tracked after an epoch, a readahead
-    /// READ racing a new Conn's setup), made deterministic with a hook.
-    #[test]
-    fn read_tracking_a_block_during_setup_pins_it() {
+    /// A file "f" of 4-byte blocks a0 a1 a2 (at0), served without a mount.
+    struct ThreeBlocks {
+        _dir: tempfile::TempDir,
+        zw: ZWriter,
+        foid: Oid,
+        at0: Tid,
+        stor: Arc<dyn Storage>,
+        fs: Arc<Wcfs>,
+        /// head/bigfile/<foid>
+        ino: u64,
+    }
+
+    fn three_blocks() -> ThreeBlocks {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("Data.fs");
         let mut zw = ZWriter::open(&path).unwrap();
@@ -1831,12 +1836,41 @@ mod watch_tests {
             .unwrap();
         let stor: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
         let fs = Arc::new(Wcfs::new("test".into(), stor.clone(), 5.0).unwrap());
-        let a = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap();
-        assert_eq!(read(&fs, a.ino, 0, 4), b"a0\0\0"); // the file is known
+        let ino = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap().ino;
+        ThreeBlocks {
+            _dir: dir,
+            zw,
+            foid,
+            at0,
+            stor,
+            fs,
+            ino,
+        }
+    }
+
+    /// A READ that Tracks a block for the first time while a watch is being
+    /// set up (after its checks, before it registers its at) must not let
+    /// that block reach the page cache unpinned for the new watch: the
+    /// setup asks ΔFtail only after registering. The shape of the
+    /// wcfs-stress finding (nothing tracked after an epoch, a readahead
+    /// READ racing a new Conn's setup), made deterministic with a hook.
+    #[test]
+    fn read_tracking_a_block_during_setup_pins_it() {
+        let ThreeBlocks {
+            _dir,
+            mut zw,
+            foid,
+            at0,
+            stor,
+            fs,
+            ino,
+        } = three_blocks();
+        let d = |s: &'static str| Some((ZBlkFormat::ZBlk0, s.as_bytes()));
+        assert_eq!(read(&fs, ino, 0, 4), b"a0\0\0"); // the file is known
         let at1 = zw.update_file(foid, &[(1, d("b1"))]).unwrap();
         commit(&fs, &stor, at1);
         // block 1 was never read: not tracked. The READ comes in the window.
-        let (fs2, ino) = (fs.clone(), a.ino);
+        let fs2 = fs.clone();
         *lock(&fs.setup_hook) = Some(Box::new(move |point| {
             if point == "register" {
                 assert_eq!(read(&fs2, ino, 4, 4), b"b1\0\0");
@@ -1862,23 +1896,23 @@ mod watch_tests {
     /// blocks unchanged in (at, head].
     #[test]
     fn setup_keeps_a_pin_a_concurrent_read_made() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("Data.fs");
-        let mut zw = ZWriter::open(&path).unwrap();
+        let ThreeBlocks {
+            _dir,
+            mut zw,
+            foid,
+            at0,
+            stor,
+            fs,
+            ino,
+        } = three_blocks();
         let d = |s: &'static str| Some((ZBlkFormat::ZBlk0, s.as_bytes()));
-        let (foid, at0) = zw
-            .create_file("f", 4, &[(0, d("a0")), (1, d("a1")), (2, d("a2"))])
-            .unwrap();
-        let stor: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
-        let fs = Arc::new(Wcfs::new("test".into(), stor.clone(), 5.0).unwrap());
-        let a = fs.lookup(HEAD_BIGFILE, &foid.to_string()).unwrap();
-        assert_eq!(read(&fs, a.ino, 0, 4), b"a0\0\0");
+        assert_eq!(read(&fs, ino, 0, 4), b"a0\0\0");
         let l = TLink::open(&fs, true);
         assert_eq!(l.request(1, &format!("watch {foid} @{at0}")).1, "ok");
         // block 0 changes: the READ pins it @at0
         let at1 = zw.update_file(foid, &[(0, d("b0"))]).unwrap();
         commit(&fs, &stor, at1);
-        assert_eq!(read(&fs, a.ino, 0, 4), b"b0\0\0");
+        assert_eq!(read(&fs, ino, 0, 4), b"b0\0\0");
         assert_eq!(l.pins_now().get(&0).cloned(), Some(format!("@{at0}")));
         // block 1 changes twice; never read, so not tracked
         let at2 = zw.update_file(foid, &[(1, d("c1"))]).unwrap();
@@ -1888,7 +1922,7 @@ mod watch_tests {
         // move to at2: block 0 is to be unpinned (unchanged in (at2, at3]);
         // block 1 (changed in (at2, at3]) is read in the window and pinned
         // @at2 by that READ; the setup must leave that pin alone
-        let (fs2, ino) = (fs.clone(), a.ino);
+        let fs2 = fs.clone();
         *lock(&fs.setup_hook) = Some(Box::new(move |point| {
             if point == "unpin" {
                 assert_eq!(read(&fs2, ino, 4, 4), b"d1\0\0");
