@@ -27,6 +27,9 @@
 //!   head stays and loads fail within the bound while down; then the
 //!   watcher reports every transaction once, in order (fs1 is the truth);
 //!   a server of another, older database on that address is refused.
+//! - `rust_commits_through_zeo`: our ZWriter commits through ZEO between
+//!   Python ZODB commits; fs1, Python (check_db.py) and the model agree at
+//!   every tid, Python's changes are kept, a stale commit is a conflict.
 //! - `scripted_server_invalidations`: a fake server sends what a real one
 //!   does only by chance: invalidations before the register reply, a
 //!   `lastTransaction` ahead of its invalidation, duplicate oids, a tid
@@ -645,6 +648,165 @@ fn reconnect_after_restart() {
         }
     }
     assert_eq!(zeo.last_tid().unwrap(), last);
+}
+
+/// Our ZWriter commits through ZEO (read-write registration, new_oids,
+/// tpc_begin/storea/deleteObject/vote/tpc_finish), interleaved with Python
+/// ZODB commits through the same server: every file state at every tid is
+/// what the model says, read by our ZEO reader and by fs1 from the Data.fs;
+/// Python ZODB (check_db.py, which also runs BTrees.check and fstest) reads
+/// the same; Python's commits were not lost (the root keeps its entries);
+/// a stale write is refused with a conflict, not lost.
+#[test]
+fn rust_commits_through_zeo() {
+    use std::collections::BTreeMap;
+    use zodb::zbigfile::{ZBigFile, ZBlkFormat};
+    use zodb::zwrite::ZWriter;
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("Data.fs");
+    let mut srv = Server::start(&p, "127.0.0.1:0", &[]);
+    let mut zw = ZWriter::open_zeo(&srv.addr, "1").unwrap();
+    let mut rng = Rng::new(seed("rust_commits_through_zeo"));
+    // name -> (oid, blksize, blocks)
+    type Files = BTreeMap<&'static str, (Oid, usize, BTreeMap<i64, Vec<u8>>)>;
+    let mut files: Files = BTreeMap::new();
+    let mut history: Vec<(Tid, Files)> = Vec::new();
+    for (name, blksize, nblk) in [("a", 4096usize, 6i64), ("big", 2 << 20, 2)] {
+        let blocks: BTreeMap<i64, Vec<u8>> = (0..nblk).map(|i| (i, rng.bytes(blksize))).collect();
+        let ch: Vec<_> = blocks
+            .iter()
+            .map(|(i, d)| (*i, Some((ZBlkFormat::ZBlk1, &d[..]))))
+            .collect();
+        let (oid, tid) = zw.create_file(name, blksize as u64, &ch).unwrap();
+        files.insert(name, (oid, blksize, blocks));
+        history.push((tid, files.clone()));
+    }
+    for step in 0..12 {
+        if step % 4 == 1 {
+            // Python commits through the same server (it changes the root)
+            py_common::run_py(
+                "zeo_server.py",
+                &["commit", &srv.addr, "2", "--seed", &step.to_string()],
+            );
+        }
+        let name = if rng.chance(50) { "a" } else { "big" };
+        let (oid, bs, blocks) = files.get_mut(name).unwrap();
+        let blk = rng.below(4) as i64;
+        let fmt = if rng.chance(50) {
+            ZBlkFormat::ZBlk0
+        } else {
+            ZBlkFormat::ZBlk1
+        };
+        let tid = if rng.chance(20) {
+            blocks.remove(&blk);
+            zw.update_file(*oid, &[(blk, None)]).unwrap()
+        } else {
+            let n = 1 + rng.below(*bs as u64) as usize;
+            let d = rng.bytes(n);
+            let t = zw.update_file(*oid, &[(blk, Some((fmt, &d[..])))]).unwrap();
+            blocks.insert(blk, d);
+            t
+        };
+        history.push((tid, files.clone()));
+    }
+    // a commit computed from a stale state is refused, not applied
+    let stale = zw.backend().snapshot();
+    // (its first commit adds its ZBigFile to the root)
+    let zurl = format!("zeo://{}", srv.addr);
+    py_common::run_py("committer.py", &[&zurl, "--txns", "1"]);
+    let root = zodb::record::load(&stale, Oid(0), stale.last_tid().unwrap()).unwrap();
+    let e = zw
+        .commit_objects(
+            "stale root",
+            vec![zodb::zbigfile::NewObject {
+                oid: Oid(0),
+                class: zodb::zwrite::PERSISTENT_MAPPING,
+                state: root.state,
+            }],
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("ConflictError"), "{e}");
+    let zeo_head = zw.head();
+    drop(zw);
+
+    // our ZEO reader, and fs1 on the Data.fs, at every tid
+    let zeo = ZeoStorage::open(&srv.addr, "1").unwrap();
+    assert_eq!(zeo.last_tid().unwrap(), zeo_head);
+    let fs = FileStorage::open(&p).unwrap();
+    assert_eq!(fs.last_tid().unwrap(), zeo_head);
+    // every tid of the database: the model's files as of it (checked
+    // through both readers), Python's file as fs1 reads it
+    let mut expect = Vec::new();
+    let tids: Vec<Tid> = fs
+        .iterate(Tid::ZERO, Tid::MAX)
+        .unwrap()
+        .map(|t| t.unwrap().tid)
+        .collect();
+    assert!(history.iter().all(|h| tids.contains(&h.0)));
+    for at in &tids {
+        let m = history
+            .iter()
+            .rev()
+            .find(|h| h.0 <= *at)
+            .map(|h| h.1.clone())
+            .unwrap_or_default();
+        for zf in zodb::zbigfile::list(&fs, *at).unwrap() {
+            let bs = zf.blksize as usize;
+            let size = zf.size(&fs, *at).unwrap();
+            let model = m.values().find(|f| f.0 == zf.oid);
+            let mut shas = Vec::new();
+            for i in 0..(size / bs as u64) as i64 {
+                let got = zf.load_blk(&fs, i, *at).unwrap().to_vec();
+                if let Some((_, _, blocks)) = model {
+                    let mut want = blocks.get(&i).cloned().unwrap_or_default();
+                    want.resize(bs, 0);
+                    assert!(got == want, "{}@{at} blk {i}", zf.oid);
+                    let z = ZBigFile::load(&zeo, zf.oid, *at).unwrap();
+                    assert!(z.load_blk(&zeo, i, *at).unwrap().to_vec() == want);
+                }
+                shas.push(sha256_hex(&got));
+            }
+            if let Some((_, _, blocks)) = model {
+                let want = blocks
+                    .keys()
+                    .next_back()
+                    .map_or(0, |k| (*k as u64 + 1) * bs as u64);
+                assert_eq!(size, want, "{}@{at}", zf.oid);
+            }
+            expect.push(serde_json::json!({
+                "tid": at.to_string(), "oid": zf.oid.to_string(), "status": "ok", "reachable": true,
+                "blksize": bs, "size": size, "blocks": shas,
+            }));
+        }
+    }
+    for (at, m) in &history {
+        for (oid, _, _) in m.values() {
+            assert!(ZBigFile::load(&fs, *oid, *at).is_ok());
+        }
+    }
+    drop(zeo);
+    srv.stop();
+    // Python's objects are still in the root (no lost update)
+    let root = zodb::record::load(&fs, Oid(0), zeo_head).unwrap();
+    let text = format!("{:?}", root.state);
+    assert!(
+        text.contains("zeo-obj-0")
+            && text.contains("committer")
+            && text.contains("\"a\"")
+            && text.contains("\"big\""),
+        "{text}"
+    );
+    let ex = tmp.path().join("expect.json");
+    let doc = serde_json::json!({ "format": "wcfs-interop-dump/1", "head": fs.last_tid().unwrap().to_string(), "files": expect });
+    std::fs::write(&ex, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = py_common::run_py("check_db.py", &[p.to_str().unwrap(), ex.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("check_db: OK"), "{text}");
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
 }
 
 // ---- a scripted fake server: what a real one does not do on demand ----

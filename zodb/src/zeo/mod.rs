@@ -104,10 +104,12 @@ mod iter;
 mod link;
 mod watch;
 mod wire;
+mod write;
 
 pub use iter::ZeoTxnIter;
 pub use watch::ZeoWatcher;
 pub use wire::ZeoError;
+pub use write::{ZeoSnapshot, ZeoWriter};
 
 use crate::error::{Error, Result};
 use crate::pickle::Value;
@@ -183,9 +185,9 @@ impl ZeoOptions {
 /// A storage of a ZEO server, opened read-only.
 ///
 /// One connection at a time, replaced when it breaks; cheap to share
-/// (`Arc`), all methods take `&self`. Dropping the last handle (storage and
+/// (`Arc`, or clones, which share the connection), all methods take `&self`. Dropping the last handle (storage and
 /// watchers hold it) closes the connection and stops reconnecting.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ZeoStorage {
     link: Arc<Link>,
     url: String,
