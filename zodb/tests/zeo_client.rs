@@ -26,7 +26,8 @@
 //!   storage, with Python commits while it was down and right after: the
 //!   head stays and loads fail within the bound while down; then the
 //!   watcher reports every transaction once, in order (fs1 is the truth);
-//!   a server of another, older database on that address is refused.
+//!   a server of another database on that address (older head, or newer
+//!   but without our last transaction) is refused.
 //! - `rust_commits_through_zeo`: our ZWriter commits through ZEO between
 //!   Python ZODB commits; fs1, Python (check_db.py) and the model agree at
 //!   every tid, Python's changes are kept, a stale commit is a conflict.
@@ -538,8 +539,9 @@ fn printed_tids(out: &[u8]) -> Vec<Tid> {
 /// the outage the head stays and loads fail within the bound; afterwards
 /// the watcher reports every transaction after the last one it had, once
 /// and in order (the fs1 iteration of the same Data.fs is the truth), and
-/// loads work again. Then a server with another (older) database on the
-/// same address is refused: loads fail, the head does not go back.
+/// loads work again. Then servers of other databases on the same address
+/// (an older head; a newer one without our last transaction) are refused:
+/// loads fail, the head does not go back.
 #[test]
 fn reconnect_after_restart() {
     let tmp = tempfile::tempdir().unwrap();
@@ -642,6 +644,30 @@ fn reconnect_after_restart() {
         match zeo.load(Oid(0), last) {
             Err(e) => match ZeoError::find(&e) {
                 Some(ZeoError::Unavailable { last, .. }) => why = (**last).clone(),
+                _ => panic!("{e}"),
+            },
+            Ok(l) => panic!("loaded {l:?} from another database"),
+        }
+    }
+    assert_eq!(zeo.last_tid().unwrap(), last);
+    drop(_srv);
+
+    // another database with a newer head: it lacks our last transaction
+    let p3 = tmp.path().join("Newer.fs");
+    random_db(&p3, 6, 2);
+    let _srv = Server::start(&p3, &addr, &[]);
+    let t1 = Instant::now();
+    loop {
+        assert!(
+            t1.elapsed() < Duration::from_secs(30),
+            "newer database not refused"
+        );
+        match zeo.load(Oid(0), last) {
+            Err(e) => match ZeoError::find(&e) {
+                Some(ZeoError::Unavailable { last, .. }) if matches!(&**last, ZeoError::Protocol(m) if m.contains("has no transaction")) => {
+                    break
+                }
+                Some(ZeoError::Unavailable { .. }) => {}
                 _ => panic!("{e}"),
             },
             Ok(l) => panic!("loaded {l:?} from another database"),

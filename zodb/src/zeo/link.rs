@@ -77,16 +77,15 @@ fn zeo_error(e: &Error) -> ZeoError {
 /// Check that the server has transaction `tid` (the last one we saw
 /// before the connection broke): a server that answers for another
 /// database must not serve our loads. `Ok` if it does (or `tid` is zero),
-/// an error saying why not.
+/// an error saying why not. (Only the transaction header is fetched, not
+/// its records.)
 fn has_txn(c: &Arc<Conn>, tid: Tid) -> std::result::Result<(), ZeoError> {
     if tid == Tid::ZERO {
         return Ok(());
     }
-    let bad = |e: Error| zeo_error(&e);
-    let mut it = ZeoTxnIter::start(c.clone(), tid, tid).map_err(bad)?;
-    match it.next() {
-        Some(Ok(t)) if t.tid == tid => Ok(()),
-        Some(Err(e)) => Err(bad(e)),
+    match ZeoTxnIter::first_tid(c, tid, tid) {
+        Ok(Some(t)) if t == tid => Ok(()),
+        Err(e) => Err(zeo_error(&e)),
         _ => Err(ZeoError::Protocol(format!(
             "the server has no transaction {tid}, which it had committed: not the same database"
         ))),
