@@ -28,6 +28,8 @@
 //!   watcher reports every transaction once, in order (fs1 is the truth);
 //!   a server of another database on that address (older head, or newer
 //!   but without our last transaction) is refused.
+//! - `load_waits_for_reconnect`: loads made while the server is down
+//!   answer once it is back (within the bound), as fs1 does.
 //! - `rust_commits_through_zeo`: our ZWriter commits through ZEO between
 //!   Python ZODB commits; fs1, Python (check_db.py) and the model agree at
 //!   every tid, Python's changes are kept, a stale commit is a conflict.
@@ -674,6 +676,45 @@ fn reconnect_after_restart() {
         }
     }
     assert_eq!(zeo.last_tid().unwrap(), last);
+}
+
+/// A load made while the server is down waits for the reconnect (within
+/// `ZeoOptions::wait`) and then answers from the restarted server, equal
+/// to fs1's answer; `sync` too.
+#[test]
+fn load_waits_for_reconnect() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("Data.fs");
+    let m = random_db(&p, 7, 6);
+    let mut srv = Server::start(&p, "127.0.0.1:0", &[]);
+    let addr = srv.addr.clone();
+    let opts = ZeoOptions {
+        wait: Duration::from_secs(25),
+        backoff_max: Duration::from_millis(200),
+        ..ZeoOptions::default()
+    };
+    let zeo = ZeoStorage::open_with(&addr, "1", opts).unwrap();
+    let head = zeo.last_tid().unwrap();
+    srv.stop();
+    let fs = FileStorage::open(&p).unwrap();
+    let oids = m.oids();
+    let got = std::thread::scope(|s| {
+        let (zeo, oids) = (&zeo, &oids);
+        let h = s.spawn(move || {
+            oids.iter()
+                .map(|o| outcome(zeo, *o, head))
+                .collect::<Vec<_>>()
+        });
+        // (the loads above are waiting for a connection meanwhile)
+        let srv = Server::start(&p, &addr, &[]);
+        let got = h.join().unwrap();
+        assert_eq!(zeo.sync().unwrap(), head);
+        drop(srv);
+        got
+    });
+    let want: Vec<String> = oids.iter().map(|o| outcome(&fs, *o, head)).collect();
+    assert_eq!(got, want);
+    assert_eq!(zeo.connections(), 2);
 }
 
 /// Our ZWriter commits through ZEO (read-write registration, new_oids,
