@@ -18,7 +18,9 @@
 //! someone else changed the object since.
 //!
 //! The writer does not reconnect: a lost connection fails the commit (a
-//! test writer should see it).
+//! test writer should see it). A commit whose `tpc_finish` succeeded but
+//! whose reader could not catch up with it (its `sync` failed) returns
+//! that error although the transaction is committed.
 
 use super::conn::Conn;
 use super::wire::{self, wire_id, ZeoError};
