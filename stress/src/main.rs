@@ -2,7 +2,9 @@
 //! client keeps seeing the database exactly as of its own transaction.
 //!
 //! A run: create a FileStorage with a few ZBigFiles (or use the one named
-//! by `--zurl`), start `wcfs serve` on it, then for `--duration`:
+//! by `--zurl`), start `wcfs serve` on it (with `--zeo`: start a ZEO server
+//! on it, commit through it and serve `zeo://`, see `zeo.rs`), then for
+//! `--duration`:
 //!
 //! - a writer thread commits block changes at `--rate` (see `writer.rs`),
 //!   appending every committed transaction to a history log;
@@ -24,6 +26,7 @@
 mod model;
 mod reader;
 mod writer;
+mod zeo;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -99,6 +102,11 @@ struct RunOpts {
     /// a temporary directory; files f0, f1, ... are added to it.
     #[arg(long)]
     zurl: Option<String>,
+    /// Serve the database through a ZEO server: the harness starts one
+    /// (Python ZEO, `$WCFS_PYTHON`) on a loopback port of the new Data.fs,
+    /// the writer commits through it and wcfs serves `zeo://`.
+    #[arg(long, conflicts_with = "zurl")]
+    zeo: bool,
     /// The `wcfs` binary (default: next to this one).
     #[arg(long)]
     wcfs: Option<PathBuf>,
@@ -551,7 +559,16 @@ fn run(o: RunOpts) -> Result<bool> {
         Some(z) => PathBuf::from(z.strip_prefix("file://").unwrap_or(z)),
         None => dir.join("Data.fs"),
     };
-    let zurl = db.to_string_lossy().into_owned();
+    // (declared before the mount: dropped after it, also on errors)
+    let zeo = if o.zeo {
+        Some(zeo::ZeoServer::start(&db)?)
+    } else {
+        None
+    };
+    let zurl = match &zeo {
+        Some(z) => format!("zeo://{}", z.addr),
+        None => db.to_string_lossy().into_owned(),
+    };
     let (log, mnt) = (dir.join("history.log"), dir.join("mnt"));
     eprintln!(
         "wcfs-stress: seed {seed}; {} files x {} blocks of {} KiB (up to {}), {} readers, {} commits/s, {:.0} s{}; in {}",
@@ -565,7 +582,25 @@ fn run(o: RunOpts) -> Result<bool> {
         if o.faults { ", faults on" } else { "" },
         dir.display()
     );
-    let w = writer::Writer::create(&db, &log, seed, o.files, o.blocks, o.max_blocks, o.blksize)?;
+    type Spawn = Box<
+        dyn FnOnce(
+            f64,
+            u64,
+            Arc<AtomicBool>,
+            Arc<writer::WStats>,
+        ) -> std::thread::JoinHandle<Result<()>>,
+    >;
+    let (nf, nb, mb, bs) = (o.files, o.blocks, o.max_blocks, o.blksize);
+    let spawn_writer: Spawn = match &zeo {
+        Some(z) => {
+            let w = writer::Writer::create_zeo(&z.addr, &log, seed, nf, nb, mb, bs)?;
+            Box::new(move |r, e, s, st| std::thread::spawn(move || writer::run(w, r, e, s, st)))
+        }
+        None => {
+            let w = writer::Writer::create(&db, &log, seed, nf, nb, mb, bs)?;
+            Box::new(move |r, e, s, st| std::thread::spawn(move || writer::run(w, r, e, s, st)))
+        }
+    };
     let mut h = model::History::default();
     h.refresh(&log)?;
     let oids: Vec<Oid> = h.files.iter().map(|f| f.oid).collect();
@@ -577,8 +612,7 @@ fn run(o: RunOpts) -> Result<bool> {
     let wthread = {
         let (stop, wst) = (stop.clone(), wst.clone());
         let epochs = if o.no_epochs { 0 } else { o.epochs_per_1000 };
-        let rate = o.rate;
-        std::thread::spawn(move || writer::run(w, rate, epochs, stop, wst))
+        spawn_writer(o.rate, epochs, stop, wst)
     };
     // wait for the first commit after the start to be served
     let t0 = Instant::now();

@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zodb::btree::{self, Family};
 use zodb::zbigfile::{self, NewObject, ZBigFile, ZBlkFormat};
-use zodb::zwrite::ZWriter;
+use zodb::zeo::ZeoWriter;
+use zodb::zwrite::{ZBackend, ZWriter};
 use zodb::{Oid, Storage, Tid};
 
 /// One file as the writer sees it.
@@ -28,9 +29,10 @@ struct WFile {
     nblk: i64,
 }
 
-/// The writer's state.
-pub(crate) struct Writer {
-    zw: ZWriter,
+/// The writer's state; it commits to a FileStorage (the default) or
+/// through a ZEO server (`B` = [`ZeoWriter`]).
+pub(crate) struct Writer<B: ZBackend = zodb::fs1::Writer> {
+    zw: ZWriter<B>,
     log: std::fs::File,
     seed: u64,
     files: Vec<WFile>,
@@ -60,7 +62,37 @@ impl Writer {
         max_blocks: i64,
         blksize: u64,
     ) -> Result<Writer> {
-        let mut zw = ZWriter::open(db).with_context(|| format!("open {}", db.display()))?;
+        let zw = ZWriter::open(db).with_context(|| format!("open {}", db.display()))?;
+        Writer::init(zw, log, seed, nfiles, blocks, max_blocks, blksize)
+    }
+}
+
+impl Writer<ZeoWriter> {
+    /// As [`Writer::create`], committing through the ZEO server at `addr`.
+    pub(crate) fn create_zeo(
+        addr: &str,
+        log: &Path,
+        seed: u64,
+        nfiles: u32,
+        blocks: i64,
+        max_blocks: i64,
+        blksize: u64,
+    ) -> Result<Writer<ZeoWriter>> {
+        let zw = ZWriter::open_zeo(addr, "1").with_context(|| format!("zeo://{addr}"))?;
+        Writer::init(zw, log, seed, nfiles, blocks, max_blocks, blksize)
+    }
+}
+
+impl<B: ZBackend> Writer<B> {
+    fn init(
+        mut zw: ZWriter<B>,
+        log: &Path,
+        seed: u64,
+        nfiles: u32,
+        blocks: i64,
+        max_blocks: i64,
+        blksize: u64,
+    ) -> Result<Writer<B>> {
         // a small fanout: deep trees that split and merge as blocks come and go
         zw.blktab_shape.max_bucket = 8;
         zw.blktab_shape.max_tree = 4;
@@ -205,7 +237,7 @@ impl Writer {
         writeln!(self.log, "P {fi}")?;
         self.log.flush()?;
         let oid = self.files[fi].oid;
-        let stor = self.zw.writer().storage();
+        let stor = self.zw.reader();
         let head = stor.last_tid()?;
         let f = ZBigFile::load(&stor, oid, head)?;
         let items = btree::items(&stor, Family::LO, f.blktab, head)?;
@@ -231,8 +263,8 @@ impl Writer {
 }
 
 /// Commit at `rate` transactions per second until `stop`.
-pub(crate) fn run(
-    mut w: Writer,
+pub(crate) fn run<B: ZBackend>(
+    mut w: Writer<B>,
     rate: f64,
     epochs: u64,
     stop: Arc<AtomicBool>,

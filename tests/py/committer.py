@@ -5,7 +5,8 @@ Usage: committer.py PATH --txns N [--delay-ms D] [--name NAME] [--blksize B]
                          [--nblk K]
 
 Opens PATH read-write with Python ZODB (creating the database if needed) and
-commits N transactions. The file is root[NAME] (default "committer"); it is
+commits N transactions. PATH may also be zeo://HOST:PORT (or zeo://SOCKET):
+then the commits go through that ZEO server (storage "1") with ZEO's client. The file is root[NAME] (default "committer"); it is
 created with blksize B (default 8192) in the first transaction if missing.
 After each commit the new tid is printed as 16 lowercase hex digits on its own
 line (stdout, flushed); "done" is printed at the end. D milliseconds (default
@@ -58,7 +59,15 @@ def main(argv=None):
     ap.add_argument('--nblk', type=int, default=16)
     args = ap.parse_args(argv)
 
-    stor = FileStorage(args.path)
+    if args.path.startswith('zeo://'):
+        import ZEO
+        addr = args.path[len('zeo://'):]
+        if '/' not in addr and ':' in addr:
+            host, port = addr.rsplit(':', 1)
+            addr = (host, int(port))
+        stor = ZEO.client(addr, wait_timeout=30)
+    else:
+        stor = FileStorage(args.path)
     db = ZODB.DB(stor)
     tm = transaction.TransactionManager()
     conn = db.open(tm)

@@ -127,7 +127,11 @@ pub fn open(zurl: &str) -> Result<Arc<dyn Storage>> {
                 Some((_, host)) if !addr.contains('/') => host,
                 _ => &addr,
             };
-            Ok(Arc::new(crate::zeo::ZeoStorage::open(addr, &storage)?))
+            Ok(Arc::new(crate::zeo::ZeoStorage::open_with(
+                addr,
+                &storage,
+                crate::zeo::ZeoOptions::from_env(),
+            )?))
         }
         Zurl::Neo { .. } => Err(Error::BadZurl {
             zurl: zurl.to_owned(),

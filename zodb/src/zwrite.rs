@@ -1,5 +1,6 @@
-//! Writing ZBigFiles into a FileStorage: what the demo, the tests, the tree
-//! generator and the stress harness use to make databases.
+//! Writing ZBigFiles into a FileStorage, or through a ZEO server: what the
+//! demo, the tests, the tree generator and the stress harness use to make
+//! databases.
 //!
 //! Each call is one transaction. Objects are written the way Python ZODB
 //! writes them (protocol 3 pickles, `(oid, class)` references, a
@@ -10,12 +11,13 @@
 
 use crate::btree::{self, Family, Shape};
 use crate::error::{Error, Result};
-use crate::fs1::{NewData, NewTxn, Writer};
+use crate::fs1::{FileStorage, NewData, NewTxn, Writer};
 use crate::pickle::Value;
 use crate::record::{self, Ref};
 use crate::storage::Storage;
 use crate::types::{Oid, Tid};
 use crate::zbigfile::{self, NewObject, ZBigFile, ZBlkFormat, ZBIGFILE};
+use crate::zeo::{ZeoSnapshot, ZeoWriter};
 use std::path::Path;
 
 /// Class path of the database root.
@@ -25,10 +27,61 @@ pub const PERSISTENT_MAPPING: &str = "persistent.mapping.PersistentMapping";
 /// (make it a hole).
 pub type BlkChange<'a> = (i64, Option<(ZBlkFormat, &'a [u8])>);
 
-/// A FileStorage writer that knows ZBigFiles.
+/// Where a [`ZWriter`] commits: a FileStorage ([`Writer`], the default)
+/// or a ZEO server ([`ZeoWriter`]).
+pub trait ZBackend: std::fmt::Debug {
+    /// What loads the database's current state (seeing every commit made
+    /// through this backend).
+    type Reader: Storage;
+    /// The reading side, as of now; a writer computes its next commit from
+    /// it (for ZEO the commit's conflict check is against this state).
+    fn reader(&self) -> Self::Reader;
+    /// The latest committed tid.
+    fn head(&self) -> Tid;
+    /// Allocate a new oid.
+    fn alloc_oid(&mut self) -> Oid;
+    /// Commit one transaction; its tid.
+    fn commit_txn(&mut self, txn: NewTxn) -> Result<Tid>;
+}
+
+impl ZBackend for Writer {
+    type Reader = FileStorage;
+    fn reader(&self) -> FileStorage {
+        self.storage()
+    }
+    fn head(&self) -> Tid {
+        self.last_tid()
+    }
+    fn alloc_oid(&mut self) -> Oid {
+        self.new_oid()
+    }
+    fn commit_txn(&mut self, txn: NewTxn) -> Result<Tid> {
+        self.commit(txn)
+    }
+}
+
+impl ZBackend for ZeoWriter {
+    type Reader = ZeoSnapshot;
+    fn reader(&self) -> ZeoSnapshot {
+        self.snapshot()
+    }
+    fn head(&self) -> Tid {
+        self.last_tid()
+    }
+    fn alloc_oid(&mut self) -> Oid {
+        self.new_oid()
+    }
+    fn commit_txn(&mut self, txn: NewTxn) -> Result<Tid> {
+        self.commit(txn)
+    }
+}
+
+/// A writer that knows ZBigFiles: to a FileStorage (`ZWriter`, as
+/// [`ZWriter::open`] makes it) or through a ZEO server
+/// (`ZWriter<ZeoWriter>`, [`ZWriter::open_zeo`]).
 #[derive(Debug)]
-pub struct ZWriter {
-    w: Writer,
+pub struct ZWriter<B: ZBackend = Writer> {
+    w: B,
     /// Shape of the blktab trees written from now on.
     pub blktab_shape: Shape,
 }
@@ -37,13 +90,34 @@ impl ZWriter {
     /// Open (creating if needed) the database at `path` for writing, and
     /// make sure it has a root object.
     pub fn open(path: impl AsRef<Path>) -> Result<ZWriter> {
-        let mut w = Writer::open(path.as_ref(), true)?;
-        if let Err(e) = w.load(Oid(0), Tid::MAX) {
+        let w = Writer::open(path.as_ref(), true)?;
+        Self::with_root(w)
+    }
+
+    /// The underlying FileStorage writer.
+    pub fn writer(&mut self) -> &mut Writer {
+        &mut self.w
+    }
+}
+
+impl ZWriter<ZeoWriter> {
+    /// Connect to storage `storage` of the ZEO server at `addr` for writing
+    /// (see [`ZeoWriter`]), and make sure the database has a root object.
+    pub fn open_zeo(addr: &str, storage: &str) -> Result<ZWriter<ZeoWriter>> {
+        let w = ZeoWriter::open(addr, storage)?;
+        Self::with_root(w)
+    }
+}
+
+impl<B: ZBackend> ZWriter<B> {
+    /// `w` with a root object committed if the database has none.
+    fn with_root(mut w: B) -> Result<ZWriter<B>> {
+        if let Err(e) = w.reader().load(Oid(0), Tid::MAX) {
             if !e.is_no_object() {
                 return Err(e);
             }
             let root = Value::Dict(vec![(Value::Unicode("data".into()), Value::Dict(vec![]))]);
-            w.commit(NewTxn {
+            w.commit_txn(NewTxn {
                 description: b"initial database creation".to_vec(),
                 records: vec![(
                     Oid(0),
@@ -58,14 +132,20 @@ impl ZWriter {
         })
     }
 
-    /// The underlying FileStorage writer.
-    pub fn writer(&mut self) -> &mut Writer {
+    /// The backend.
+    pub fn backend(&mut self) -> &mut B {
         &mut self.w
+    }
+
+    /// What loads the current state (sees every commit made through this
+    /// writer).
+    pub fn reader(&self) -> B::Reader {
+        self.w.reader()
     }
 
     /// The latest committed tid.
     pub fn head(&self) -> Tid {
-        self.w.last_tid()
+        self.w.head()
     }
 
     /// Store `objs` in one transaction described by `desc`.
@@ -74,7 +154,7 @@ impl ZWriter {
             .into_iter()
             .map(|o| (o.oid, NewData::Data(record::encode(o.class, &o.state))))
             .collect();
-        self.w.commit(NewTxn {
+        self.w.commit_txn(NewTxn {
             description: desc.as_bytes().to_vec(),
             records,
             ..NewTxn::default()
@@ -89,8 +169,8 @@ impl ZWriter {
         blksize: u64,
         blocks: &[BlkChange<'_>],
     ) -> Result<(Oid, Tid)> {
-        let oid = self.w.new_oid();
-        let blktab = self.w.new_oid();
+        let oid = self.w.alloc_oid();
+        let blktab = self.w.alloc_oid();
         let mut objs = vec![NewObject {
             oid,
             class: ZBIGFILE,
@@ -104,9 +184,9 @@ impl ZWriter {
                 continue;
             };
             check_blk(oid, *blk, blksize, data)?;
-            let zoid = self.w.new_oid();
+            let zoid = self.w.alloc_oid();
             objs.extend(zbigfile::zblk_objects(zoid, *format, data, &mut || {
-                self.w.new_oid()
+                self.w.alloc_oid()
             }));
             items.push((*blk, zbigfile::zblk_ref(zoid, *format).to_value()));
         }
@@ -115,7 +195,7 @@ impl ZWriter {
             &items,
             self.blktab_shape,
             blktab,
-            &mut || self.w.new_oid(),
+            &mut || self.w.alloc_oid(),
         ));
         objs.push(self.root_with(name, Some(oid))?);
         let tid = self.commit_objects(&format!("create {name}"), objs)?;
@@ -124,14 +204,14 @@ impl ZWriter {
 
     /// Allocate a new oid.
     pub fn new_oid(&mut self) -> Oid {
-        self.w.new_oid()
+        self.w.alloc_oid()
     }
 
     /// Apply block changes to ZBigFile `oid` in one transaction. A block
     /// whose ZBlk has the requested format keeps its ZBlk oid (the ZBlk is
     /// rewritten); otherwise a new ZBlk is made, as wendelin.core does.
     pub fn update_file(&mut self, oid: Oid, changes: &[BlkChange<'_>]) -> Result<Tid> {
-        let stor = &self.w.storage();
+        let stor = &self.w.reader();
         let head = stor.last_tid()?;
         let f = ZBigFile::load(stor, oid, head)?;
         let mut items: std::collections::BTreeMap<i64, Ref> =
@@ -155,10 +235,10 @@ impl ZWriter {
                         {
                             r.oid
                         }
-                        _ => self.w.new_oid(),
+                        _ => self.w.alloc_oid(),
                     };
                     objs.extend(zbigfile::zblk_objects(zoid, *format, data, &mut || {
-                        self.w.new_oid()
+                        self.w.alloc_oid()
                     }));
                     items.insert(*blk, zbigfile::zblk_ref(zoid, *format));
                 }
@@ -170,7 +250,7 @@ impl ZWriter {
             &items,
             self.blktab_shape,
             f.blktab,
-            &mut || self.w.new_oid(),
+            &mut || self.w.alloc_oid(),
         ));
         self.commit_objects(&format!("update {oid}"), objs)
     }
@@ -179,7 +259,7 @@ impl ZWriter {
     /// (a deletion record), in one transaction.
     pub fn delete_file(&mut self, name: &str, oid: Oid) -> Result<Tid> {
         let root = self.root_with(name, None)?;
-        self.w.commit(NewTxn {
+        self.w.commit_txn(NewTxn {
             description: format!("delete {name}").into_bytes(),
             records: vec![
                 (
@@ -205,7 +285,7 @@ impl ZWriter {
 
     /// Like [`ZWriter::root_with_entry`] for several entries at once.
     pub fn root_with_entries(&mut self, set: Vec<(&str, Option<Value>)>) -> Result<NewObject> {
-        let stor = &self.w.storage();
+        let stor = &self.w.reader();
         let root = record::load(stor, Oid(0), stor.last_tid()?)?;
         let bad = || Error::bad_state(Oid(0), "root is not a PersistentMapping {'data': {...}}");
         let Value::Dict(mut top) = root.state else {

@@ -7,9 +7,8 @@
 //! I/O error, a message we cannot decode) the reader records why in
 //! `St::broken`, drops every pending channel (waking their callers, who then
 //! report that reason) and ends every watcher queue. Nothing reconnects: a
-//! broken connection stays broken (a later part of issue 8 replaces
-//! `St::broken` with a reconnect state machine; callers already go through
-//! `call` only).
+//! broken connection stays broken: `link.rs` replaces a broken connection with a new
+//! one.
 
 use super::wire::{self, Msg, Remote, ZeoError, FLAG_ASYNC, FLAG_EXCEPTION};
 use crate::error::{Error, Result};
@@ -327,7 +326,7 @@ pub(super) struct Conn {
 impl Conn {
     /// Connect, handshake, start the reader, `register(storage, True)`.
     /// Returns the connection and the register reply (the head).
-    pub(super) fn open(addr: &str, storage: &str) -> Result<(Conn, Tid)> {
+    pub(super) fn open(addr: &str, storage: &str, read_only: bool) -> Result<(Conn, Tid)> {
         let zerr = |op, e: ZeoError| {
             let kind = e.io_kind();
             Error::io(addr, op, io::Error::new(kind, e))
@@ -415,7 +414,7 @@ impl Conn {
         // 2) register; invalidations may arrive before the reply (§5.2)
         let reply = conn.call_timeout(
             "register",
-            vec![Value::Unicode(storage.to_owned()), Value::Bool(true)],
+            vec![Value::Unicode(storage.to_owned()), Value::Bool(read_only)],
             Some(OPEN_TIMEOUT),
         )?;
         let at0 = match reply {
@@ -460,7 +459,32 @@ impl Conn {
         self.call_timeout(method, args, None)
     }
 
-    fn call_timeout(
+    /// Why the connection broke, if it did.
+    pub(super) fn broken(&self) -> Option<ZeoError> {
+        lock(&self.shared.st).broken.clone()
+    }
+
+    /// Block until the connection breaks; why it did.
+    pub(super) fn wait_broken(&self) -> ZeoError {
+        let sh = &self.shared;
+        let mut st = lock(&sh.st);
+        loop {
+            if let Some(why) = &st.broken {
+                return why.clone();
+            }
+            st = sh.head_cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Break the connection on purpose (the storage is closing, or it is
+    /// not one we may use): callers and watchers get `why`.
+    pub(super) fn close(&self, why: ZeoError) {
+        self.shared.fail(why);
+    }
+
+    /// As [`Conn::call`], but give up after `timeout` (the connection stays
+    /// usable; a late reply is dropped).
+    pub(super) fn call_timeout(
         &self,
         method: &'static str,
         args: Vec<Value>,
@@ -505,6 +529,17 @@ impl Conn {
                 Err(sh.err(method, why))
             }
         }
+    }
+
+    /// As [`Conn::call`], giving up at `deadline`.
+    pub(super) fn call_until(
+        &self,
+        method: &'static str,
+        args: Vec<Value>,
+        deadline: Instant,
+    ) -> Result<Reply> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        self.call_timeout(method, args, Some(left.max(Duration::from_millis(1))))
     }
 
     /// Send a one-way call (no reply).

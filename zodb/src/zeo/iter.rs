@@ -38,6 +38,32 @@ impl ZeoTxnIter {
         })
     }
 
+    /// The tid of the first transaction in `[lo, hi]`, without its records
+    /// (`iterator_start`, one `iterator_next`, `iterator_gc`).
+    pub(super) fn first_tid(conn: &Arc<Conn>, lo: Tid, hi: Tid) -> Result<Option<Tid>> {
+        let reply = conn.call("iterator_start", vec![wire_id(lo.0), wire_id(hi.0)])?;
+        let iid = reply.map_err(|r| conn.err("iterator_start", r.into_error()))?;
+        let v = conn.call("iterator_next", vec![iid.clone()]);
+        let v = match v {
+            Ok(Ok(v)) => v,
+            Ok(Err(r)) => return Err(conn.err("iterator_next", r.into_error())),
+            Err(e) => return Err(e),
+        };
+        if v.is_none() {
+            return Ok(None); // the server dropped the iterator
+        }
+        let _ = conn.call_oneway("iterator_gc", vec![Value::List(vec![iid])]);
+        let t = wire::seq(&v, "iterator_next").map_err(|e| conn.err("iterator_next", e))?;
+        let first = t.first().ok_or_else(|| {
+            conn.err(
+                "iterator_next",
+                ZeoError::Protocol("empty iterator_next reply".into()),
+            )
+        })?;
+        let tid = wire::tid(first, "tid").map_err(|e| conn.err("iterator_next", e))?;
+        Ok(Some(tid))
+    }
+
     fn fetch(&mut self, iid: Value) -> Result<Option<TxnInfo>> {
         let conn = &self.conn;
         let bad = |op, e| conn.err(op, e);

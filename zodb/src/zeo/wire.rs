@@ -48,9 +48,19 @@ pub enum ZeoError {
         args: String,
     },
     /// The connection is gone (the server closed it, or a previous error
-    /// broke it). No reconnect is attempted.
+    /// broke it). The storage reconnects in the background.
     #[error("disconnected: {0}")]
     Disconnected(String),
+    /// No connection to the server for as long as a call may wait
+    /// ([`super::ZeoOptions::wait`]): the server is down or unreachable, or
+    /// refuses us (`last` says why).
+    #[error("no connection to the ZEO server within {waited:?}: {last}")]
+    Unavailable {
+        /// How long the call waited.
+        waited: std::time::Duration,
+        /// The last failure of the connection or of reconnecting.
+        last: Box<ZeoError>,
+    },
 }
 
 impl ZeoError {
@@ -78,6 +88,7 @@ impl ZeoError {
             ZeoError::Unsupported(_) => io::ErrorKind::Unsupported,
             ZeoError::Remote { .. } => io::ErrorKind::Other,
             ZeoError::Disconnected(_) => io::ErrorKind::ConnectionAborted,
+            ZeoError::Unavailable { .. } => io::ErrorKind::TimedOut,
         }
     }
 }
