@@ -22,8 +22,14 @@ pub(crate) fn resolve(zurl: &str, explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// Make `mnt` exist: if it lies in [`MOUNT_BASE`], that directory is
 /// created with mode `0777|S_ISVTX` (and re-chmod'ed if it is ours with
-/// another mode), then `mkdir -p mnt`.
-pub(crate) fn prepare(mnt: &Path) -> Result<()> {
+/// another mode), then `mkdir -p mnt`. Returns the directories this made,
+/// deepest first (for [`unprepare`]).
+pub(crate) fn prepare(mnt: &Path) -> Result<Vec<PathBuf>> {
+    let mut made: Vec<PathBuf> = mnt
+        .ancestors()
+        .take_while(|d| !d.exists())
+        .map(Path::to_path_buf)
+        .collect();
     if mnt.starts_with(MOUNT_BASE) {
         let base = Path::new(MOUNT_BASE);
         const MODE: u32 = 0o1777;
@@ -38,7 +44,21 @@ pub(crate) fn prepare(mnt: &Path) -> Result<()> {
                 .with_context(|| format!("chmod {MOUNT_BASE}"))?;
         }
     }
-    std::fs::create_dir_all(mnt).with_context(|| format!("mkdir -p {}", mnt.display()))
+    std::fs::create_dir_all(mnt).with_context(|| format!("mkdir -p {}", mnt.display()))?;
+    // MOUNT_BASE is shared with other servers: never ours to remove
+    made.retain(|d| d != Path::new(MOUNT_BASE));
+    Ok(made)
+}
+
+/// Remove the directories [`prepare`] made (deepest first), where they are
+/// still empty: a server that could not start leaves nothing behind.
+pub(crate) fn unprepare(made: &[PathBuf]) {
+    for d in made {
+        if let Err(e) = std::fs::remove_dir(d) {
+            tracing::debug!("rmdir {}: {e}", d.display());
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -51,12 +71,14 @@ mod tests {
             return; // /dev/shm/wcfs may belong to someone else
         }
         let mnt = Path::new(MOUNT_BASE).join(format!("test-prepare-{}/x", std::process::id()));
-        prepare(&mnt).unwrap();
+        let made = prepare(&mnt).unwrap();
         assert!(mnt.is_dir());
+        assert_eq!(made, vec![mnt.clone(), mnt.parent().unwrap().to_path_buf()]);
         let md = std::fs::metadata(MOUNT_BASE).unwrap();
         assert_eq!(md.mode() & 0o7777, 0o1777);
-        prepare(&mnt).unwrap(); // idempotent
-        std::fs::remove_dir(&mnt).unwrap();
-        std::fs::remove_dir(mnt.parent().unwrap()).unwrap();
+        assert!(prepare(&mnt).unwrap().is_empty()); // idempotent
+        unprepare(&made);
+        assert!(!mnt.parent().unwrap().exists());
+        assert!(Path::new(MOUNT_BASE).is_dir());
     }
 }

@@ -24,13 +24,19 @@ pub(crate) fn run(cmd: Cmd) -> Result<()> {
                     e.source
                 );
             }
-            crate::mountpoint::prepare(&mountpoint)?;
-            crate::serve::serve(crate::serve::ServeOpts {
+            let made = crate::mountpoint::prepare(&mountpoint)?;
+            let r = crate::serve::serve(crate::serve::ServeOpts {
                 zurl,
-                mountpoint,
+                mountpoint: mountpoint.clone(),
                 pintimeout,
                 autoexit,
-            })
+            });
+            if r.is_err() && !matches!(crate::lifecycle::mount_entry(&mountpoint), Ok(Some(_))) {
+                // e.g. the database could not be opened: no directory of
+                // ours is left behind
+                crate::mountpoint::unprepare(&made);
+            }
+            r
         }
         Cmd::Cat { zurl, oid, at, blk } => cat(&zurl, oid, at, blk),
         Cmd::Ls { zurl, at } => ls(&zurl, at),

@@ -486,3 +486,26 @@ fn default_mountpoint() {
     assert_eq!(mount_of(&mnt), None);
     assert!(!mnt.exists());
 }
+
+/// A server that cannot open its database says why and leaves no
+/// directory behind (it made `a/b` for the mountpoint; both go).
+#[test]
+fn serve_of_a_missing_database_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("missing/Data.fs");
+    let mnt = dir.path().join("a/b");
+    let o = wcfs(&["serve", db.to_str().unwrap(), mnt.to_str().unwrap()]);
+    assert!(!o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("Data.fs"), "{}", text(&o));
+    assert!(!dir.path().join("a").exists(), "{}", text(&o));
+    // a mountpoint that existed before is kept
+    std::fs::create_dir(dir.path().join("c")).unwrap();
+    let o = wcfs(&[
+        "serve",
+        db.to_str().unwrap(),
+        dir.path().join("c").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(dir.path().join("c").is_dir());
+}
