@@ -8,6 +8,11 @@
 //! kernel cache (and mapped) before; file growth; the EINVAL / ENOENT
 //! cases; SIGTERM and kill -9 leave no mount entry.
 //!
+//! With `WCFS_TEST_ON_ZEO=1` (as `./dev test` runs it a second time) the
+//! database lives behind a real ZEO server and `wcfs serve` serves
+//! `zeo://`: the writer commits through ZEO (`support/zeo.rs`); the tests
+//! about the server process or a damaged Data.fs say they are not run.
+//!
 //! Every test runs under a watchdog (abort the FUSE connection, `umount
 //! -l`, kill the server) and a guard that unmounts and kills the server
 //! even when the test panics; each test ends by asserting that no mount
@@ -19,7 +24,11 @@ mod py_common;
 #[path = "support/server.rs"]
 #[allow(dead_code)]
 mod server;
+#[path = "support/zeo.rs"]
+#[allow(dead_code)]
+mod zeo_support;
 use server::{mounted, pattern, read_at, Server};
+use zeo_support::{on_zeo, open_writer, AnyWriter};
 
 use memmap2::Mmap;
 use std::collections::BTreeMap;
@@ -32,6 +41,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zodb::zbigfile::ZBlkFormat;
 use zodb::zwrite::{BlkChange, ZWriter};
+
+/// The test writer: to the Data.fs, or through a ZEO server on it
+/// (`WCFS_TEST_ON_ZEO=1`, see `support/zeo.rs`).
+type TestWriter = ZWriter<AnyWriter>;
 use zodb::{Oid, Tid};
 
 const MIB2: u64 = 2 << 20;
@@ -52,7 +65,7 @@ fn content(m: &Model, bs: u64) -> Vec<u8> {
     v
 }
 
-fn apply(zw: &mut ZWriter, oid: Oid, m: &mut Model, ch: Vec<OwnedChange>) -> Tid {
+fn apply(zw: &mut TestWriter, oid: Oid, m: &mut Model, ch: Vec<OwnedChange>) -> Tid {
     let changes: Vec<_> = ch
         .iter()
         .map(|(b, d)| (*b, d.as_ref().map(|(f, v)| (*f, v.as_slice()))))
@@ -83,7 +96,7 @@ fn mk(m: &Model, f: ZBlkFormat) -> Vec<BlkChange<'_>> {
 fn reads() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let a: Model = [
         (0, pattern(1, MIB2 as usize)),
         (2, pattern(2, 1000)),
@@ -186,7 +199,7 @@ fn commits() {
     const BS: u64 = 64 << 10;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let mut m: Model = [(0, pattern(10, BS as usize)), (1, pattern(11, 100))].into();
     let init: Vec<_> = m
         .iter()
@@ -296,7 +309,7 @@ fn random_commits_with_a_concurrent_reader() {
     const NBLK: i64 = 8;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let mut m: Model = [(0, pattern(1, BS as usize))].into();
     let (oid, at0) = zw.create_file("f", BS, &mk(&m, ZBlkFormat::ZBlk0)).unwrap();
     let srv = Server::start(dir.path(), &db);
@@ -437,7 +450,7 @@ fn random_commits_with_a_concurrent_reader() {
 fn parallel_readers_of_big_blocks() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let mut m: Model = (0..4)
         .map(|b| (b, pattern(500 + b as u64, MIB2 as usize)))
         .collect();
@@ -502,7 +515,7 @@ fn parallel_readers_of_big_blocks() {
 fn errors() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let (oid, at) = zw
         .create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
         .unwrap();
@@ -560,9 +573,15 @@ fn errors() {
 /// and offset; the other blocks and files keep working.
 #[test]
 fn corrupt_record_is_eio() {
+    if on_zeo() {
+        eprintln!(
+            "corrupt_record_is_eio: not run on zeo:// (it damages the Data.fs under the storage)"
+        );
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let bad = pattern(77, 4096);
     let (aoid, _) = zw
         .create_file(
@@ -614,9 +633,15 @@ fn corrupt_record_is_eio() {
 /// kill -9 of the server: fusermount3 (auto_unmount) removes the mount.
 #[test]
 fn kill9_leaves_no_mount() {
+    if on_zeo() {
+        eprintln!(
+            "kill9_leaves_no_mount: not run on zeo:// (about the server process, not the storage)"
+        );
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     zw.create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
         .unwrap();
     let mut srv = Server::start(dir.path(), &db);
@@ -638,9 +663,13 @@ fn kill9_leaves_no_mount() {
 /// request came for a while (2 s here), not while a file is open.
 #[test]
 fn autoexit() {
+    if on_zeo() {
+        eprintln!("autoexit: not run on zeo:// (about the server process, not the storage)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     zw.create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
         .unwrap();
     let mut srv = Server::start_with(
@@ -665,9 +694,13 @@ fn autoexit() {
 /// SIGINT stops the server as SIGTERM does: exit 0, no mount.
 #[test]
 fn sigint_unmounts() {
+    if on_zeo() {
+        eprintln!("sigint_unmounts: not run on zeo:// (about the server process, not the storage)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     zw.create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
         .unwrap();
     let mut srv = Server::start(dir.path(), &db);
@@ -685,9 +718,13 @@ fn sigint_unmounts() {
 /// directory; a second `serve` on a mounted zurl is refused.
 #[test]
 fn default_mountpoint_status_stop() {
+    if on_zeo() {
+        eprintln!("default_mountpoint_status_stop: not run on zeo:// (about the server process and the zurl of a path)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let (_, tid) = zw
         .create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, b"x")))])
         .unwrap();
@@ -753,6 +790,10 @@ fn default_mountpoint_status_stop() {
 /// the zodb interop tests), and block 0 holds T's sequence number.
 #[test]
 fn python_commits_followed_exactly() {
+    if on_zeo() {
+        eprintln!("python_commits_followed_exactly: not run on zeo:// (Python commits to the Data.fs; zeo.rs has the same through ZEO)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
     let dbs = db.to_str().unwrap();
@@ -835,7 +876,7 @@ fn epochs_invalidate_whole_file() {
     use zodb::Storage;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let b0 = pattern(1, 4096);
     let b2 = pattern(2, 3000);
     let (oid, _) = zw
@@ -913,9 +954,13 @@ fn epochs_invalidate_whole_file() {
 /// is logged, and data already served stays readable.
 #[test]
 fn broken_storage_keeps_serving_what_it_has() {
+    if on_zeo() {
+        eprintln!("broken_storage_keeps_serving_what_it_has: not run on zeo:// (it breaks the Data.fs under the storage)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let d = pattern(7, 4096);
     let (oid, _) = zw
         .create_file("f", 4096, &[(0, Some((ZBlkFormat::ZBlk0, &d[..])))])
@@ -960,9 +1005,13 @@ fn broken_storage_keeps_serving_what_it_has() {
 /// `serve` on the same zurl working.
 #[test]
 fn stop_real_server_in_every_state() {
+    if on_zeo() {
+        eprintln!("stop_real_server_in_every_state: not run on zeo:// (about the server process, not the storage)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("Data.fs");
-    let mut zw = ZWriter::open(&db).unwrap();
+    let mut zw = open_writer(&db);
     let d = pattern(9, 8192);
     let (oid, _) = zw
         .create_file("f", 8192, &[(0, Some((ZBlkFormat::ZBlk0, &d[..])))])

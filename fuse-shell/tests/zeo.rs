@@ -28,86 +28,21 @@ mod py_common;
 #[path = "support/server.rs"]
 #[allow(dead_code)]
 mod server;
+#[path = "support/zeo.rs"]
+#[allow(dead_code)]
+mod zeo_support;
+use zeo_support::Zeo;
 
 use server::{read_at, Server};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use zodb::fs1::FileStorage;
 use zodb::zbigfile::{ZBigFile, ZBlkFormat};
 use zodb::zwrite::ZWriter;
 use zodb::{Oid, Storage, Tid};
-
-/// A running `zeo_server.py serve`; stopped on drop (it also exits when
-/// its stdin closes, i.e. when the test process dies).
-struct Zeo {
-    child: Option<Child>,
-    stdin: Option<ChildStdin>,
-    addr: String,
-}
-
-impl Zeo {
-    /// Serve `fs` on `listen` (`127.0.0.1:0` picks a port).
-    fn start(fs: &Path, listen: &str) -> Zeo {
-        let mut child =
-            py_common::py_cmd("zeo_server.py", &["serve", fs.to_str().unwrap(), listen])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .expect("start zeo_server.py");
-        let stdin = child.stdin.take();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut z = Zeo {
-            child: Some(child),
-            stdin,
-            addr: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(l) => {
-                    if let Some(a) = l.strip_prefix("READY ") {
-                        z.addr = a.to_owned();
-                        return z;
-                    }
-                }
-                Err(e) => panic!("zeo_server.py did not get ready: {e}"),
-            }
-        }
-    }
-
-    fn zurl(&self) -> String {
-        format!("zeo://{}", self.addr)
-    }
-
-    /// Kill it (as a crash would).
-    fn stop(&mut self) {
-        drop(self.stdin.take());
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Zeo {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// `committer.py <target> --txns n` (target: a Data.fs or a zeo:// zurl):
 /// the tids it committed.

@@ -75,6 +75,34 @@ pub trait Storage: Send + Sync {
     fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>>;
 }
 
+/// A shared storage is a storage (so that code generic over `S: Storage`
+/// takes an `Arc<dyn Storage>`, e.g. a writer backend that may be either
+/// FileStorage or ZEO).
+impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
+    fn url(&self) -> &str {
+        (**self).url()
+    }
+    fn last_tid(&self) -> Result<Tid> {
+        (**self).last_tid()
+    }
+    fn sync(&self) -> Result<Tid> {
+        (**self).sync()
+    }
+    fn load(&self, oid: Oid, at: Tid) -> Result<Loaded> {
+        (**self).load(oid, at)
+    }
+    fn iterate(
+        &self,
+        lo: Tid,
+        hi: Tid,
+    ) -> Result<Box<dyn Iterator<Item = Result<TxnInfo>> + Send + '_>> {
+        (**self).iterate(lo, hi)
+    }
+    fn watch(&self, after: Tid) -> Result<Box<dyn Watcher>> {
+        (**self).watch(after)
+    }
+}
+
 /// Reports newly committed transactions; see [`Storage::watch`].
 pub trait Watcher: Send {
     /// The next transaction after the last one returned.

@@ -110,6 +110,13 @@ impl ZWriter<ZeoWriter> {
 }
 
 impl<B: ZBackend> ZWriter<B> {
+    /// A writer on backend `w` (e.g. one that is FileStorage or ZEO as a
+    /// test chooses), with a root object committed if the database has
+    /// none.
+    pub fn from_backend(w: B) -> Result<ZWriter<B>> {
+        Self::with_root(w)
+    }
+
     /// `w` with a root object committed if the database has none.
     fn with_root(mut w: B) -> Result<ZWriter<B>> {
         if let Err(e) = w.reader().load(Oid(0), Tid::MAX) {

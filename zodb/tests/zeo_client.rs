@@ -931,8 +931,9 @@ fn recv_call(s: &mut std::net::TcpStream) -> (i64, String) {
 }
 
 /// Invalidations before the register reply (kept if after it, dropped if
-/// not), `sync` waiting for the invalidation of `lastTransaction`,
-/// duplicate oids, and a tid that goes back (a protocol error that breaks
+/// not), `sync` waiting for the invalidation of `lastTransaction`, a
+/// pushed transaction read with iterate (duplicate oids once), and a tid
+/// that goes back (a protocol error that breaks
 /// the connection for callers and watchers).
 #[test]
 fn scripted_server_invalidations() {
@@ -959,6 +960,37 @@ fn scripted_server_invalidations() {
             ),
         );
         send_frame(&mut s, &inval(13, &[4, 5, 4]));
+        // the watcher reads transaction 13 itself (iterate: the push need
+        // not name every object, ZEO leaves deletions out)
+        let b = |x: &[u8]| Value::Bytes(x.to_vec().into());
+        let mut recs = [4u64, 5, 4].into_iter();
+        let mut nexts = 0;
+        loop {
+            let (m, method) = recv_call(&mut s);
+            let reply = match method.as_str() {
+                "iterator_start" => Value::Int(7),
+                "iterator_next" => {
+                    nexts += 1;
+                    match nexts {
+                        1 => {
+                            Value::Tuple(vec![id(13), b(b" "), b(b""), b(b""), Value::Dict(vec![])])
+                        }
+                        _ => Value::None,
+                    }
+                }
+                "iterator_record_start" => Value::Int(8),
+                "iterator_record_next" => match recs.next() {
+                    Some(o) => Value::Tuple(vec![id(o), id(13), b(b"x"), Value::None]),
+                    None => Value::None,
+                },
+                "iterator_gc" => continue,
+                other => panic!("unexpected call {other}"),
+            };
+            send_frame(&mut s, &msg(m, Value::Int(0), ".reply", reply));
+            if nexts == 2 {
+                break;
+            }
+        }
         let _ = done_rx.recv_timeout(Duration::from_secs(10));
         send_frame(&mut s, &inval(11, &[]));
         std::thread::sleep(Duration::from_millis(500));

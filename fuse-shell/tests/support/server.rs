@@ -57,6 +57,12 @@ pub(crate) fn minor(dev: u64) -> u64 {
 }
 
 /// A running `wcfs serve` with its watchdog; unmounts and kills on drop.
+/// Databases a test serves through another zurl (its ZEO server, see
+/// `support/zeo.rs`): Data.fs path -> zurl. [`Server::start_on`] serves
+/// that zurl instead of the path.
+pub(crate) static ZURL_OF: std::sync::Mutex<Vec<(PathBuf, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
 pub(crate) struct Server {
     pub(crate) child: Option<Child>,
     pub(crate) mnt: PathBuf,
@@ -90,7 +96,12 @@ impl Server {
     ) -> Server {
         require_fuse();
         let log = dir.join("wcfs.log");
-        let zurl = db.to_str().unwrap().to_owned();
+        let zurl = ZURL_OF
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(d, _)| d == db)
+            .map_or_else(|| db.to_str().unwrap().to_owned(), |(_, z)| z.clone());
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_wcfs"));
         cmd.args(["--log-level", "debug", "--log-file"])
             .arg(&log)

@@ -38,9 +38,9 @@
 //!
 //! # Differences from FileStorage
 //!
-//! - Transactions a watcher learns from invalidations have empty `user`,
-//!   `description` and `extension` (the push carries only tid and oids);
-//!   those replayed by iterate have them.
+//! - A watcher reads every transaction with iterate (one round trip per
+//!   commit): the invalidation push carries only tid and the oids stored,
+//!   not those deleted with `deleteObject`.
 //! - Iteration's `extension` is the server's extension dict re-pickled
 //!   (protocol 3), not the bytes stored in the database: it decodes to the
 //!   same value, but need not be byte-equal.

@@ -5,7 +5,10 @@
 //! `H` (atomically with the reader: every invalidation after `H` lands in
 //! its queue). Transactions in `(last, H]` are already committed and will
 //! never be pushed: it replays them with iterate first, then pops the
-//! queue, skipping anything `<= last`. When the connection breaks the queue
+//! queue, skipping anything `<= last`. A pushed tid is only the news of a
+//! commit: the transaction is read with iterate too (ZEO's invalidation
+//! leaves out the objects a transaction deleted, which a watcher must
+//! report; it also gives user, description and extension). When the connection breaks the queue
 //! ends; the watcher then waits for the link's next connection and does
 //! the same there from the last tid it reported. So each transaction after
 //! `after` comes exactly once, in tid order, outage or not.
@@ -171,8 +174,14 @@ impl Watcher for ZeoWatcher {
             let Some(sub) = &self.sub else { continue };
             match self.pop(sub, deadline) {
                 Popped::Txn(t) => {
-                    self.last = t.tid;
-                    return Ok(Some(t));
+                    // The push says a transaction committed, not all it
+                    // stored: ZEO's server leaves objects deleted with
+                    // deleteObject out of the invalidation. So the
+                    // transaction itself is read with iterate (the replay
+                    // path: `(last, t]`, which also covers a failure).
+                    if let Some(sub) = &mut self.sub {
+                        sub.replay_to = Some(t.tid);
+                    }
                 }
                 Popped::TimedOut => return Ok(None),
                 Popped::Ended => {
