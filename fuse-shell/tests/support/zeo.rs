@@ -95,11 +95,15 @@ pub(crate) fn on_zeo() -> bool {
 #[derive(Debug)]
 pub(crate) enum AnyWriter {
     File(zodb::fs1::Writer),
-    Zeo {
-        w: zodb::zeo::ZeoWriter,
-        zeo: Zeo,
-        db: PathBuf,
-    },
+    Zeo(Box<ZeoSide>),
+}
+
+/// [`AnyWriter::Zeo`]'s parts.
+#[derive(Debug)]
+pub(crate) struct ZeoSide {
+    w: zodb::zeo::ZeoWriter,
+    zeo: Zeo,
+    db: PathBuf,
 }
 
 impl ZBackend for AnyWriter {
@@ -107,35 +111,35 @@ impl ZBackend for AnyWriter {
     fn reader(&self) -> Arc<dyn Storage> {
         match self {
             AnyWriter::File(w) => Arc::new(w.reader()),
-            AnyWriter::Zeo { w, .. } => Arc::new(w.reader()),
+            AnyWriter::Zeo(z) => Arc::new(z.w.reader()),
         }
     }
     fn head(&self) -> Tid {
         match self {
             AnyWriter::File(w) => w.head(),
-            AnyWriter::Zeo { w, .. } => w.head(),
+            AnyWriter::Zeo(z) => z.w.head(),
         }
     }
     fn alloc_oid(&mut self) -> Oid {
         match self {
             AnyWriter::File(w) => w.alloc_oid(),
-            AnyWriter::Zeo { w, .. } => w.alloc_oid(),
+            AnyWriter::Zeo(z) => z.w.alloc_oid(),
         }
     }
     fn commit_txn(&mut self, txn: zodb::fs1::NewTxn) -> zodb::Result<Tid> {
         match self {
             AnyWriter::File(w) => w.commit_txn(txn),
-            AnyWriter::Zeo { w, .. } => w.commit_txn(txn),
+            AnyWriter::Zeo(z) => z.w.commit_txn(txn),
         }
     }
 }
 
 impl Drop for AnyWriter {
     fn drop(&mut self) {
-        if let AnyWriter::Zeo { db, zeo, .. } = self {
+        if let AnyWriter::Zeo(z) = self {
             let mut m = ZURL_OF.lock().unwrap_or_else(|p| p.into_inner());
-            m.retain(|(d, _)| d != db);
-            zeo.stop();
+            m.retain(|(d, _)| *d != z.db);
+            z.zeo.stop();
         }
     }
 }
@@ -158,10 +162,10 @@ pub(crate) fn open_writer(db: &Path) -> ZWriter<AnyWriter> {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .push((db.to_owned(), zeo.zurl()));
-    ZWriter::from_backend(AnyWriter::Zeo {
+    ZWriter::from_backend(AnyWriter::Zeo(Box::new(ZeoSide {
         w,
         zeo,
         db: db.to_owned(),
-    })
+    })))
     .expect("root object")
 }
