@@ -378,6 +378,18 @@ impl DeltaBTail {
         Ok(delta_b)
     }
 
+    /// Forget everything: coverage becomes `(at, at]`, nothing is tracked
+    /// (for a storage that moved to `at` without saying what changed: no
+    /// history before it can be trusted). Snapshots already returned are
+    /// not changed. Writer.
+    pub fn reset(&self, at: Tid) {
+        let _w = self.wmu.lock().unwrap_or_else(|p| p.into_inner());
+        self.shared.store(Shared {
+            ztail: Arc::new(DeltaZTail::new(at)),
+            trees: Arc::new(HashMap::new()),
+        });
+    }
+
     /// Forget history `≤ rev_cut` (ΔZtail semantics: `tail` becomes
     /// `rev_cut`). Snapshots already returned are not changed. Writer.
     pub fn forget_past(&self, rev_cut: Tid) -> Result<()> {

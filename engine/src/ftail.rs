@@ -425,6 +425,16 @@ impl DeltaFTail {
         Ok(out)
     }
 
+    /// Forget everything, tracking included: coverage becomes `(at, at]`
+    /// (the storage moved to `at` and cannot say what changed; see
+    /// [`DeltaBTail::reset`]). Files are known again at their next Track.
+    /// Writer.
+    pub fn reset(&self, at: Tid) {
+        self.btail.reset(at);
+        self.files.store(HashMap::new());
+        *self.lock() = Index::default();
+    }
+
     /// Forget history `≤ rev_cut`. Writer.
     pub fn forget_past(&self, rev_cut: Tid) -> Result<()> {
         self.btail.forget_past(rev_cut)?;

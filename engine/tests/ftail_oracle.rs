@@ -398,3 +398,51 @@ fn ftail_untracked_file() {
         .is_empty());
     let _ = RangedKeySet::new();
 }
+
+/// `reset(at)`: everything forgotten (coverage `(at, at]`, nothing
+/// tracked); from there on the same oracle holds as for a ΔFtail made at
+/// `at`.
+#[test]
+fn ftail_reset() {
+    common::with_seed("ftail_reset", |seed| {
+        let mut rng = Rng::new(seed);
+        for round in 0..20 {
+            let kmax = 3 + rng.below(8) as i64;
+            let n = 8 + rng.below(12) as usize;
+            let h = random_history(&mut rng, n, kmax);
+            let file = h.gen.file();
+            let ft = DeltaFTail::new(h.revs[0], h.storage());
+            let mut explicit: BTreeSet<i64> = BTreeSet::new();
+            track_some(&h, &ft, &mut rng, kmax, h.revs[0], &mut explicit);
+            let k = 1 + rng.below(h.revs.len() as u64 - 1) as usize;
+            for i in 1..=k {
+                ft.update(h.revs[i], &h.oids[i]).unwrap();
+                track_some(&h, &ft, &mut rng, kmax, h.revs[i], &mut explicit);
+            }
+            ft.reset(h.revs[k]);
+            assert_eq!((ft.tail(), ft.head()), (h.revs[k], h.revs[k]));
+            assert_eq!(ft.explicitly_tracked_count(), 0);
+            assert!(ft.blk_rev_at(file, 0, h.revs[k]).is_err(), "file forgotten");
+            let mut explicit: BTreeSet<i64> = BTreeSet::new();
+            track_some(&h, &ft, &mut rng, kmax, h.revs[k], &mut explicit);
+            for i in k + 1..h.revs.len() {
+                ft.update(h.revs[i], &h.oids[i]).unwrap();
+                if h.epoch(i) {
+                    explicit.clear();
+                }
+                if rng.chance(1, 2) {
+                    track_some(&h, &ft, &mut rng, kmax, h.revs[i], &mut explicit);
+                }
+            }
+            if ft.slice_by_file_rev(file, ft.tail(), ft.head()).is_err() {
+                continue;
+            }
+            track_some(&h, &ft, &mut Rng::new(1), kmax, ft.head(), &mut explicit);
+            if ft.blk_rev_at(file, 0, ft.head()).is_err() {
+                continue;
+            }
+            let ctx = format!("round {round} seed {seed}: reset @{k}");
+            check_all(&h, &ft, kmax, &explicit, &ctx);
+        }
+    });
+}

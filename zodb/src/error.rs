@@ -124,6 +124,18 @@ pub enum Error {
     /// The storage or watcher was closed while the call was waiting.
     #[error("storage closed")]
     Closed,
+
+    /// A watcher's storage moved on to `head` and cannot say which objects
+    /// changed since the last transaction reported (e.g. a ZEO server that
+    /// cannot iterate after a reconnect): assume everything did. The
+    /// watcher goes on after `head`.
+    #[error("changes up to @{head} unknown: {why}")]
+    ChangesUnknown {
+        /// The state the storage is at now.
+        head: Tid,
+        /// Why they are unknown.
+        why: String,
+    },
 }
 
 impl Error {

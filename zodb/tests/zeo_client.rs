@@ -930,6 +930,75 @@ fn recv_call(s: &mut std::net::TcpStream) -> (i64, String) {
     (t[0].as_i64().unwrap(), m.clone())
 }
 
+/// Answer one watcher's read of transaction `tid` (iterate over just it)
+/// with records for `oids`.
+fn answer_iteration(s: &mut std::net::TcpStream, tid: u64, oids: &[u64]) {
+    let b = |x: &[u8]| Value::Bytes(x.to_vec().into());
+    let mut recs = oids.iter().copied();
+    let mut nexts = 0;
+    loop {
+        let (m, method) = recv_call(s);
+        let reply = match method.as_str() {
+            "iterator_start" => Value::Int(7),
+            "iterator_next" => {
+                nexts += 1;
+                match nexts {
+                    1 => Value::Tuple(vec![id(tid), b(b" "), b(b""), b(b""), Value::Dict(vec![])]),
+                    _ => Value::None,
+                }
+            }
+            "iterator_record_start" => Value::Int(8),
+            "iterator_record_next" => match recs.next() {
+                Some(o) => Value::Tuple(vec![id(o), id(tid), b(b"x"), Value::None]),
+                None => Value::None,
+            },
+            "iterator_gc" => continue,
+            other => panic!("unexpected call {other}"),
+        };
+        send_frame(s, &msg(m, Value::Int(0), ".reply", reply));
+        if nexts == 2 {
+            return;
+        }
+    }
+}
+
+/// A server that cannot iterate: the watcher says once that the changes
+/// up to the pushed tid are unknown (its user must assume everything
+/// changed), then follows the next commit as usual.
+#[test]
+fn server_that_cannot_iterate_means_changes_unknown() {
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let addr = fake_peer(move |mut s| {
+        send_frame(&mut s, b"Z5");
+        assert_eq!(recv_frame(&mut s), b"Z5");
+        let (m, method) = recv_call(&mut s);
+        assert_eq!(method, "register");
+        send_frame(&mut s, &msg(m, Value::Int(0), ".reply", id(10)));
+        send_frame(&mut s, &inval(12, &[1]));
+        let (m, method) = recv_call(&mut s);
+        assert_eq!(method, "iterator_start");
+        let exc = Value::Tuple(vec![
+            Value::Unicode("builtins.AttributeError".into()),
+            Value::Tuple(vec![Value::Unicode("no iterator here".into())]),
+        ]);
+        send_frame(&mut s, &msg(m, Value::Int(2), ".reply", exc));
+        let _ = done_rx.recv_timeout(Duration::from_secs(10));
+        send_frame(&mut s, &inval(13, &[2]));
+        answer_iteration(&mut s, 13, &[2]);
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let zeo = ZeoStorage::open(&addr, "1").unwrap();
+    let mut w = zeo.watch(Tid(10)).unwrap();
+    let e = w.next(Some(Duration::from_secs(10))).unwrap_err();
+    assert!(
+        matches!(&e, Error::ChangesUnknown { head, why } if *head == Tid(12) && why.contains("no iterator here")),
+        "{e}"
+    );
+    done_tx.send(()).unwrap();
+    let t = w.next(Some(Duration::from_secs(10))).unwrap().unwrap();
+    assert_eq!((t.tid, t.oids), (Tid(13), vec![Oid(2)]));
+}
+
 /// Invalidations before the register reply (kept if after it, dropped if
 /// not), `sync` waiting for the invalidation of `lastTransaction`, a
 /// pushed transaction read with iterate (duplicate oids once), and a tid
@@ -962,35 +1031,7 @@ fn scripted_server_invalidations() {
         send_frame(&mut s, &inval(13, &[4, 5, 4]));
         // the watcher reads transaction 13 itself (iterate: the push need
         // not name every object, ZEO leaves deletions out)
-        let b = |x: &[u8]| Value::Bytes(x.to_vec().into());
-        let mut recs = [4u64, 5, 4].into_iter();
-        let mut nexts = 0;
-        loop {
-            let (m, method) = recv_call(&mut s);
-            let reply = match method.as_str() {
-                "iterator_start" => Value::Int(7),
-                "iterator_next" => {
-                    nexts += 1;
-                    match nexts {
-                        1 => {
-                            Value::Tuple(vec![id(13), b(b" "), b(b""), b(b""), Value::Dict(vec![])])
-                        }
-                        _ => Value::None,
-                    }
-                }
-                "iterator_record_start" => Value::Int(8),
-                "iterator_record_next" => match recs.next() {
-                    Some(o) => Value::Tuple(vec![id(o), id(13), b(b"x"), Value::None]),
-                    None => Value::None,
-                },
-                "iterator_gc" => continue,
-                other => panic!("unexpected call {other}"),
-            };
-            send_frame(&mut s, &msg(m, Value::Int(0), ".reply", reply));
-            if nexts == 2 {
-                break;
-            }
-        }
+        answer_iteration(&mut s, 13, &[4, 5, 4]);
         let _ = done_rx.recv_timeout(Duration::from_secs(10));
         send_frame(&mut s, &inval(11, &[]));
         std::thread::sleep(Duration::from_millis(500));

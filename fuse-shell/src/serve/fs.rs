@@ -966,6 +966,72 @@ impl Wcfs {
         out
     }
 
+    /// The storage moved to `head` without saying what changed (its
+    /// watcher's [`zodb::Error::ChangesUnknown`]): assume everything did.
+    /// Under the head view write lock: ΔFtail forgets all (its history
+    /// restarts at `head`), every head/ file is reloaded and its whole page
+    /// cache is to be dropped, and every watch link is shut down with
+    /// `0 fatal: ...` (no pin can keep an older view isolated across
+    /// changes nobody knows; the clients did nothing wrong, so nobody is
+    /// killed). Returns the invalidations to send; the caller then
+    /// publishes `head`.
+    pub(crate) fn handle_unknown(&self, head: Tid, why: &str) -> Vec<Inval> {
+        let mut zh = self.zhead.write().unwrap_or_else(|p| p.into_inner());
+        let links: Vec<Arc<WatchLink>> = self
+            .watchers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .filter_map(|w| w.link.upgrade())
+            .collect();
+        for l in links {
+            let msg =
+                format!("fatal: storage changes up to @{head} unknown: the watch cannot be kept");
+            if l.shutdown(Some(&msg), DownWhy::Epoch) {
+                tracing::warn!(link = l.id, pid = l.client.pid, "head/watch: {msg}");
+            }
+            self.drop_watches(&l);
+        }
+        self.ft.reset(head);
+        let mut inval = Vec::new();
+        let mut files = lock(&self.files_mu);
+        for (foid, hf) in files.iter_mut() {
+            hf.rev = head;
+            inval.push(Inval {
+                ino: hf.ino,
+                off: 0,
+                len: 0,
+            });
+            let re = ZBigFile::load(&*self.stor, *foid, head).and_then(|zf| {
+                let size = zf.size(&*self.stor, head)?;
+                Ok((zf, size))
+            });
+            match re {
+                Ok((zf, size)) => {
+                    if let Err(e) = self.track_size_unchecked(&zf, head) {
+                        tracing::error!("{e}");
+                    }
+                    hf.zfile = Some(zf);
+                    hf.size = size;
+                }
+                Err(e) => {
+                    tracing::warn!(oid = %foid, "@{head}: head/bigfile/{foid} is gone: {e}");
+                    hf.zfile = None;
+                    hf.size = 0;
+                }
+            }
+        }
+        drop(files);
+        tracing::warn!(
+            %head, n = inval.len(),
+            "storage changes unknown ({why}): every head/ file invalidated, history restarted"
+        );
+        zh.at = head;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        inval
+    }
+
     /// Show `tid` in head/at (after its invalidations were sent).
     pub(crate) fn publish(&self, tid: Tid) {
         self.head_at.store(tid.0, Ordering::Release);
@@ -1939,6 +2005,62 @@ mod watch_tests {
             Some(&*format!("@{at2}")),
             "the last word on block 1 must be its pin @at2: {all:?}"
         );
+    }
+
+    /// The storage moved on without saying what changed (a ZEO server
+    /// that cannot iterate): every watch link is shut with `0 fatal`, the
+    /// history restarts at the new head (a watch before it is too far
+    /// back), head/ shows the new state, and commits after it are followed
+    /// as usual.
+    #[test]
+    fn unknown_changes_restart_history() {
+        let ThreeBlocks {
+            _dir,
+            mut zw,
+            foid,
+            at0,
+            stor,
+            fs,
+            ino,
+        } = three_blocks();
+        let d = |s: &'static str| Some((ZBlkFormat::ZBlk0, s.as_bytes()));
+        assert_eq!(read(&fs, ino, 0, 4), b"a0\0\0");
+        let l = TLink::open(&fs, true);
+        assert_eq!(l.request(1, &format!("watch {foid} @{at0}")).1, "ok");
+        // two commits the server is not told about
+        zw.update_file(foid, &[(0, d("b0"))]).unwrap();
+        let at2 = zw.update_file(foid, &[(2, d("c2")), (5, d("c5"))]).unwrap();
+        stor.sync().unwrap();
+        let inval = fs.handle_unknown(at2, "test");
+        fs.publish(at2);
+        assert!(
+            inval
+                .iter()
+                .any(|i| i.ino == ino && i.off == 0 && i.len == 0),
+            "{inval:?}"
+        );
+        let mut lines = vec![l.line()];
+        while lines.last().map(String::as_str) != Some("EOF") {
+            lines.push(l.line());
+        }
+        assert!(
+            lines[0].starts_with(&format!("0 fatal: storage changes up to @{at2} unknown")),
+            "{lines:?}"
+        );
+        assert_eq!(fs.head_at(), at2);
+        assert_eq!(
+            read(&fs, ino, 0, 24),
+            b"b0\0\0a1\0\0c2\0\0\0\0\0\0\0\0\0\0c5\0\0"
+        );
+        let l2 = TLink::open(&fs, true);
+        let (_, reply) = l2.request(1, &format!("watch {foid} @{at0}"));
+        assert!(reply.contains("too far away back"), "{reply}");
+        assert_eq!(l2.request(3, &format!("watch {foid} @{at2}")).1, "ok");
+        // followed as usual from here: a READ pins the watch at at2
+        let at3 = zw.update_file(foid, &[(1, d("d1"))]).unwrap();
+        commit(&fs, &stor, at3);
+        assert_eq!(read(&fs, ino, 4, 4), b"d1\0\0");
+        assert_eq!(l2.pins_now().get(&1).cloned(), Some(format!("@{at2}")));
     }
 
     /// `@<rev>/` page cache is trimmed for revisions nobody is pinned to,

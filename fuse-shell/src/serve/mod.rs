@@ -331,6 +331,13 @@ fn follow(fs: &fs::Wcfs, notifier: &Notifier, at0: Tid, stop: &AtomicBool) {
         let txn = match w.next(Some(Duration::from_millis(500))) {
             Ok(Some(t)) => t,
             Ok(None) => continue,
+            Err(zodb::Error::ChangesUnknown { head, why }) => {
+                let _s = tracing::info_span!("changes unknown", %head).entered();
+                let inval = fs.handle_unknown(head, &why);
+                send_invals(notifier, &inval);
+                fs.publish(head);
+                continue;
+            }
             Err(e) => {
                 tracing::error!("watch the storage: {e}: head/at stays at {}", fs.head_at());
                 return;
@@ -344,16 +351,21 @@ fn follow(fs: &fs::Wcfs, notifier: &Notifier, at0: Tid, stop: &AtomicBool) {
                 return;
             }
         };
-        for i in &inval {
-            match notifier.inval_inode(INodeNo(i.ino), i.off, i.len) {
-                Ok(()) => {}
-                // the kernel forgot the inode: nothing of it is cached
-                Err(e) if e.raw_os_error() == Some(libc_enoent()) => {}
-                Err(e) => tracing::warn!(ino = i.ino, off = i.off, "invalidate: {e}"),
-            }
-        }
+        send_invals(notifier, &inval);
         tracing::debug!(n = inval.len(), "invalidated");
         fs.publish(txn.tid);
+    }
+}
+
+/// Send the kernel the cache invalidations `inval`.
+fn send_invals(notifier: &Notifier, inval: &[fs::Inval]) {
+    for i in inval {
+        match notifier.inval_inode(INodeNo(i.ino), i.off, i.len) {
+            Ok(()) => {}
+            // the kernel forgot the inode: nothing of it is cached
+            Err(e) if e.raw_os_error() == Some(libc_enoent()) => {}
+            Err(e) => tracing::warn!(ino = i.ino, off = i.off, "invalidate: {e}"),
+        }
     }
 }
 

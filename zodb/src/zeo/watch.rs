@@ -8,7 +8,10 @@
 //! queue, skipping anything `<= last`. A pushed tid is only the news of a
 //! commit: the transaction is read with iterate too (ZEO's invalidation
 //! leaves out the objects a transaction deleted, which a watcher must
-//! report; it also gives user, description and extension). When the connection breaks the queue
+//! report; it also gives user, description and extension). If a working
+//! server cannot iterate, `next` says so once with
+//! [`Error::ChangesUnknown`](crate::Error::ChangesUnknown) at the head it
+//! could not read up to, and goes on after it. When the connection breaks the queue
 //! ends; the watcher then waits for the link's next connection and does
 //! the same there from the last tid it reported. So each transaction after
 //! `after` comes exactly once, in tid order, outage or not.
@@ -30,6 +33,8 @@ struct Sub {
     q: Arc<WatchQ>,
     /// `(last, H]` still to replay: `Some(H)` until started.
     replay_to: Option<Tid>,
+    /// `H` of the replay in progress.
+    replay_hi: Tid,
     replay: Option<ZeoTxnIter>,
 }
 
@@ -84,6 +89,7 @@ impl ZeoWatcher {
             conn,
             q,
             replay_to: (self.last < head).then_some(head),
+            replay_hi: head,
             replay: None,
         });
         Ok(true)
@@ -96,6 +102,7 @@ impl ZeoWatcher {
             return Ok(None);
         };
         if let Some(h) = sub.replay_to.take() {
+            sub.replay_hi = h;
             sub.replay = Some(ZeoTxnIter::start(sub.conn.clone(), Tid(last.0 + 1), h)?);
         }
         let Some(it) = &mut sub.replay else {
@@ -168,7 +175,23 @@ impl Watcher for ZeoWatcher {
                         self.sub = None;
                         continue;
                     }
-                    return Err(e);
+                    if self.link.is_closed() {
+                        return Err(e);
+                    }
+                    // A working server that cannot say what (last, H]
+                    // changed: the user must assume everything did; we go
+                    // on after H.
+                    let Some(sub) = &mut self.sub else {
+                        return Err(e);
+                    };
+                    sub.replay = None;
+                    let head = sub.replay_hi;
+                    tracing::warn!(last = %self.last, %head, "watch: cannot read the transactions: {e}");
+                    self.last = head;
+                    return Err(crate::Error::ChangesUnknown {
+                        head,
+                        why: e.to_string(),
+                    });
                 }
             }
             let Some(sub) = &self.sub else { continue };
