@@ -842,24 +842,7 @@ impl Wcfs {
                     off: 0,
                     len: 0,
                 });
-                let re = ZBigFile::load(&*self.stor, *foid, tid).and_then(|zf| {
-                    let size = zf.size(&*self.stor, tid)?;
-                    Ok((zf, size))
-                });
-                match re {
-                    Ok((zf, size)) => {
-                        if let Err(e) = self.track_size_unchecked(&zf, tid) {
-                            tracing::error!("{e}");
-                        }
-                        hf.zfile = Some(zf);
-                        hf.size = size;
-                    }
-                    Err(e) => {
-                        tracing::warn!(oid = %foid, "@{tid}: head/bigfile/{foid} is gone: {e}");
-                        hf.zfile = None;
-                        hf.size = 0;
-                    }
-                }
+                self.reload_head_file(*foid, hf, tid);
                 continue;
             }
             let Some(zf) = hf.zfile.clone() else {
@@ -966,6 +949,29 @@ impl Wcfs {
         out
     }
 
+    /// Head file `foid` changed as a whole at `tid`: load it (and its size)
+    /// again and track its size path, or mark it gone.
+    fn reload_head_file(&self, foid: Oid, hf: &mut HeadFile, tid: Tid) {
+        let re = ZBigFile::load(&*self.stor, foid, tid).and_then(|zf| {
+            let size = zf.size(&*self.stor, tid)?;
+            Ok((zf, size))
+        });
+        match re {
+            Ok((zf, size)) => {
+                if let Err(e) = self.track_size_unchecked(&zf, tid) {
+                    tracing::error!("{e}");
+                }
+                hf.zfile = Some(zf);
+                hf.size = size;
+            }
+            Err(e) => {
+                tracing::warn!(oid = %foid, "@{tid}: head/bigfile/{foid} is gone: {e}");
+                hf.zfile = None;
+                hf.size = 0;
+            }
+        }
+    }
+
     /// The storage moved to `head` without saying what changed (its
     /// watcher's [`zodb::Error::ChangesUnknown`]): assume everything did.
     /// Under the head view write lock: ΔFtail forgets all (its history
@@ -1003,24 +1009,7 @@ impl Wcfs {
                 off: 0,
                 len: 0,
             });
-            let re = ZBigFile::load(&*self.stor, *foid, head).and_then(|zf| {
-                let size = zf.size(&*self.stor, head)?;
-                Ok((zf, size))
-            });
-            match re {
-                Ok((zf, size)) => {
-                    if let Err(e) = self.track_size_unchecked(&zf, head) {
-                        tracing::error!("{e}");
-                    }
-                    hf.zfile = Some(zf);
-                    hf.size = size;
-                }
-                Err(e) => {
-                    tracing::warn!(oid = %foid, "@{head}: head/bigfile/{foid} is gone: {e}");
-                    hf.zfile = None;
-                    hf.size = 0;
-                }
-            }
+            self.reload_head_file(*foid, hf, head);
         }
         drop(files);
         tracing::warn!(
