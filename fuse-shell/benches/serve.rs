@@ -21,7 +21,6 @@ use fuser::{
 };
 use memmap2::Mmap;
 use std::ffi::OsStr;
-use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -31,7 +30,7 @@ use zodb::zwrite::ZWriter;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::Server;
+use common::{cold_read_mibs, Server};
 
 const BLKSIZE: u64 = 2 << 20;
 const NBLK: i64 = 256; // 512 MiB
@@ -154,34 +153,6 @@ fn raise_readahead(mnt: &Path) {
         format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"),
         "1024",
     );
-}
-
-/// Drop the kernel's clean page cache (the FUSE files' pages; tmpfs files
-/// such as Data.fs on /dev/shm stay).
-fn drop_caches() {
-    // SAFETY: sync(2) has no preconditions.
-    unsafe { nix::libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("drop_caches (root)");
-}
-
-/// MiB/s of one sequential read(2) pass over `path` in 1 MiB pieces, cold:
-/// the page cache is dropped first.
-fn cold_read_mibs(path: &Path, want_len: u64) -> f64 {
-    drop_caches();
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let t = Instant::now();
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-    }
-    let dt = t.elapsed().as_secs_f64();
-    assert_eq!(n, want_len, "{}: short read", path.display());
-    (n as f64 / (1 << 20) as f64) / dt
 }
 
 fn pattern(blk: i64, gen: u64) -> Vec<u8> {

@@ -10,47 +10,21 @@
 //! three passes of each, alternating, and their ratio are printed as a
 //! table row.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use zodb::zbigfile::ZBlkFormat;
 use zodb::zwrite::ZWriter;
 
 #[path = "common/mod.rs"]
 mod common;
-use common::Server;
+use common::{cold_read_mibs, Server};
 
 const BLKSIZE: u64 = 2 << 20;
 const NBLK: i64 = 128; // 256 MiB
 const PASSES: usize = 3;
 const LIMIT: Duration = Duration::from_secs(900);
-
-/// Drop the kernel's clean page cache.
-fn drop_caches() {
-    // SAFETY: sync(2) has no preconditions.
-    unsafe { nix::libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("drop_caches (root)");
-}
-
-/// MiB/s of one cold sequential read(2) pass over `path`.
-fn cold_read_mibs(path: &Path, want_len: u64) -> f64 {
-    drop_caches();
-    let mut f = std::fs::File::open(path).unwrap();
-    let mut buf = vec![0u8; 1 << 20];
-    let t = Instant::now();
-    let mut n = 0u64;
-    loop {
-        let k = f.read(&mut buf).unwrap();
-        if k == 0 {
-            break;
-        }
-        n += k as u64;
-    }
-    let dt = t.elapsed().as_secs_f64();
-    assert_eq!(n, want_len, "{}: short read", path.display());
-    (n as f64 / (1 << 20) as f64) / dt
-}
 
 fn pattern(blk: i64) -> Vec<u8> {
     let mut v = vec![0u8; BLKSIZE as usize];

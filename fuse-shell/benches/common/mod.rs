@@ -65,3 +65,34 @@ impl Drop for Server {
         let _ = self.child.wait();
     }
 }
+
+/// Drop the kernel's clean page cache (the FUSE files' pages; tmpfs files
+/// such as a Data.fs on /dev/shm stay). Needs root.
+#[allow(dead_code)] // not every bench reads cold
+pub(crate) fn drop_caches() {
+    // SAFETY: sync(2) has no preconditions.
+    unsafe { nix::libc::sync() };
+    std::fs::write("/proc/sys/vm/drop_caches", "1").expect("drop_caches (root)");
+}
+
+/// MiB/s of one sequential read(2) pass over `path` in 1 MiB pieces, cold:
+/// the page cache is dropped first. `want_len` bytes must come.
+#[allow(dead_code)]
+pub(crate) fn cold_read_mibs(path: &Path, want_len: u64) -> f64 {
+    use std::io::Read;
+    drop_caches();
+    let mut f = std::fs::File::open(path).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let t = Instant::now();
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).unwrap();
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+    }
+    let dt = t.elapsed().as_secs_f64();
+    assert_eq!(n, want_len, "{}: short read", path.display());
+    (n as f64 / (1 << 20) as f64) / dt
+}
