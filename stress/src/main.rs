@@ -354,6 +354,10 @@ struct Reader {
     stat: Arc<Mutex<Counters>>,
     /// SIGSTOPped by us at this time.
     stopped: Option<Instant>,
+    /// SIGCONTed by us (after a stop nobody needed) at this time: a pin
+    /// that timed out while it was stopped may still get it killed, a
+    /// moment after it continued.
+    continued: Option<Instant>,
     /// Killed by us (SIGKILL): its death is expected.
     killed_by_us: bool,
 }
@@ -420,6 +424,7 @@ impl Spawner {
             child,
             stat,
             stopped: None,
+            continued: None,
             killed_by_us: false,
         })
     }
@@ -692,7 +697,10 @@ fn run(o: RunOpts) -> Result<bool> {
             };
             let s = r.stat.lock().unwrap_or_else(|p| p.into_inner()).clone();
             dead.add(&s);
-            if r.stopped.is_some() && matches!(sig, Some(7 | 9)) {
+            let lately_stopped = r.stopped.is_some()
+                || r.continued
+                    .is_some_and(|t| t.elapsed() < 2 * pt + Duration::from_secs(10));
+            if lately_stopped && matches!(sig, Some(7 | 9)) {
                 rep.faults_sigstop_killed += 1;
             } else if !r.killed_by_us {
                 rep.readers_died_unexpectedly += 1;
@@ -713,6 +721,7 @@ fn run(o: RunOpts) -> Result<bool> {
             {
                 signal(r.child.id(), nix::sys::signal::Signal::SIGCONT);
                 r.stopped = None;
+                r.continued = Some(Instant::now());
             }
         }
         // faulty clients that never ack must be killed
@@ -825,6 +834,7 @@ fn run(o: RunOpts) -> Result<bool> {
     for r in &mut readers {
         if r.stopped.take().is_some() {
             signal(r.child.id(), nix::sys::signal::Signal::SIGCONT);
+            r.continued = Some(Instant::now());
         }
         drop(r.child.stdin.take());
     }
@@ -855,7 +865,10 @@ fn run(o: RunOpts) -> Result<bool> {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        if sig.is_some() && !r.killed_by_us {
+        if r.continued.is_some() && matches!(sig, Some(7 | 9)) {
+            // stopped until just now: a pin it missed meanwhile got it killed
+            rep.faults_sigstop_killed += 1;
+        } else if sig.is_some() && !r.killed_by_us {
             rep.problems
                 .push(format!("reader {} died at the end (signal {sig:?})", r.id));
         }
