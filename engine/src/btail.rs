@@ -88,8 +88,9 @@ pub struct GetAt {
 struct Hist {
     /// Keys whose history is complete over `(tail, head]`.
     built: RangedKeySet,
-    /// `rev↑`, no empty entries.
-    entries: Vec<Arc<DeltaTree>>,
+    /// `rev↑`, no empty entries. Persistent (O(1) clone, O(log n)
+    /// append): a commit extends it without copying the window.
+    entries: imbl::Vector<Arc<DeltaTree>>,
     /// The same history by key, for GetAt.
     by_key: KeyIndex,
 }
@@ -138,15 +139,20 @@ impl KeyIndex {
         }
     }
 
-    /// Drop changes `≤ rev_cut`.
-    fn forget(&mut self, rev_cut: Tid) {
-        for sh in &mut self.shards {
-            if sh.values().any(|v| v[0].0 <= rev_cut) {
-                let sh = Arc::make_mut(sh);
-                sh.retain(|_, v| {
-                    v.retain(|e| e.0 > rev_cut);
-                    !v.is_empty()
-                });
+    /// Drop changes `≤ rev_cut`, given the history entries being dropped
+    /// (`gone`, every change `≤ rev_cut`): touches only their keys' lists
+    /// and shards, so forgetting costs what is forgotten.
+    fn forget<'a>(&mut self, rev_cut: Tid, gone: impl Iterator<Item = &'a DeltaTree>) {
+        for e in gone {
+            for k in e.kv.keys() {
+                let sh = Arc::make_mut(&mut self.shards[Self::shard(*k)]);
+                if let Some(v) = sh.get_mut(k) {
+                    let n = v.partition_point(|c| c.0 <= rev_cut);
+                    v.drain(..n);
+                    if v.is_empty() {
+                        sh.remove(k);
+                    }
+                }
             }
         }
     }
@@ -348,24 +354,26 @@ impl DeltaBTail {
             by_root: BTreeMap::new(),
         };
         for tree in s.trees.values() {
-            let mut g = tree.jobs.lock();
-            let built = tree.hist.load().built.clone();
+            // The tracked nodes are taken out for the step, which reads the
+            // storage: the registry lock is not held across it. Nobody else
+            // changes them meanwhile (readers are excluded while a writer
+            // runs, see the module docs).
+            let (mut nodes, built) = {
+                let mut g = tree.jobs.lock();
+                let n = std::mem::replace(&mut g.nodes, TrackTree::new(tree.root));
+                (n, tree.hist.load().built.clone())
+            };
             // on error step leaves the nodes as they were (it diffs every
             // region before changing any)
-            let dkv = treediff::step(
-                &*self.db,
-                &mut g.nodes,
-                &built,
-                rev,
-                oids,
-                Direction::Forward,
-            )?;
+            let r = treediff::step(&*self.db, &mut nodes, &built, rev, oids, Direction::Forward);
+            tree.jobs.lock().nodes = nodes;
+            let dkv = r?;
             if !dkv.is_empty() {
                 delta_b.by_root.insert(tree.root, dkv.clone());
                 tree.hist.update(|h| {
                     let mut h = h.clone();
                     h.by_key.push(rev, &dkv);
-                    h.entries.push(Arc::new(DeltaTree { rev, kv: dkv }));
+                    h.entries.push_back(Arc::new(DeltaTree { rev, kv: dkv }));
                     h
                 });
             }
@@ -404,8 +412,10 @@ impl DeltaBTail {
             let _g = tree.jobs.lock();
             tree.hist.update(|h| {
                 let mut h = h.clone();
-                h.entries.retain(|e| e.rev > rev_cut);
-                h.by_key.forget(rev_cut);
+                let n = count_le(&h.entries, rev_cut);
+                let kept = h.entries.split_off(n);
+                h.by_key.forget(rev_cut, h.entries.iter().map(|e| &**e));
+                h.entries = kept;
                 h
             });
         }
@@ -426,7 +436,7 @@ impl DeltaBTail {
             return Ok(vec![]);
         };
         let h = self.build(tree, &s.ztail, None)?;
-        Ok(slice(&h.entries, lo, hi).to_vec())
+        Ok(slice(&h.entries, lo, hi))
     }
 
     /// The changes of every tracked tree with `rev ∈ (lo, hi]`, ascending.
@@ -589,7 +599,7 @@ impl DeltaBTail {
         let at_head = TrackTree::walk(db, root, ztail.head(), keys)?;
         let mut tt = at_head.clone();
         let mut out = Vec::new();
-        for dz in ztail.entries().iter().rev() {
+        for dz in ztail.entries().rev() {
             let kv = treediff::step(db, &mut tt, keys, dz.rev, &dz.oids, Direction::Backward)?;
             if !kv.is_empty() {
                 out.push(DeltaTree { rev: dz.rev, kv });
@@ -612,23 +622,23 @@ fn merge(h: &Hist, keys: &RangedKeySet, add: Vec<DeltaTree>) -> Hist {
     for e in &add {
         by_key.push(e.rev, &e.kv);
     }
-    let mut entries = Vec::with_capacity(h.entries.len() + add.len());
+    let mut entries = imbl::Vector::new();
     let mut a = h.entries.iter().peekable();
     let mut b = add.into_iter().peekable();
     loop {
         match (a.peek(), b.peek()) {
             (None, None) => break,
-            (Some(_), None) => entries.push(a.next().expect("peeked").clone()),
-            (None, Some(_)) => entries.push(Arc::new(b.next().expect("peeked"))),
+            (Some(_), None) => entries.push_back(a.next().expect("peeked").clone()),
+            (None, Some(_)) => entries.push_back(Arc::new(b.next().expect("peeked"))),
             (Some(x), Some(y)) => {
                 if x.rev < y.rev {
-                    entries.push(a.next().expect("peeked").clone());
+                    entries.push_back(a.next().expect("peeked").clone());
                 } else if y.rev < x.rev {
-                    entries.push(Arc::new(b.next().expect("peeked")));
+                    entries.push_back(Arc::new(b.next().expect("peeked")));
                 } else {
                     let mut e = (**a.next().expect("peeked")).clone();
                     e.kv.extend(b.next().expect("peeked").kv);
-                    entries.push(Arc::new(e));
+                    entries.push_back(Arc::new(e));
                 }
             }
         }
@@ -648,11 +658,23 @@ fn check_slice(z: &DeltaZTail, lo: Tid, hi: Tid) -> Result<()> {
     Ok(())
 }
 
+/// The number of leading entries with `rev ≤ at`.
+fn count_le(entries: &imbl::Vector<Arc<DeltaTree>>, at: Tid) -> usize {
+    entries
+        .binary_search_by(|e| {
+            if e.rev <= at {
+                std::cmp::Ordering::Less
+            } else {
+                std::cmp::Ordering::Greater
+            }
+        })
+        .unwrap_or_else(|i| i)
+}
+
 /// The entries with `rev ∈ (lo, hi]`.
-fn slice(entries: &[Arc<DeltaTree>], lo: Tid, hi: Tid) -> &[Arc<DeltaTree>] {
-    let i = entries.partition_point(|e| e.rev <= lo);
-    let j = entries.partition_point(|e| e.rev <= hi);
-    &entries[i..j.max(i)]
+fn slice(entries: &imbl::Vector<Arc<DeltaTree>>, lo: Tid, hi: Tid) -> Vec<Arc<DeltaTree>> {
+    let (i, j) = (count_le(entries, lo), count_le(entries, hi));
+    (i..j.max(i)).map(|k| entries[k].clone()).collect()
 }
 
 /// GetAt over one key's changes (`rev↑`).

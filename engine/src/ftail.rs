@@ -343,6 +343,14 @@ impl DeltaFTail {
         let delta_b = self.btail.update(rev, oids)?;
         let changed: HashSet<Oid> = oids.iter().copied().collect();
         let files = self.files.load();
+        // the changed files' new states, read before `mu` is taken (it is
+        // never held across storage I/O)
+        let mut states: HashMap<Oid, FileState> = HashMap::new();
+        for foid in files.keys() {
+            if changed.contains(foid) {
+                states.insert(*foid, load_state(&*db, *foid, rev)?);
+            }
+        }
         let mut ix = self.lock();
         let mut out = DeltaF {
             rev,
@@ -359,10 +367,9 @@ impl DeltaFTail {
         }
         // epochs
         for (foid, fh) in files.iter() {
-            if !changed.contains(foid) {
+            let Some(&new) = states.get(foid) else {
                 continue;
-            }
-            let new = load_state(&*db, *foid, rev)?;
+            };
             let h = fh.load();
             if new == h.head {
                 continue; // re-saved unchanged

@@ -25,8 +25,8 @@ fn lr(z: &DeltaZTail, oid: u64, at: u64) -> (Tid, bool) {
     z.last_rev_of(Oid(oid), t(at)).unwrap()
 }
 
-fn revs(s: &[DeltaZ]) -> Vec<u64> {
-    s.iter().map(|e| e.rev.0).collect()
+fn revs<'a>(s: impl IntoIterator<Item = &'a DeltaZ>) -> Vec<u64> {
+    s.into_iter().map(|e| e.rev.0).collect()
 }
 
 #[test]
@@ -35,7 +35,7 @@ fn ztail_empty() {
     z.verify().unwrap();
     assert_eq!((z.head(), z.tail(), z.len()), (t(10), t(10), 0));
     assert!(z.is_empty());
-    assert_eq!(z.slice_by_rev(t(10), t(10)).unwrap(), &[]);
+    assert_eq!(z.slice_by_rev(t(10), t(10)).unwrap(), Vec::<&DeltaZ>::new());
     assert_eq!(z.last_rev_of(Oid(1), t(10)).unwrap(), (t(10), false));
     assert!(matches!(
         z.last_rev_of(Oid(1), t(11)),
@@ -87,7 +87,7 @@ fn ztail_slice_and_last_rev_of() {
     assert_eq!(sl(14, 14), Vec::<u64>::new());
     assert!(z.slice_by_rev(t(14), t(13)).is_err()); // lo > hi
     assert!(z.slice_by_rev(t(10), t(17)).is_err()); // hi > head
-    assert_eq!(z.slice_by_rev(t(13), t(13)).unwrap(), &[]);
+    assert_eq!(z.slice_by_rev(t(13), t(13)).unwrap(), Vec::<&DeltaZ>::new());
     assert_eq!(z.slice_by_rev(t(12), t(13)).unwrap()[0].oids, oids(&[2]));
 
     assert_eq!(lr(&z, 1, 10), (t(10), false));
@@ -124,7 +124,7 @@ fn ztail_slice_and_last_rev_of() {
     z.verify().unwrap();
     assert_eq!((z.tail(), z.head(), z.len()), (t(16), t(16), 0));
     assert_eq!(lr(&z, 1, 16), (t(16), false));
-    assert_eq!(z.slice_by_rev(t(16), t(16)).unwrap(), &[]);
+    assert_eq!(z.slice_by_rev(t(16), t(16)).unwrap(), Vec::<&DeltaZ>::new());
 
     // past head: refused, nothing changes; head never moves back
     assert!(matches!(
@@ -275,11 +275,8 @@ fn ztail_random_vs_model() {
             z.verify().unwrap();
             assert_eq!((z.head(), z.tail()), (t(m.head), t(m.tail)));
             assert_eq!(z.len(), m.entries.len());
-            let got: Vec<(u64, Vec<Oid>)> = z
-                .entries()
-                .iter()
-                .map(|e| (e.rev.0, e.oids.clone()))
-                .collect();
+            let got: Vec<(u64, Vec<Oid>)> =
+                z.entries().map(|e| (e.rev.0, e.oids.clone())).collect();
             let want: Vec<(u64, Vec<Oid>)> = m.entries.iter().map(|(r, o)| (*r, oids(o))).collect();
             assert_eq!(got, want);
         }

@@ -182,7 +182,11 @@ fn reads() {
             "tracked_blocks",
             "pin_rtt_p50_us",
             "pin_rtt_p99_us",
-            "rev_trimmed"
+            "rev_trimmed",
+            "commit_p50_us",
+            "commit_p99_us",
+            "head_at_lag_p50_us",
+            "head_at_lag_p99_us"
         ]
     );
     assert!(stats.contains("BigFile\t: 2\n"), "{stats}");

@@ -787,9 +787,9 @@ fn setups_on_one_link() {
     srv.finish();
 }
 
-/// Setups and lazy pins of one watch meet: a setup waits for a lazy pin
-/// in flight (and then unpins that block, with nothing re-pinned after
-/// it); while setup pins are in flight the new `at` already holds for
+/// Setups and lazy pins of one watch meet: a setup does not wait for a
+/// lazy pin in flight (it unpins that block at once, queued after the lazy
+/// pin, with nothing re-pinned after it); while setup pins are in flight the new `at` already holds for
 /// READs (a block it covers is not pinned and its READ does not wait), and
 /// a READ of a block being setup-pinned waits for that pin without a
 /// second one.
@@ -819,13 +819,30 @@ fn setup_and_read_races() {
             rev: Some(at0)
         }
     );
+    // The setup does not wait for the lazy pin in flight (nothing waits
+    // for a client while holding what others need): it moves the watch and
+    // unpins #1 at once, queued after the lazy pin, so a client that takes
+    // its pins in order ends with #1 at head, as at1 wants.
     let c = w.request(&format!("watch {oid} @{at1}"));
-    w.expect_quiet("the setup while the lazy pin waits");
+    let (s2, unpin) = w.pin("the setup's unpin of #1");
+    assert_eq!(
+        unpin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: None
+        },
+        "setup @at0 -> @at1"
+    );
+    assert!(s2 > s1, "queued after the lazy pin");
+    w.expect_quiet("the setup waits for its unpin's ack");
     w.ack(s1);
     eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "#1 @at1");
+    w.expect_quiet("the setup still waits for its unpin's ack");
+    w.ack(s2);
     let (r, got) = w.reply(c, "setup @at1");
     assert_eq!(r, "ok");
-    assert_eq!(pin_map(oid, &got), pins(&[(1, None)]), "setup @at0 -> @at1");
+    assert_eq!(pin_map(oid, &got), pins(&[]), "nothing more");
     w.expect_quiet("after the setup");
 
     // setup pins in flight, READs meanwhile

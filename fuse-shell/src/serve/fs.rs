@@ -8,6 +8,7 @@ use super::watch::{self, DownWhy, PinEnd, PinWait, ReadReply, WatchLink};
 use bytes::Bytes;
 use engine::ftail::DeltaFTail;
 use rayon::prelude::*;
+use rcu::RcuCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
@@ -50,6 +51,10 @@ const HISTORY_WINDOW: Duration = Duration::from_secs(60);
 /// most 1 MiB per READ; a block is usually 2 MiB). Keyed by state, so an
 /// entry never goes stale.
 const BLK_CACHE_ENTRIES: usize = 16;
+
+/// A READ of head/ whose loads were overtaken by this many commits loads
+/// with ΔFtail held for reading (see `read_for`).
+const READ_RETRIES: u32 = 3;
 
 /// A loaded block's identity: (file, state, block).
 type BlkKey = (Oid, Tid, i64);
@@ -105,29 +110,69 @@ struct HeadFile {
 pub(crate) struct Watch {
     link: Weak<WatchLink>,
     foid: Oid,
-    /// The view (`Watch.atMu`). Written by the setup moving it; read by
-    /// READs and by the setup while they pin for it, so it cannot move
-    /// under a pin in flight.
-    at: RwLock<Tid>,
+    /// The view and the pins sent for it. Held only to read or change
+    /// them and to queue pins (which never blocks): never across an
+    /// engine query, storage I/O or a wait for the client.
+    st: Mutex<WatchState>,
+}
+
+/// What [`Watch::st`] guards.
+struct WatchState {
+    /// The view (`Watch.at`). Moved forward only by setups (serialized per
+    /// link and file by the link's setup lock).
+    at: Tid,
+    /// Bumped with every move of `at`: a READ that decided its pins for
+    /// one `at` sends them only if the generation is still the one it
+    /// read, else it decides again (so the last pin queued for a block is
+    /// always for the current `at`).
+    gen: u64,
     /// Blocks pinned (or being pinned) on the client: blk -> (rev, the
     /// pin). A block not here shows head data on the client.
-    pinned: Mutex<HashMap<i64, (Tid, Arc<PinWait>)>>,
+    pinned: HashMap<i64, (Tid, Arc<PinWait>)>,
+    /// The watch was removed (`watch <oid> -`, or its link went down):
+    /// nothing more is queued for it. Set before the removal's `ok` is
+    /// sent, so no pin for it follows that `ok` on the link (a client
+    /// forgets the file at `ok` and would fail a later pin; found as a
+    /// well-behaved wcfs-stress reader killed with SIGBUS).
+    removed: bool,
 }
 
 impl Watch {
     fn at(&self) -> Tid {
-        *self.at.read().unwrap_or_else(|p| p.into_inner())
+        lock(&self.st).at
     }
 
-    /// Ask the client to show block `blk` as of `rev` (`None`: head).
-    /// Returns the pin to wait for, or `None` if nothing is to be sent
-    /// (the link is gone, or the block is not pinned and `rev` is head).
-    /// A pin to the same rev in force or in flight is shared, not re-sent.
-    fn pin(&self, blk: i64, rev: Option<Tid>, stats: &Stats) -> Option<Arc<PinWait>> {
+    /// `(at, generation)`.
+    fn view(&self) -> (Tid, u64) {
+        let st = lock(&self.st);
+        (st.at, st.gen)
+    }
+
+    /// Ask the client to show block `blk` as of `rev` (`None`: head), with
+    /// `st` held. Returns the pin to wait for, or `None` if nothing is to
+    /// be sent (the link is gone, or the block is not pinned and `rev` is
+    /// head). A pin to the same rev in force or in flight is shared, not
+    /// re-sent.
+    fn pin_locked(
+        self: &Arc<Self>,
+        st: &mut WatchState,
+        blk: i64,
+        rev: Option<Tid>,
+        stats: &Stats,
+    ) -> Option<PinJob> {
+        if st.removed {
+            return None;
+        }
         let link = self.link.upgrade()?;
-        let mut p = lock(&self.pinned);
-        match (rev, p.get(&blk)) {
-            (Some(r), Some((pr, pw))) if *pr == r && !pw.failed() => return Some(pw.clone()),
+        let job = |pw: &Arc<PinWait>| PinJob {
+            w: self.clone(),
+            link: link.clone(),
+            blk,
+            rev,
+            pw: pw.clone(),
+        };
+        match (rev, st.pinned.get(&blk)) {
+            (Some(r), Some((pr, pw))) if *pr == r && !pw.failed() => return Some(job(pw)),
             (None, None) => return None,
             _ => {}
         }
@@ -140,25 +185,33 @@ impl Watch {
         let pw = link.send_pin(&msg);
         stats.pin.fetch_add(1, Ordering::Relaxed);
         match rev {
-            Some(r) => p.insert(blk, (r, pw.clone())),
-            None => p.remove(&blk),
+            Some(r) => st.pinned.insert(blk, (r, pw.clone())),
+            None => st.pinned.remove(&blk),
         };
-        Some(pw)
+        Some(job(&pw))
     }
 }
 
-/// A pin being waited for: (watch, blk, rev, the pin).
-type PinJob = (Arc<Watch>, i64, Option<Tid>, Arc<PinWait>);
-
-/// The head view: the database state head/ files are served at.
-#[derive(Debug)]
-struct ZHead {
-    at: Tid,
+/// A pin being waited for. It holds its link: a link closed meanwhile
+/// (without `bye`) leaves the registry, but its client must still be dealt
+/// with when the pin fails (spec §7).
+struct PinJob {
+    w: Arc<Watch>,
+    link: Arc<WatchLink>,
+    blk: i64,
+    rev: Option<Tid>,
+    pw: Arc<PinWait>,
 }
 
-/// Proof that the caller holds `zhead` for reading: the head view cannot
-/// move while it lives.
-struct ZHeadRead<'a>(RwLockReadGuard<'a, ZHead>);
+/// The head view: the database state head/ files are served at and the
+/// files as of it. Immutable: each processed commit publishes a new one
+/// ([`Wcfs::head`]); lookups publish one with a file added.
+#[derive(Debug, Clone)]
+struct HeadView {
+    at: Tid,
+    /// head/ files looked up so far: oid -> its state at `at`.
+    files: Arc<HashMap<Oid, HeadFile>>,
+}
 
 #[derive(Debug, Default)]
 struct Nodes {
@@ -220,38 +273,45 @@ pub(crate) struct Wcfs {
     /// The open `head/watch` links.
     pub(crate) links: watch::Registry,
     /// Every watch by file (`BigFile.watchTab`): READs of head/ look here
-    /// for the watches to pin. Held briefly, never while waiting; after
-    /// `Watch::at` and `WatchLink::byfile` in the lock order.
+    /// for the watches to pin. Held briefly, never while waiting or
+    /// querying the engine; before `Watch::st` in the lock order.
     watchers: RwLock<HashMap<Oid, Vec<Arc<Watch>>>>,
     /// Notified whenever head/at moves or a link goes down, for setups
     /// waiting for head/at to reach their at.
     head_cv: (Mutex<()>, Condvar),
+    /// Notified whenever a new head view is published, for READs and
+    /// lookups that found ΔFtail ahead of the view they loaded.
+    view_cv: (Mutex<()>, Condvar),
     /// Every `@<rev>/bigfile/<oid>` made, with its inode (for trims).
     /// Innermost; held briefly.
     rev_files: Mutex<Vec<(u64, Arc<RevFile>)>>,
     /// When `@<rev>/` page cache was last trimmed.
     last_trim: Mutex<Instant>,
-    /// Tests: run in a watch setup at the named point (`register`: before
-    /// it registers its at; `unpin`: before it decides which pins to undo),
-    /// to put a READ there.
+    /// Tests: run at the named point (in a watch setup, `register`: before
+    /// it registers its at; `unpin`: before it decides which pins to undo;
+    /// in a READ, `read-pin`: before it queues the pins it decided), to put
+    /// another operation there. Taken out while it runs (a hook that
+    /// READs does not run again inside), put back unless replaced.
     #[cfg(test)]
     setup_hook: Mutex<Option<SetupHook>>,
     stor: Arc<dyn Storage>,
     ft: DeltaFTail,
-    /// The head view. READ of head/ files and Track hold it for reading,
-    /// commit processing for writing. Outermost lock.
-    zhead: RwLock<ZHead>,
-    /// head/ files: oid -> HeadFile. Fields are changed only by commits
-    /// (under `zhead` write); entries are added by lookups (under `zhead`
-    /// read). Read without `zhead` by getattr, open and lookups of known
-    /// files, which must never wait for the head view (a commit waiting
-    /// for it queues them behind READs that may wait for pins).
-    files_mu: Mutex<HashMap<Oid, HeadFile>>,
+    /// ΔFtail's contract, one writer or many readers (engine-semantics
+    /// §7): the commit thread holds it for writing around `Update`,
+    /// `ForgetPast` and `reset` only; Track and the queries (READs, lookups,
+    /// watch setups) hold it for reading while they track and decide their
+    /// pins, never while they load blocks or wait for a client. Outermost
+    /// lock.
+    ft_rw: RwLock<()>,
+    /// The head view, an RCU snapshot: READs, getattr, open and lookups
+    /// load it without any lock. Published by the commit thread after
+    /// ΔFtail's update and the files' refresh; updated by lookups (a file
+    /// added) only while ΔFtail is at the view's `at`.
+    head: RcuCell<HeadView>,
     /// head/at as clients see it: set after the commit's invalidations are
     /// done (Release), read by `head/at` readers (Acquire).
     head_at: AtomicU64,
-    /// Protected by itself; taken under `zhead` and `files_mu`, never the
-    /// other way round.
+    /// Protected by itself; held briefly, never while waiting.
     nodes_mu: Mutex<Nodes>,
     /// (oid, at, blk) -> Block, most recent last. Innermost lock.
     cache_mu: Mutex<VecDeque<(BlkKey, Arc<Block>)>>,
@@ -317,15 +377,19 @@ impl Wcfs {
             links: watch::Registry::default(),
             watchers: RwLock::new(HashMap::new()),
             head_cv: (Mutex::new(()), Condvar::new()),
+            view_cv: (Mutex::new(()), Condvar::new()),
             rev_files: Mutex::new(Vec::new()),
             last_trim: Mutex::new(Instant::now()),
             #[cfg(test)]
             setup_hook: Mutex::new(None),
             ft: DeltaFTail::new(at0, stor.clone()),
             stor,
-            zhead: RwLock::new(ZHead { at: at0 }),
+            ft_rw: RwLock::new(()),
+            head: RcuCell::new(HeadView {
+                at: at0,
+                files: Arc::new(HashMap::new()),
+            }),
             head_at: AtomicU64::new(at0.0),
-            files_mu: Mutex::new(HashMap::new()),
             nodes_mu: Mutex::new(nodes),
             cache_mu: Mutex::new(VecDeque::new()),
             loading_mu: Mutex::new(HashMap::new()),
@@ -338,8 +402,43 @@ impl Wcfs {
         Tid(self.head_at.load(Ordering::Acquire))
     }
 
-    fn zhead_read(&self) -> ZHeadRead<'_> {
-        ZHeadRead(self.zhead.read().unwrap_or_else(|p| p.into_inner()))
+    /// Tests: run the hook at `point`.
+    #[cfg(test)]
+    fn hook(&self, point: &str) {
+        let h = lock(&self.setup_hook).take();
+        if let Some(h) = h {
+            h(point);
+            let mut g = lock(&self.setup_hook);
+            if g.is_none() {
+                *g = Some(h);
+            }
+        }
+    }
+
+    /// ΔFtail for reading (Track and queries).
+    fn ft_read(&self) -> RwLockReadGuard<'_, ()> {
+        self.ft_rw.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until the head view is no longer at `at` (a commit moved
+    /// ΔFtail past it and is about to publish the next view).
+    fn wait_view_past(&self, at: Tid) {
+        let mut g = lock(&self.view_cv.0);
+        while self.head.with(|v| v.at) == at {
+            g = self
+                .view_cv
+                .1
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Publish head view `v` and wake those waiting for it.
+    fn publish_view(&self, f: impl FnOnce(&HeadView) -> HeadView) {
+        self.head.update(f);
+        let _g = lock(&self.view_cv.0);
+        self.view_cv.1.notify_all();
     }
 
     fn node(&self, ino: u64) -> Option<Node> {
@@ -427,69 +526,90 @@ impl Wcfs {
 
     fn lookup_head_file(&self, name: &str) -> Result<Attr, FsError> {
         let oid = Self::parse_oid("head/bigfile", name)?;
-        if let Some(a) = self.known_head_file(oid)? {
-            return Ok(a);
+        loop {
+            if let Some(a) = self.known_head_file(oid)? {
+                return Ok(a);
+            }
+            // load it at the view's head (storage I/O, no lock held) ...
+            let at = self.head.with(|v| v.at);
+            let zf = ZBigFile::load(&*self.stor, oid, at).map_err(|e| lookup_error(oid, e))?;
+            let size = zf
+                .size(&*self.stor, at)
+                .map_err(|e| db_err(oid, format!("@{at}: size"), e))?;
+            let l = btree::lookup(&*self.stor, Family::LO, zf.blktab, i64::MAX, at)
+                .map_err(|e| db_err(oid, format!("@{at}: blktab lookup of the last block"), e))?;
+            // ... then track it and add it to the view, both at that head:
+            // ΔFtail cannot move while we hold it for reading, and a view
+            // at `at` with ΔFtail at `at` is the current one (a commit
+            // publishes its view only after moving ΔFtail).
+            let g = self.ft_read();
+            if self.ft.head() != at {
+                drop(g);
+                self.wait_view_past(at);
+                continue;
+            }
+            self.ft
+                .track(&zf, -1, &l.path, l.keycov, None)
+                .map_err(|e| db_err(oid, "track", e))?;
+            let ino = self.child(HEAD_BIGFILE, &oid.to_string(), || Node::HeadFile(oid));
+            let hf = HeadFile {
+                ino,
+                rev: zf.serial,
+                zfile: Some(zf),
+                size,
+            };
+            let added = self.head.update_with(|v| {
+                if v.at != at || v.files.contains_key(&oid) {
+                    return (v.clone(), false); // another lookup was first
+                }
+                let mut files = (*v.files).clone();
+                files.insert(oid, hf);
+                (
+                    HeadView {
+                        at,
+                        files: Arc::new(files),
+                    },
+                    true,
+                )
+            });
+            drop(g);
+            if added {
+                self.stats.bigfile.fetch_add(1, Ordering::Relaxed);
+            }
         }
-        let zh = self.zhead_read();
-        if let Some(a) = self.known_head_file(oid)? {
-            return Ok(a);
-        }
-        let at = zh.0.at;
-        let zf = ZBigFile::load(&*self.stor, oid, at).map_err(|e| lookup_error(oid, e))?;
-        let size = zf
-            .size(&*self.stor, at)
-            .map_err(|e| db_err(oid, format!("@{at}: size"), e))?;
-        self.track_size(&zh, &zf, at)?;
-        let mut files = lock(&self.files_mu);
-        if let Some(hf) = files.get(&oid) {
-            return Ok(self.head_file_attr(hf)); // another lookup was first
-        }
-        let ino = self.child(HEAD_BIGFILE, &oid.to_string(), || Node::HeadFile(oid));
-        let hf = HeadFile {
-            ino,
-            rev: zf.serial,
-            zfile: Some(zf),
-            size,
-        };
-        let attr = self.head_file_attr(&hf);
-        files.insert(oid, hf);
-        self.stats.bigfile.fetch_add(1, Ordering::Relaxed);
-        Ok(attr)
     }
 
     /// The attributes of head/ file `oid` if it was looked up before
-    /// (EINVAL if it is no ZBigFile any more). Does not take `zhead`.
+    /// (EINVAL if it is no ZBigFile any more). Takes no lock.
     fn known_head_file(&self, oid: Oid) -> Result<Option<Attr>, FsError> {
-        let files = lock(&self.files_mu);
-        let Some(hf) = files.get(&oid) else {
-            return Ok(None);
-        };
-        if hf.zfile.is_none() {
-            return Err(FsError::Inval(format!(
-                "head/bigfile/{oid}: not a ZBigFile @{}",
-                hf.rev
-            )));
-        }
-        Ok(Some(self.head_file_attr(hf)))
+        self.head.with(|v| {
+            let Some(hf) = v.files.get(&oid) else {
+                return Ok(None);
+            };
+            if hf.zfile.is_none() {
+                return Err(FsError::Inval(format!(
+                    "head/bigfile/{oid}: not a ZBigFile @{}",
+                    hf.rev
+                )));
+            }
+            Ok(Some(self.head_file_attr(hf)))
+        })
     }
 
-    /// Whether a lookup of `name` in `parent` may wait for the head view
-    /// (a head/ file not looked up before: it is loaded at head).
+    /// Whether a lookup of `name` in `parent` may do storage I/O (a head/
+    /// file not looked up before: it is loaded at head).
     pub(crate) fn lookup_may_block(&self, parent: u64, name: &str) -> bool {
         parent == HEAD_BIGFILE
             && name
                 .parse::<Oid>()
-                .is_ok_and(|oid| !lock(&self.files_mu).contains_key(&oid))
+                .is_ok_and(|oid| !self.head.with(|v| v.files.contains_key(&oid)))
     }
 
     /// Track the blktab path to the last block, so that ΔFtail reports
     /// blocks added past the end (the file's size) even when no block near
-    /// the end was read.
-    fn track_size(&self, _zh: &ZHeadRead<'_>, zf: &ZBigFile, at: Tid) -> Result<(), FsError> {
-        self.track_size_unchecked(zf, at)
-    }
-
-    fn track_size_unchecked(&self, zf: &ZBigFile, at: Tid) -> Result<(), FsError> {
+    /// the end was read. Called by the commit thread (ΔFtail's only writer,
+    /// so no writer runs meanwhile).
+    fn track_size(&self, zf: &ZBigFile, at: Tid) -> Result<(), FsError> {
         let l = btree::lookup(&*self.stor, Family::LO, zf.blktab, i64::MAX, at)
             .map_err(|e| db_err(zf.oid, format!("@{at}: blktab lookup of the last block"), e))?;
         self.ft
@@ -567,11 +687,12 @@ impl Wcfs {
             Node::Stats => small(self.stats_text().len(), 0o644, true),
             Node::Zurl => small(self.zurl.len(), 0o644, false),
             Node::PinTimeout => small(self.pintimeout_text().len(), 0o644, false),
-            Node::HeadFile(oid) => {
-                let files = lock(&self.files_mu);
-                let hf = files.get(&oid).ok_or(FsError::NoEnt)?;
-                self.head_file_attr(hf)
-            }
+            Node::HeadFile(oid) => self.head.with(|v| {
+                v.files
+                    .get(&oid)
+                    .map(|hf| self.head_file_attr(hf))
+                    .ok_or(FsError::NoEnt)
+            })?,
             Node::RevFile(rf) => Attr {
                 ino,
                 kind: Kind::File,
@@ -633,10 +754,9 @@ impl Wcfs {
             Node::HeadWatch => Ok(OpenMode::Stream),
             Node::Zurl | Node::PinTimeout | Node::RevFile(_) => Ok(OpenMode::KeepCache),
             Node::HeadFile(oid) => {
-                let live = matches!(
-                    lock(&self.files_mu).get(&oid),
-                    Some(HeadFile { zfile: Some(_), .. })
-                );
+                let live = self
+                    .head
+                    .with(|v| matches!(v.files.get(&oid), Some(HeadFile { zfile: Some(_), .. })));
                 if live {
                     Ok(OpenMode::KeepCache)
                 } else {
@@ -662,11 +782,17 @@ impl Wcfs {
     }
 
     /// READ(off, len) of `ino` for thread `requester` (the FUSE header pid;
-    /// 0 if unknown): `reply` gets the bytes while the head view is still
-    /// held, so the data it sends to the kernel is the data of the head
-    /// state whose blocks were tracked and pinned (never mixed with a
-    /// commit). Pins to a faulty client stop waiting for its death if the
-    /// requester itself is dying.
+    /// 0 if unknown): `reply` gets the bytes of one head state, whose
+    /// blocks were tracked and pinned before (never mixed with a commit).
+    /// Pins to a faulty client stop waiting for its death if the requester
+    /// itself is dying.
+    ///
+    /// Nothing is held while the pins are waited for and the reply is
+    /// sent: a commit may move the head meanwhile. That is safe because
+    /// the kernel keeps the pages of a READ in flight locked until our
+    /// reply, and the commit's invalidation of a changed block waits for
+    /// those page locks: data of the old head that reaches the page cache
+    /// after the new head was published is dropped before head/at moves.
     pub(crate) fn read_for<R>(
         &self,
         ino: u64,
@@ -689,27 +815,32 @@ impl Wcfs {
             Node::Zurl => reply(Ok(slice_at(self.zurl.as_bytes(), off, len))),
             Node::PinTimeout => reply(Ok(slice_at(self.pintimeout_text().as_bytes(), off, len))),
             Node::HeadFile(oid) => {
-                let zh = self.zhead_read();
-                let hf = lock(&self.files_mu).get(&oid).cloned();
-                let Some(HeadFile {
-                    zfile: Some(zf),
-                    size,
-                    ..
-                }) = hf
-                else {
-                    return reply(Err(FsError::NoEnt));
-                };
-                let at = zh.0.at;
-                match self.read_blocks(&zf, size, at, off, len, Some((&zh, requester))) {
-                    Ok(b) => reply(Ok(&b)),
-                    Err(e) => reply(Err(e)),
+                for attempt in 0.. {
+                    // After a few commits overtook our loads, load under
+                    // `ft_rw` R (a commit then waits for this load: bounded
+                    // by storage I/O), so that a READ always ends.
+                    let g = (attempt >= READ_RETRIES).then(|| self.ft_read());
+                    let (at, hf) = self.head.with(|v| (v.at, v.files.get(&oid).cloned()));
+                    let Some(HeadFile {
+                        zfile: Some(zf),
+                        size,
+                        ..
+                    }) = hf
+                    else {
+                        return reply(Err(FsError::NoEnt));
+                    };
+                    match self.read_head(&zf, size, at, off, len, requester, g) {
+                        Ok(Some(b)) => return reply(Ok(&b)),
+                        Ok(None) => continue, // ΔFtail moved past `at`: again at the new head
+                        Err(e) => return reply(Err(e)),
+                    }
                 }
-                // zh is released only here, after the reply
+                unreachable!("the attempts under ft_rw end")
             }
             Node::RevFile(rf) => {
                 rf.read.store(true, Ordering::Relaxed);
-                match self.read_blocks(&rf.zfile, rf.size, rf.at, off, len, None) {
-                    Ok(b) => reply(Ok(&b)),
+                match self.read_blocks(&rf.zfile, rf.size, rf.at, off, len) {
+                    Ok((b, _)) => reply(Ok(&b)),
                     Err(e) => reply(Err(e)),
                 }
             }
@@ -717,9 +848,46 @@ impl Wcfs {
         }
     }
 
-    /// Bytes `[off, off+len)` of `zf` as of `at`, clamped to `size`; with
-    /// `head` (the head view held, the requesting thread), every block read
-    /// is tracked in ΔFtail and pinned on the watches that need it first.
+    /// A READ of head/ file `zf` as of head view `at`: load the blocks (no
+    /// lock), then with ΔFtail held for reading and at `at`, track them
+    /// and queue the pins the watches need; then wait for the pins with
+    /// nothing held. `None`: ΔFtail had moved past `at` (a commit is being
+    /// published); the caller reads again at the new head.
+    #[allow(clippy::too_many_arguments)]
+    fn read_head(
+        &self,
+        zf: &ZBigFile,
+        size: u64,
+        at: Tid,
+        off: u64,
+        len: u32,
+        requester: u32,
+        held: Option<RwLockReadGuard<'_, ()>>,
+    ) -> Result<Option<Bytes>, FsError> {
+        let (data, blocks) = self.read_blocks(zf, size, at, off, len)?;
+        if blocks.is_empty() {
+            return Ok(Some(data));
+        }
+        let jobs = {
+            let g = held.unwrap_or_else(|| self.ft_read());
+            if self.ft.head() != at {
+                drop(g);
+                self.wait_view_past(at);
+                return Ok(None);
+            }
+            for b in &blocks {
+                self.ft
+                    .track(zf, b.blk, &b.path, b.keycov, b.zblk)
+                    .map_err(|e| db_err(zf.oid, format!("@{at}: track blk #{}", b.blk), e))?;
+            }
+            self.pin_watchers(zf, at, &blocks)
+        };
+        self.wait_pins(jobs, requester);
+        Ok(Some(data))
+    }
+
+    /// Bytes `[off, off+len)` of `zf` as of `at`, clamped to `size`, and
+    /// the blocks they came from.
     fn read_blocks(
         &self,
         zf: &ZBigFile,
@@ -727,11 +895,10 @@ impl Wcfs {
         at: Tid,
         off: u64,
         len: u32,
-        head: Option<(&ZHeadRead<'_>, u32)>,
-    ) -> Result<Bytes, FsError> {
+    ) -> Result<(Bytes, Vec<Arc<Block>>), FsError> {
         let end = off.saturating_add(len as u64).min(size);
         if end <= off {
-            return Ok(Bytes::new());
+            return Ok((Bytes::new(), Vec::new()));
         }
         let bs = zf.blksize;
         let (b0, b1) = ((off / bs) as i64, ((end - 1) / bs) as i64);
@@ -739,14 +906,6 @@ impl Wcfs {
             .into_par_iter()
             .map(|blk| self.load_blk(zf, blk, at))
             .collect::<Result<_, _>>()?;
-        if let Some((_, requester)) = head {
-            for b in &blocks {
-                self.ft
-                    .track(zf, b.blk, &b.path, b.keycov, b.zblk)
-                    .map_err(|e| db_err(zf.oid, format!("@{at}: track blk #{}", b.blk), e))?;
-            }
-            self.pin_watchers(zf, at, &blocks, requester);
-        }
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_read
@@ -755,7 +914,8 @@ impl Wcfs {
             let base = b0 as u64 * bs;
             let (lo, hi) = ((off - base) as usize, (end - base) as usize);
             if hi <= blocks[0].data.len() {
-                return Ok(blocks[0].data.slice(lo..hi)); // no copy
+                let data = blocks[0].data.slice(lo..hi); // no copy
+                return Ok((data, blocks));
             }
         }
         let mut out = Vec::with_capacity((end - off) as usize);
@@ -769,7 +929,7 @@ impl Wcfs {
             }
             out.resize(out.len() + (hi - lo.max(dhi)), 0);
         }
-        Ok(out.into())
+        Ok((out.into(), blocks))
     }
 
     /// Block `blk` of `zf` as of `at`: from the cache, or loaded once for
@@ -815,24 +975,38 @@ impl Wcfs {
 
     // ---- 3) commit → δF → invalidations → advance head ----
 
-    /// Process transaction `tid` (which stored `oids`) under the head view
-    /// write lock: update ΔFtail, refresh the head files it touched, move
-    /// the head view to `tid`, forget old history. Returns the kernel cache
-    /// invalidations to send: the caller sends them after this returns (so
-    /// that a READ the kernel holds page locks for is never waiting for
-    /// the lock while we wait for its pages), then calls
-    /// [`publish`](Self::publish).
+    /// Process transaction `tid` (which stored `oids`): update ΔFtail (its
+    /// lock held for writing, READs' loads and pin waits go on), refresh
+    /// the head files it touched (storage I/O, no lock), publish the new
+    /// head view, forget old history. Returns the kernel cache
+    /// invalidations to send: the caller sends them after this returns,
+    /// then calls [`publish`](Self::publish).
     pub(crate) fn handle_commit(&self, tid: Tid, oids: &[Oid]) -> anyhow::Result<Vec<Inval>> {
-        let mut zh = self.zhead.write().unwrap_or_else(|p| p.into_inner());
-        let df = self.ft.update(tid, oids)?;
-        let zh = &mut *zh;
-        let mut files = lock(&self.files_mu);
+        let (df, view) = {
+            let _w = self.ft_rw.write().unwrap_or_else(|p| p.into_inner());
+            let df = self.ft.update(tid, oids)?;
+            if let Some(t) = tid.to_time().and_then(|t| t.checked_sub(HISTORY_WINDOW)) {
+                // keep what every watch still needs
+                let cut = match self.min_watch_at() {
+                    Some(m) => Tid::from_time(t).min(m),
+                    None => Tid::from_time(t),
+                };
+                if cut > self.ft.tail() && cut < tid {
+                    self.ft.forget_past(cut)?;
+                }
+            }
+            // No lookup can add a file from here until the view below is
+            // published: lookups add only while ΔFtail is at the view's at.
+            (df, self.head.load())
+        };
         let mut inval = Vec::new();
         let mut nblk = 0;
+        let mut refreshed: Vec<(Oid, HeadFile)> = Vec::new();
         for (foid, d) in &df.by_file {
-            let Some(hf) = files.get_mut(foid) else {
+            let Some(hf) = view.files.get(foid) else {
                 continue;
             };
+            let mut hf = hf.clone();
             hf.rev = tid;
             let ino = hf.ino;
             if d.epoch {
@@ -842,10 +1016,12 @@ impl Wcfs {
                     off: 0,
                     len: 0,
                 });
-                self.reload_head_file(*foid, hf, tid);
+                self.reload_head_file(*foid, &mut hf, tid);
+                refreshed.push((*foid, hf));
                 continue;
             }
             let Some(zf) = hf.zfile.clone() else {
+                refreshed.push((*foid, hf));
                 continue;
             };
             let bs = zf.blksize;
@@ -886,22 +1062,22 @@ impl Wcfs {
                         });
                     }
                 }
-                if let Err(e) = self.track_size_unchecked(&zf, tid) {
+                if let Err(e) = self.track_size(&zf, tid) {
                     tracing::error!("{e}");
                 }
             }
+            refreshed.push((*foid, hf));
         }
-        zh.at = tid;
-        if let Some(t) = tid.to_time().and_then(|t| t.checked_sub(HISTORY_WINDOW)) {
-            // keep what every watch still needs
-            let cut = match self.min_watch_at() {
-                Some(m) => Tid::from_time(t).min(m),
-                None => Tid::from_time(t),
-            };
-            if cut > self.ft.tail() && cut < tid {
-                self.ft.forget_past(cut)?;
+        self.publish_view(|v| {
+            let mut files = (*v.files).clone();
+            for (foid, hf) in refreshed {
+                files.insert(foid, hf);
             }
-        }
+            HeadView {
+                at: tid,
+                files: Arc::new(files),
+            }
+        });
         if lock(&self.last_trim).elapsed() >= TRIM_EVERY {
             inval.extend(self.trim_revs());
         }
@@ -926,7 +1102,8 @@ impl Wcfs {
             .values()
             .flatten()
             .flat_map(|w| {
-                lock(&w.pinned)
+                lock(&w.st)
+                    .pinned
                     .values()
                     .map(|(r, _)| *r)
                     .collect::<Vec<_>>()
@@ -958,7 +1135,7 @@ impl Wcfs {
         });
         match re {
             Ok((zf, size)) => {
-                if let Err(e) = self.track_size_unchecked(&zf, tid) {
+                if let Err(e) = self.track_size(&zf, tid) {
                     tracing::error!("{e}");
                 }
                 hf.zfile = Some(zf);
@@ -982,7 +1159,6 @@ impl Wcfs {
     /// killed). Returns the invalidations to send; the caller then
     /// publishes `head`.
     pub(crate) fn handle_unknown(&self, head: Tid, why: &str) -> Vec<Inval> {
-        let mut zh = self.zhead.write().unwrap_or_else(|p| p.into_inner());
         let links: Vec<Arc<WatchLink>> = self
             .watchers
             .read()
@@ -999,9 +1175,13 @@ impl Wcfs {
             }
             self.drop_watches(&l);
         }
-        self.ft.reset(head);
+        let view = {
+            let _w = self.ft_rw.write().unwrap_or_else(|p| p.into_inner());
+            self.ft.reset(head);
+            self.head.load()
+        };
         let mut inval = Vec::new();
-        let mut files = lock(&self.files_mu);
+        let mut files = (*view.files).clone();
         for (foid, hf) in files.iter_mut() {
             hf.rev = head;
             inval.push(Inval {
@@ -1011,12 +1191,18 @@ impl Wcfs {
             });
             self.reload_head_file(*foid, hf, head);
         }
-        drop(files);
         tracing::warn!(
             %head, n = inval.len(),
             "storage changes unknown ({why}): every head/ file invalidated, history restarted"
         );
-        zh.at = head;
+        self.publish_view(|v| {
+            let mut all = (*v.files).clone();
+            all.extend(files);
+            HeadView {
+                at: head,
+                files: Arc::new(all),
+            }
+        });
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         inval
     }
@@ -1072,7 +1258,10 @@ impl Wcfs {
             .values()
         {
             watches += ws.len() as u64;
-            pinned += ws.iter().map(|w| lock(&w.pinned).len() as u64).sum::<u64>();
+            pinned += ws
+                .iter()
+                .map(|w| lock(&w.st).pinned.len() as u64)
+                .sum::<u64>();
         }
         self.stats.render(StatsNow {
             watch_link: self.links.count() as u64,
@@ -1084,12 +1273,12 @@ impl Wcfs {
         })
     }
 
-    /// Before `blocks` of `zf` (as of head `head`) reach the kernel: pin
-    /// them on every watch of the file whose view is older than the
-    /// block's revision, and wait for the acks (spec §5 "lazy pins").
-    /// Called under `zhead` read. A watch that fails its pin is dropped
-    /// and its client dealt with; the READ goes on.
-    fn pin_watchers(&self, zf: &ZBigFile, head: Tid, blocks: &[Arc<Block>], requester: u32) {
+    /// Before `blocks` of `zf` (as of head `head`) reach the kernel: queue
+    /// the pins of every watch of the file whose view is older than the
+    /// block's revision (spec §5 "lazy pins"), and return them for the
+    /// caller to wait for once it has released ΔFtail. Called with ΔFtail
+    /// held for reading and at `head`.
+    fn pin_watchers(&self, zf: &ZBigFile, head: Tid, blocks: &[Arc<Block>]) -> Vec<PinJob> {
         let ws = match self
             .watchers
             .read()
@@ -1097,46 +1286,52 @@ impl Wcfs {
             .get(&zf.oid)
         {
             Some(ws) if !ws.is_empty() => ws.clone(),
-            _ => return,
+            _ => return Vec::new(),
         };
         let mut jobs: Vec<PinJob> = Vec::new();
-        // each watch's `at` stays read-locked until its pins are acked
-        let mut held = Vec::with_capacity(ws.len());
         for w in &ws {
-            let at_g = w.at.read().unwrap_or_else(|p| p.into_inner());
-            let at = *at_g;
-            for b in blocks {
-                if b.rev_max <= at {
-                    continue; // the cheap upper bound says: unchanged since at
-                }
-                let hint = Some(b.zblk.unwrap_or(Oid::INVALID));
-                let r = self
-                    .ft
-                    .blk_rev_at_hint(zf.oid, b.blk, head, hint)
-                    .and_then(|(rh, _)| {
-                        if rh <= at {
-                            Ok(None)
-                        } else {
-                            self.ft.blk_rev_at(zf.oid, b.blk, at).map(|(r, _)| Some(r))
-                        }
-                    });
-                match r {
-                    Ok(None) => {}
-                    Ok(Some(rev)) => {
-                        if let Some(pw) = w.pin(b.blk, Some(rev), &self.stats) {
-                            jobs.push((w.clone(), b.blk, Some(rev), pw));
-                        }
+            // decide for the watch's at, then queue if it did not move
+            // meanwhile (a setup moving it bumps the generation)
+            loop {
+                let (at, gen) = w.view();
+                let mut want: Vec<(i64, Tid)> = Vec::new();
+                for b in blocks {
+                    if b.rev_max <= at {
+                        continue; // the cheap upper bound says: unchanged since at
                     }
-                    Err(e) => tracing::error!(
-                        oid = %zf.oid, blk = b.blk,
-                        "pin for a watch @{at}: BlkRevAt: {e}: this watch is not pinned"
-                    ),
+                    let hint = Some(b.zblk.unwrap_or(Oid::INVALID));
+                    let r =
+                        self.ft
+                            .blk_rev_at_hint(zf.oid, b.blk, head, hint)
+                            .and_then(|(rh, _)| {
+                                if rh <= at {
+                                    Ok(None)
+                                } else {
+                                    self.ft.blk_rev_at(zf.oid, b.blk, at).map(|(r, _)| Some(r))
+                                }
+                            });
+                    match r {
+                        Ok(None) => {}
+                        Ok(Some(rev)) => want.push((b.blk, rev)),
+                        Err(e) => tracing::error!(
+                            oid = %zf.oid, blk = b.blk,
+                            "pin for a watch @{at}: BlkRevAt: {e}: this watch is not pinned"
+                        ),
+                    }
                 }
+                #[cfg(test)]
+                self.hook("read-pin");
+                let mut st = lock(&w.st);
+                if st.gen != gen {
+                    continue;
+                }
+                for (blk, rev) in want {
+                    jobs.extend(w.pin_locked(&mut st, blk, Some(rev), &self.stats));
+                }
+                break;
             }
-            held.push(at_g);
         }
-        self.wait_pins(jobs, requester);
-        drop(held);
+        jobs
     }
 
     /// Wait for all `jobs` (sent in parallel) until the pin timeout; deal
@@ -1144,12 +1339,12 @@ impl Wcfs {
     fn wait_pins(&self, jobs: Vec<PinJob>, requester: u32) -> bool {
         let deadline = Instant::now() + self.pintimeout();
         let mut ok = true;
-        for (w, blk, rev, pw) in jobs {
-            match pw.wait(deadline) {
+        for j in jobs {
+            match j.pw.wait(deadline) {
                 Some(PinEnd::Ack) => {}
                 end => {
                     ok = false;
-                    self.pin_failed(&w, blk, rev, end, requester);
+                    self.pin_failed(&j, end, requester);
                 }
             }
         }
@@ -1163,43 +1358,34 @@ impl Wcfs {
     /// client still maps. Waiting stops early when `requester` (the thread
     /// the READ is for; 0 = none) is dying: it may be the client itself,
     /// which cannot die while its READ waits for us.
-    fn pin_failed(
-        &self,
-        w: &Watch,
-        blk: i64,
-        rev: Option<Tid>,
-        end: Option<PinEnd>,
-        requester: u32,
-    ) {
-        let Some(link) = w.link.upgrade() else {
-            return;
-        };
+    fn pin_failed(&self, j: &PinJob, end: Option<PinEnd>, requester: u32) {
+        let (w, link, blk) = (&j.w, &j.link, j.blk);
         let why = match &end {
             None => "timeout".to_owned(),
             Some(PinEnd::Nak(m)) => format!("expected {:?}, got {m:?}", client::proto::ACK),
             Some(PinEnd::LinkDown) => "link is down".to_owned(),
             Some(PinEnd::Ack) => return,
         };
-        let rev = rev.map_or("head".to_owned(), |r| r.to_string());
+        let rev = j.rev.map_or("head".to_owned(), |r| r.to_string());
         if end != Some(PinEnd::LinkDown) {
             let msg = format!("fatal: pin #{blk} @{rev}: {why}");
             tracing::warn!(link = link.id, pid = link.client.pid, oid = %w.foid, "head/watch: {msg}");
             link.shutdown(Some(&msg), DownWhy::PinFailed);
         }
-        self.drop_watches(&link);
+        self.drop_watches(link);
         let pt = self.pintimeout();
         let stop = || requester != 0 && watch::thread_dying(requester);
         if !link.claim_kill() {
             // another waiter deals with the client: wait for its verdict
             if matches!(
                 link.down_why(),
-                Some(DownWhy::PinFailed | DownWhy::Protocol)
+                Some(DownWhy::PinFailed | DownWhy::Protocol | DownWhy::Closed)
             ) {
                 link.wait_kill(pt + Duration::from_secs(3), &stop);
             }
             return;
         }
-        if watch::bad_pin_kill(&link, end, pt, &stop) {
+        if watch::bad_pin_kill(link, end, pt, &stop) {
             self.stats.pinkill.fetch_add(1, Ordering::Relaxed);
         }
         link.kill_finished();
@@ -1210,6 +1396,9 @@ impl Wcfs {
         let ws: Vec<Arc<Watch>> = lock(&link.byfile).drain().map(|(_, w)| w).collect();
         if ws.is_empty() {
             return;
+        }
+        for w in &ws {
+            lock(&w.st).removed = true;
         }
         let mut all = self.watchers.write().unwrap_or_else(|p| p.into_inner());
         for w in ws {
@@ -1264,10 +1453,16 @@ impl Wcfs {
                 }
                 watch::Input::Watch { stream, oid, at } => {
                     let (fs, l2) = (self.clone(), l.clone());
-                    let r = std::thread::Builder::new()
-                        .name("wcfs-watch".into())
-                        .spawn(move || fs.setup_watch(&l2, stream, oid, at));
+                    l.setups.fetch_add(1, Ordering::Relaxed);
+                    let r =
+                        std::thread::Builder::new()
+                            .name("wcfs-watch".into())
+                            .spawn(move || {
+                                fs.setup_watch(&l2, stream, oid, at);
+                                l2.setups.fetch_sub(1, Ordering::Relaxed);
+                            });
                     if let Err(e) = r {
+                        l.setups.fetch_sub(1, Ordering::Relaxed);
                         tracing::error!("start a watch setup: {e}");
                         l.send(stream, &format!("error {e}"));
                     }
@@ -1295,7 +1490,10 @@ impl Wcfs {
 
     /// `watch <oid> @<at>` / `watch <oid> -` on `stream` of `link`:
     /// set the watch up or move it (`at_prev → at`, pins and unpins), or
-    /// remove it; reply `ok` or `error ...` (spec §5).
+    /// remove it; reply `ok` or `error ...` (spec §5). Runs on its own
+    /// thread; holds ΔFtail for reading while it registers and decides its
+    /// pins, and nothing but its link's per-file setup lock while it waits
+    /// for head/at and for the acks.
     fn setup_watch(&self, link: &Arc<WatchLink>, stream: u64, foid: Oid, at: Option<Tid>) {
         let setup = link.setup_lock(foid);
         let _setup = lock(&setup);
@@ -1306,20 +1504,19 @@ impl Wcfs {
                 &format!("error setup watch f{foid} @{at_text}: {why}"),
             )
         };
-        let known = |zh: &ZHeadRead<'_>| {
-            let _ = zh;
-            lock(&self.files_mu)
-                .get(&foid)
-                .and_then(|hf| hf.zfile.clone())
+        let known = || {
+            self.head
+                .with(|v| v.files.get(&foid).and_then(|hf| hf.zfile.clone()))
         };
         const UNKNOWN: &str = "file not yet known to wcfs or is not a ZBigFile";
         let Some(at) = at else {
             // removal
-            if known(&self.zhead_read()).is_none() {
+            if known().is_none() {
                 return fail(UNKNOWN);
             }
             let w = lock(&link.byfile).remove(&foid);
             if let Some(w) = w {
+                lock(&w.st).removed = true;
                 let mut all = self.watchers.write().unwrap_or_else(|p| p.into_inner());
                 if let Some(v) = all.get_mut(&foid) {
                     v.retain(|x| !Arc::ptr_eq(x, &w));
@@ -1330,7 +1527,7 @@ impl Wcfs {
             }
             return link.send(stream, "ok");
         };
-        if known(&self.zhead_read()).is_none() {
+        if known().is_none() {
             return fail(UNKNOWN);
         }
         // wait for head/at ≥ at (published: its invalidations are done)
@@ -1348,16 +1545,40 @@ impl Wcfs {
                     .0;
             }
         }
-        let zh = self.zhead_read();
-        let head = zh.0.at;
-        if known(&zh).is_none() {
-            return fail(UNKNOWN);
+        let jobs = match self.setup_pins(link, foid, at) {
+            Ok(Some(jobs)) => jobs,
+            Ok(None) => return, // the link went down
+            Err(why) => return fail(&why),
+        };
+        if self.wait_pins(jobs, 0) {
+            link.send(stream, "ok");
+        }
+    }
+
+    /// The part of a setup done with ΔFtail held for reading (so at one
+    /// ΔFtail head, which is ≥ head/at ≥ `at`): checks, registration of
+    /// `at`, and the pins and unpins that make the client's view `at`,
+    /// queued. Returns them to wait for; `None` if the link went down;
+    /// `Err` with the text of the `error` reply.
+    fn setup_pins(
+        &self,
+        link: &Arc<WatchLink>,
+        foid: Oid,
+        at: Tid,
+    ) -> Result<Option<Vec<PinJob>>, String> {
+        let _g = self.ft_read();
+        let head = self.ft.head();
+        if self
+            .head
+            .with(|v| v.files.get(&foid).is_none_or(|hf| hf.zfile.is_none()))
+        {
+            return Err("file not yet known to wcfs or is not a ZBigFile".into());
         }
         if at < self.ft.tail() {
             let dt = tid_time(head)
                 .duration_since(tid_time(at))
                 .unwrap_or_default();
-            return fail(&format!(
+            return Err(format!(
                 "too far away back from head/at (@{head}); δt = {}",
                 watch::go_duration(dt)
             ));
@@ -1365,51 +1586,60 @@ impl Wcfs {
         let existing = lock(&link.byfile).get(&foid).cloned();
         if let Some(w) = &existing {
             if at < w.at() {
-                return fail("going back in history is forbidden");
+                return Err("going back in history is forbidden".into());
             }
         }
         let opts = engine::ftail::SliceOpts {
             only_explicitly_tracked: true,
         };
         // epochs depend on the file's history only, not on what is tracked
-        match self.ft.slice_by_file_rev_ex(foid, at, head, opts) {
-            Ok(c) => {
-                if let Some(e) = c.iter().find(|d| d.epoch) {
-                    return fail(&format!(
-                        "file epoch detected @{} in between (at,head=@{head}]",
-                        e.rev
-                    ));
-                }
-            }
-            Err(e) => return fail(&e.to_string()),
+        let c = self
+            .ft
+            .slice_by_file_rev_ex(foid, at, head, opts)
+            .map_err(|e| e.to_string())?;
+        if let Some(e) = c.iter().find(|d| d.epoch) {
+            return Err(format!(
+                "file epoch detected @{} in between (at,head=@{head}]",
+                e.rev
+            ));
         }
         // Register the new at *before* asking which tracked blocks changed
-        // in (at, head]: a READ (which holds the head view too) Tracks its
-        // blocks and then pins the registered watches. Each block a READ
-        // Tracks is either Tracked before the slice below (so we pin it) or
-        // pinned by that READ for this at. Asking first left a window where
-        // a READ Tracked a block for the first time and did not know this
-        // at: that block reached the page cache unpinned for this watch
-        // (found by wcfs-stress: a readahead READ of 30 blocks right after
-        // an epoch, when no block of the file was tracked).
+        // in (at, head]: a READ Tracks its blocks and then looks for the
+        // registered watches. Each block a READ Tracks is either Tracked
+        // before the slice below (so we pin it) or pinned by that READ for
+        // this at. (`watchers` and ΔFtail's track bookkeeping are both
+        // mutexes: of a READ's "track, then look up watches" and our
+        // "register, then slice", one sees the other's first step.) Asking
+        // first left a window where a READ Tracked a block for the first
+        // time and did not know this at: that block reached the page cache
+        // unpinned for this watch (found by wcfs-stress: a readahead READ
+        // of 30 blocks right after an epoch, when no block of the file was
+        // tracked).
         #[cfg(test)]
-        if let Some(hook) = lock(&self.setup_hook).as_ref() {
-            hook("register");
-        }
-        let w = match existing {
+        self.hook("register");
+        let (w, gen) = match existing {
             Some(w) => {
-                *w.at.write().unwrap_or_else(|p| p.into_inner()) = at;
-                w
+                let gen = {
+                    let mut st = lock(&w.st);
+                    st.at = at;
+                    st.gen += 1;
+                    st.gen
+                };
+                (w, gen)
             }
             None => {
                 let w = Arc::new(Watch {
                     link: Arc::downgrade(link),
                     foid,
-                    at: RwLock::new(at),
-                    pinned: Mutex::new(HashMap::new()),
+                    st: Mutex::new(WatchState {
+                        at,
+                        gen: 0,
+                        pinned: HashMap::new(),
+                        removed: false,
+                    }),
                 });
                 if link.is_down() {
-                    return;
+                    return Ok(None);
                 }
                 lock(&link.byfile).insert(foid, w.clone());
                 self.watchers
@@ -1418,73 +1648,62 @@ impl Wcfs {
                     .entry(foid)
                     .or_default()
                     .push(w.clone());
-                w
+                (w, 0)
             }
         };
-        let at_g = w.at.read().unwrap_or_else(|p| p.into_inner());
-        let changed = match self.ft.slice_by_file_rev_ex(foid, at, head, opts) {
-            Ok(c) => c,
-            Err(e) => {
-                drop(at_g);
-                return fail(&e.to_string());
-            }
-        };
+        let changed = self
+            .ft
+            .slice_by_file_rev_ex(foid, at, head, opts)
+            .map_err(|e| e.to_string())?;
         let blocks: std::collections::BTreeSet<i64> = changed
             .iter()
             .flat_map(|d| d.blocks.iter().copied())
             .collect();
-        let mut jobs: Vec<PinJob> = Vec::new();
+        let mut want: Vec<(i64, Option<Tid>)> = Vec::new();
         for &blk in &blocks {
-            match self.ft.blk_rev_at(foid, blk, at) {
-                Ok((rev, _)) => {
-                    if let Some(pw) = w.pin(blk, Some(rev), &self.stats) {
-                        jobs.push((w.clone(), blk, Some(rev), pw));
-                    }
-                }
-                Err(e) => {
-                    drop(at_g);
-                    return fail(&format!("pin #{blk}: {e}"));
-                }
-            }
+            let (rev, _) = self
+                .ft
+                .blk_rev_at(foid, blk, at)
+                .map_err(|e| format!("pin #{blk}: {e}"))?;
+            want.push((blk, Some(rev)));
         }
         #[cfg(test)]
-        if let Some(hook) = lock(&self.setup_hook).as_ref() {
-            hook("unpin");
-        }
+        self.hook("unpin");
         // Pinned blocks the slice did not name: unpin those unchanged in
         // (at, head]. Not named is not enough: a READ may have Tracked a
         // block after the slice and pinned it for this at (it sees the
         // registered at); so each is asked about on its own.
-        let unpin: Vec<i64> = lock(&w.pinned)
+        let unpin: Vec<i64> = lock(&w.st)
+            .pinned
             .keys()
             .copied()
             .filter(|b| !blocks.contains(b))
             .collect();
         for blk in unpin {
-            let rev = match self.ft.blk_rev_at(foid, blk, head) {
-                Ok((rh, _)) if rh <= at => None,
-                Ok(_) => match self.ft.blk_rev_at(foid, blk, at) {
-                    Ok((r, _)) => Some(r),
-                    Err(e) => {
-                        drop(at_g);
-                        return fail(&format!("pin #{blk}: {e}"));
-                    }
-                },
-                Err(e) => {
-                    drop(at_g);
-                    return fail(&format!("pin #{blk}: {e}"));
-                }
+            let (rh, _) = self
+                .ft
+                .blk_rev_at(foid, blk, head)
+                .map_err(|e| format!("pin #{blk}: {e}"))?;
+            let rev = if rh <= at {
+                None
+            } else {
+                let (r, _) = self
+                    .ft
+                    .blk_rev_at(foid, blk, at)
+                    .map_err(|e| format!("pin #{blk}: {e}"))?;
+                Some(r)
             };
-            if let Some(pw) = w.pin(blk, rev, &self.stats) {
-                jobs.push((w.clone(), blk, rev, pw));
-            }
+            want.push((blk, rev));
         }
-        let ok = self.wait_pins(jobs, 0);
-        drop(at_g);
-        drop(zh);
-        if ok {
-            link.send(stream, "ok");
+        let mut jobs: Vec<PinJob> = Vec::new();
+        let mut st = lock(&w.st);
+        // setups of one watch are serialized by the setup lock: nobody
+        // moved it since we registered
+        debug_assert_eq!(st.gen, gen);
+        for (blk, rev) in want {
+            jobs.extend(w.pin_locked(&mut st, blk, rev, &self.stats));
         }
+        Ok(Some(jobs))
     }
 }
 
@@ -1943,6 +2162,42 @@ mod watch_tests {
             "block 1 (changed in (at0, head]) is in the page cache from head: \
              it must be pinned to @at0; pins {all:?}"
         );
+    }
+
+    /// A `watch <oid> -` while a READ has decided a pin for that watch but
+    /// not queued it: no pin may follow the removal's `ok` (the client
+    /// forgets the file at `ok` and fails such a pin, and a failed pin
+    /// kills it: the SIGBUS of a well-behaved wcfs-stress reader).
+    #[test]
+    fn no_pin_after_a_removal_ok() {
+        let ThreeBlocks {
+            _dir,
+            mut zw,
+            foid,
+            at0,
+            stor,
+            fs,
+            ino,
+        } = three_blocks();
+        let d = |s: &'static str| Some((ZBlkFormat::ZBlk0, s.as_bytes()));
+        assert_eq!(read(&fs, ino, 4, 4), b"a1\0\0");
+        let l = Arc::new(Mutex::new(TLink::open(&fs, true)));
+        let (pins, reply) = lock(&l).request(1, &format!("watch {foid} @{at0}"));
+        assert_eq!((pins.len(), reply.as_str()), (0, "ok"));
+        let at1 = zw.update_file(foid, &[(1, d("b1"))]).unwrap();
+        commit(&fs, &stor, at1);
+        // the READ of #1 decides "pin #1 @at0", then the removal runs
+        let l2 = l.clone();
+        *lock(&fs.setup_hook) = Some(Box::new(move |point| {
+            if point == "read-pin" {
+                let (pins, reply) = lock(&l2).request(3, &format!("watch {foid} -"));
+                assert_eq!((pins.len(), reply.as_str()), (0, "ok"));
+            }
+        }));
+        assert_eq!(read(&fs, ino, 4, 4), b"b1\0\0");
+        *lock(&fs.setup_hook) = None;
+        let after = lock(&l).pins_now();
+        assert!(after.is_empty(), "pins after the removal's ok: {after:?}");
     }
 
     /// A watch moving forward keeps a pin that a READ made for its new at

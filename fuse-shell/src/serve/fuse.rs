@@ -1,12 +1,13 @@
 //! The FUSE adapter: decode a request, call [`Wcfs`], reply. One span per
 //! request.
 //!
-//! The session thread (the one reading /dev/fuse) must never wait for the
-//! head view: a READ holding it may be waiting for a client's pin ack, and
-//! that client's pinner needs the session thread to look up and open
-//! `@<rev>/` files. So everything that takes `zhead` (READs of data, the
-//! first lookup of a head/ file) runs on the read pool; the session thread
-//! serves the rest, including all of `head/watch`, which never blocks.
+//! The session thread (the one reading /dev/fuse) must never wait for
+//! storage I/O or for ΔFtail: a client's pinner needs it to look up and
+//! open `@<rev>/` files while READs wait for that client's ack. So
+//! everything that loads data or takes ΔFtail (READs of data, the first
+//! lookup of a head/ file) runs on the read pool; the session thread
+//! serves the rest (getattr, open, lookups of known files: head view
+//! snapshots, no lock), including all of `head/watch`, which never blocks.
 
 use super::fs::{Attr, Kind, OpenMode, Wcfs, HEAD_WATCH};
 use fuser::{
@@ -22,6 +23,9 @@ use tracing::{debug_span, warn};
 
 /// Attribute and entry lifetime of what never changes.
 const TTL_STATIC: Duration = Duration::from_secs(3600);
+/// Background requests (page-cache READs) the kernel keeps in flight.
+const MAX_BACKGROUND: u16 = 512;
+
 /// Entry lifetime of names (the name stays; its attributes may change).
 const TTL_ENTRY: Duration = Duration::from_secs(1);
 
@@ -112,6 +116,16 @@ impl Filesystem for Fuse {
         {
             warn!("kernel lacks FUSE_EXPLICIT_INVAL_DATA (Linux < 5.2): head/ data may be re-read more than needed");
         }
+        // Page-cache READs are background requests, of which the kernel
+        // keeps at most `max_background` (default 12) in flight per mount:
+        // with that many READs waiting for a faulty client's pin, every
+        // other READ of the mount would queue in the kernel. Raise it
+        // (the READ pool grows to match, see pool.rs).
+        if let Err(max) = config.set_max_background(MAX_BACKGROUND) {
+            warn!("max_background {MAX_BACKGROUND} refused; using {max}");
+            let _ = config.set_max_background(max);
+        }
+        let _ = config.set_congestion_threshold(MAX_BACKGROUND / 4 * 3);
         Ok(())
     }
 

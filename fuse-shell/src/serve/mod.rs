@@ -12,81 +12,120 @@
 //! # Organization
 //!
 //! - [`fs`]: the filesystem without FUSE (nodes, the head view, READ,
-//!   commit processing); [`fuse`]: the adapter; [`pool`]: the READ worker
-//!   threads (not rayon: see there why); [`errno`]: errors to errno and
-//!   log lines; [`stats`]: the counters; [`watch`]: `head/watch` links,
-//!   their lines and pins in flight, killing faulty clients. This file:
-//!   mount, the commit follower, the watch reaper, signals and unmount.
+//!   commit processing, watch setups and pins); [`fuse`]: the adapter;
+//!   [`pool`]: the READ worker threads (elastic, not rayon: see there
+//!   why); [`inval`]: the per-file invalidation lanes that move head/at;
+//!   [`errno`]: errors to errno and log lines; [`stats`] and [`hist`]: the
+//!   counters; [`watch`]: `head/watch` links, their lines and pins in
+//!   flight, killing faulty clients. This file: mount, the commit
+//!   follower, the watch reaper, signals and unmount.
+//!
+//! # The design: nothing waits for what it does not need
+//!
+//! A faulty client (it never acks a pin, or is SIGSTOPped) may delay only
+//! (1) the READs that need its pin, and (2) head/at for a commit that
+//! changes a block whose READ is in flight for it (the kernel keeps that
+//! page locked until the reply, so its invalidation waits). Nothing else
+//! waits for it: no thread holds a lock while it waits for a client.
+//!
+//! The head view (at, the head/ files and their sizes) is an RCU snapshot
+//! ([`rcu::RcuCell`]): READs, getattr, open and lookups load it and never
+//! take a lock for it. What still needs exclusion is ΔFtail's contract
+//! (one writer or many readers): `Wcfs::ft_rw`, held for writing by the
+//! commit thread around `Update`/`ForgetPast` only, and for reading by
+//! READs and setups while they Track and decide their pins (engine work,
+//! storage reads for rebuilds at worst), never while they load block data
+//! or wait for an ack.
 //!
 //! Data flow:
-//! 1. READ of head/bigfile/f at `[off, off+len)` (on the read pool): take
-//!    `zhead` read → load the covering blocks at head (`ZBigFile::load_blk`:
-//!    data, blktab path, key coverage, ZBlk) → `ΔFtail.Track` each block →
-//!    pin the block on every watch of the file whose `at` is older than the
-//!    block's revision (`BlkRevAt(blk, w.at)`) and wait for the acks →
-//!    reply → release `zhead`.
-//! 2. Commit δZ = (tid, oids) (the follower thread): take `zhead` write →
-//!    `δF = ΔFtail.Update(δZ)` → refresh the touched head files (epoch:
-//!    reload; size: recompute and re-track the path to the last block) →
-//!    head view := tid → `ΔFtail.ForgetPast(tid - 60 s)` → release `zhead`
-//!    → invalidate the changed blocks (and sizes) in the kernel cache →
-//!    head/at := tid → wake watch setups waiting for it. Forgetting keeps
-//!    everything the oldest watch needs.
+//! 1. READ of head/bigfile/f at `[off, off+len)` (on the read pool): load
+//!    the head view V (at = T) → load the covering blocks at T
+//!    (`ZBigFile::load_blk`: data, blktab path, key coverage, ZBlk; no
+//!    lock) → `ft_rw` R: if ΔFtail's head ≠ T, a commit moved past T:
+//!    release, wait for its view, start again; else `ΔFtail.Track` each
+//!    block and, for every watch of f whose `at` is older than the block's
+//!    revision, queue `pin #blk @BlkRevAt(blk, w.at)` → release `ft_rw` →
+//!    wait for the acks (nothing held) → reply T's bytes.
+//! 2. Commit δZ = (tid, oids) (the follower thread): `ft_rw` W:
+//!    `δF = ΔFtail.Update(δZ)`, `ForgetPast(tid - 60 s)` (keeping what the
+//!    oldest watch needs), load V → release → refresh the touched head
+//!    files (epoch: reload; size: recompute and re-track the path to the
+//!    last block; storage reads, no lock) → publish view (tid, files) →
+//!    queue the invalidations of the changed blocks (and sizes) to their
+//!    files' lanes ([`inval`]) → next commit. A lane thread sends them;
+//!    head/at := tid once every invalidation of every commit ≤ tid is
+//!    done; then watch setups waiting for it wake.
 //! 3. `watch f @at` (a thread per request): wait for head/at ≥ at (so the
-//!    page cache holds nothing newer than what pins account for) → `zhead`
-//!    read → register `at` → pin every explicitly tracked block changed in
-//!    (at, head] to its revision as of at, unpin what is pinned no more →
-//!    wait for the acks → `ok`. No message goes to clients at commit time:
-//!    pins are lazy.
+//!    page cache holds nothing newer than what pins account for) →
+//!    `ft_rw` R: H = ΔFtail's head; checks; register `at` (bump the
+//!    watch's generation) → for every explicitly tracked block changed in
+//!    (at, H]: queue its pin to `BlkRevAt(blk, at)`; for every pinned
+//!    block not named: unpin if unchanged in (at, H] → release → wait for
+//!    the acks (nothing but the link's per-file setup lock held) → `ok`.
+//!    No message goes to clients at commit time: pins are lazy.
 //!
 //! # Invariants
 //!
-//! - `blk ∈ kernel cache of head/f ⇒ blk's blktab path and ZBlk are tracked
-//!   in ΔFtail` (Track happens before the reply, under `zhead` read).
-//! - `head/at reads T ⇒ no kernel cache page of head/ holds data older than
-//!   T` (head/at is published only after T's invalidations are done).
+//! With `cache(f)` the blocks of head/f the kernel may cache, `pinned(w)`
+//! the blocks pinned on watch w and `rev(b, t)` the last revision ≤ t that
+//! changed block b:
+//!
+//! ```text
+//! b ∈ cache(f)            ⇒  b's blktab path and ZBlk are tracked in ΔFtail
+//! head/at = T             ⇒  ∀ commit t ≤ T: t's invalidations are done
+//!                            (head/ holds exactly T's data until the next commit)
+//! ∀ w on f, b ∈ cache(f) at state S:
+//!     rev(b, S) > w.at    ⇒  b ∈ pinned(w) ∧ pinned(w)[b] = rev(b, w.at)
+//! view.at = T ∧ READ holds ft_rw R ∧ ΔFtail.head = T
+//!                         ⇒  no commit > T is visible to that READ's Track
+//! ```
+//!
+//! Why a READ may reply after releasing everything: its pages are locked
+//! in the kernel from before the request until the reply, and a commit's
+//! invalidation of a changed block locks each page of its range. So data
+//! of state T that reaches the page cache after state T+1 was published
+//! is dropped by T+1's invalidation, which head/at waits for (second
+//! invariant). Why a watch sees its own `at`: a READ tracks, then looks up
+//! the watches (`watchers` R); a setup registers (`watchers` W), then
+//! slices ΔFtail (its track bookkeeping mutex). Of the two, one sees the
+//! other's first step: the READ pins for the new `at`, or the setup pins
+//! the block. A setup's head H is ΔFtail's head under `ft_rw` R, ≥ the
+//! head of every READ that tracked before it, and a READ after it sees
+//! the registered `at`. A READ decides a watch's pins for the `(at, gen)`
+//! it read and queues them only if the generation is unchanged (else it
+//! decides again), so the last pin queued for a block is for the current
+//! `at`.
 //!
 //! # Concurrency
 //!
 //! | who | holds | may overlap with |
 //! | --- | --- | --- |
-//! | READ of head/ (pool threads) | `zhead` R | other READs, lookups |
-//! | first lookup of a head/bigfile/ file (pool) | `zhead` R, briefly `files_mu`, `nodes_mu` | READs |
-//! | getattr/open of head files, lookups of known ones | briefly `files_mu` | everything |
-//! | commit (follower thread) | `zhead` W | nothing that takes `zhead` |
-//! | invalidation (follower thread) | nothing | READs of the new head |
+//! | READ of head/ (pool threads): load | nothing | everything |
+//! | READ of head/: track + decide pins | `ft_rw` R, briefly `watchers` R, `Watch::st` | other READs, setups |
+//! | READ of head/: wait for acks, reply | nothing | everything |
+//! | first lookup of a head/bigfile/ file (pool) | storage I/O with nothing; then `ft_rw` R, the view's writer | READs, setups |
+//! | getattr/open of head files, lookups of known ones | nothing (view snapshot) | everything |
+//! | commit (follower thread): Update, ForgetPast | `ft_rw` W | READ loads and waits, getattr, open, `.wcfs/stats` |
+//! | commit: refresh files, publish view | the view's writer (brief) | everything |
+//! | invalidation (lane threads) | nothing | everything; waits in the kernel for a READ of that block in flight |
 //! | READ of @rev/ | nothing but `cache_mu` | everything |
-//! | watch setup (its own thread) | `zhead` R, its link's per-file setup lock | READs, other setups |
+//! | watch setup (its own thread) | its link's per-file setup lock; `ft_rw` R while it registers and decides | READs, other setups |
 //! | head/watch READ / WRITE / release (session thread) | a link's `st` briefly | everything |
 //!
-//! The session thread never waits for `zhead` ([`fuse`]): a client's
-//! pinner must be able to look up and open `@<rev>/` files while READs
-//! wait for its ack.
-//!
-//! The invalidations are sent with `zhead` released: the kernel holds the
-//! page locks of a READ in flight while it waits for our reply, and an
-//! invalidation of those pages waits for them; were the READ waiting for
-//! `zhead`, that would deadlock. Between the release and head/at moving,
-//! a reader may see some blocks of the new state already; once head/at
-//! shows T, it sees exactly T's data (until the next commit).
+//! The session thread never does storage I/O for head/ nor takes `ft_rw`
+//! ([`fuse`]): a client's pinner must be able to look up and open
+//! `@<rev>/` files while READs wait for its ack.
 //!
 //! # Locking order
 //!
-//! `zhead` > `files_mu` > `nodes_mu` > `cache_mu`
-//! (> ΔFtail's own locks); `loading_mu` is held alone. Watches:
-//! `zhead` > link setup lock > `Watch::at` > `Watch::pinned` >
-//! `WatchLink::st`; `WatchLink::byfile` and `Wcfs::watchers` are held
-//! briefly, never while waiting and never with `Watch::pinned`;
-//! `rev_files` and `last_trim` (the `@<rev>/` page-cache trim, every 10 s
-//! at a commit: revisions nobody is pinned to lose their cached pages) are
-//! innermost. Pins are
-//! waited for with `zhead` R and `Watch::at` R held (the head view and the
-//! watch's view cannot move under a pin in flight), never with a mutex. Concurrent READs of
-//! one block share one load (a `OnceLock` per block being loaded): the
-//! waiters hold `zhead` R as the loader does, so a commit waits for all.
-//! The READ workers are plain threads, not rayon ([`pool`]): a rayon
-//! worker waiting inside a job runs other jobs, which here could be READs
-//! that queue for `zhead` behind a waiting commit.
+//! `ft_rw` > link setup lock > `watchers` > `Watch::st` > `WatchLink::st`;
+//! `nodes_mu`, `cache_mu`, `loading_mu`, `rev_files`, `last_trim`, the
+//! view's and ΔFtail's internal locks are leaves (held briefly, nothing
+//! taken under them). `WatchLink::byfile` and `Wcfs::watchers` are held
+//! briefly, never while waiting. No lock is held while waiting for a
+//! client, and none but `ft_rw` (by the commit's Update and by rebuilds in
+//! queries) across storage I/O. Concurrent READs of one block share one
+//! load (a `OnceLock` per block being loaded), with no lock held.
 //!
 //! Notation: δZ (one transaction's changed oids), δF (the tracked files'
 //! changed blocks at one revision), ΔFtail = [`engine::ftail::DeltaFTail`].
@@ -94,6 +133,8 @@
 pub(crate) mod errno;
 pub(crate) mod fs;
 pub(crate) mod fuse;
+pub(crate) mod hist;
+pub(crate) mod inval;
 pub(crate) mod pool;
 pub(crate) mod stats;
 pub(crate) mod watch;
@@ -151,9 +192,9 @@ pub(crate) fn serve(o: ServeOpts) -> Result<()> {
     let fs = Arc::new(fs::Wcfs::new(o.zurl.clone(), stor, o.pintimeout)?);
     let at0 = fs.head_at();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    // READs may wait for pins (up to --pintimeout): enough threads that a
-    // few stuck clients do not stall everyone's READs
-    let pool = pool::Pool::new((8 * threads).max(16)).context("read pool")?;
+    // READs may wait for pins (up to --pintimeout): the pool grows past
+    // these as READs wait (pool.rs), so stuck clients stall no one else
+    let pool = pool::Pool::new((4 * threads).max(8)).context("read pool")?;
     let last_use = Arc::new(AtomicU64::new(now_secs()));
     let open_files = Arc::new(AtomicU64::new(0));
 
@@ -316,10 +357,33 @@ fn unmount_path(mnt: &Path) {
 
 // ---- commit follower ----
 
+/// Invalidations go to the kernel through the session's notifier.
+struct KernelSink(Notifier);
+
+impl inval::Sink for KernelSink {
+    fn inval(&self, i: &fs::Inval) {
+        match self.0.inval_inode(INodeNo(i.ino), i.off, i.len) {
+            Ok(()) => {}
+            // the kernel forgot the inode: nothing of it is cached
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => {}
+            Err(e) => tracing::warn!(ino = i.ino, off = i.off, "invalidate: {e}"),
+        }
+    }
+}
+
 /// Follow the storage after `at0`: every transaction through
-/// [`fs::Wcfs::handle_commit`], its invalidations, then head/at. On a
-/// storage error head/at stops advancing (cached data stays readable).
-fn follow(fs: &fs::Wcfs, notifier: &Notifier, at0: Tid, stop: &AtomicBool) {
+/// [`fs::Wcfs::handle_commit`], its invalidations queued to their files'
+/// lanes ([`inval`]), which move head/at. On a storage error head/at stops
+/// advancing (cached data stays readable).
+fn follow(fs: &Arc<fs::Wcfs>, notifier: &Notifier, at0: Tid, stop: &AtomicBool) {
+    let fs2 = fs.clone();
+    let inv = inval::Invalidator::new(
+        Arc::new(KernelSink(notifier.clone())),
+        Box::new(move |t, lag| {
+            fs2.stats.head_lag.record(lag);
+            fs2.publish(t)
+        }),
+    );
     let mut w = match fs.storage().watch(at0) {
         Ok(w) => w,
         Err(e) => {
@@ -334,8 +398,7 @@ fn follow(fs: &fs::Wcfs, notifier: &Notifier, at0: Tid, stop: &AtomicBool) {
             Err(zodb::Error::ChangesUnknown { head, why }) => {
                 let _s = tracing::info_span!("changes unknown", %head).entered();
                 let inval = fs.handle_unknown(head, &why);
-                send_invals(notifier, &inval);
-                fs.publish(head);
+                inv.submit(head, inval);
                 continue;
             }
             Err(e) => {
@@ -344,6 +407,7 @@ fn follow(fs: &fs::Wcfs, notifier: &Notifier, at0: Tid, stop: &AtomicBool) {
             }
         };
         let _s = tracing::info_span!("commit", tid = %txn.tid).entered();
+        let t0 = std::time::Instant::now();
         let inval = match fs.handle_commit(txn.tid, &txn.oids) {
             Ok(i) => i,
             Err(e) => {
@@ -351,24 +415,8 @@ fn follow(fs: &fs::Wcfs, notifier: &Notifier, at0: Tid, stop: &AtomicBool) {
                 return;
             }
         };
-        send_invals(notifier, &inval);
-        tracing::debug!(n = inval.len(), "invalidated");
-        fs.publish(txn.tid);
+        fs.stats.commit_time.record(t0.elapsed());
+        tracing::debug!(n = inval.len(), "invalidations queued");
+        inv.submit(txn.tid, inval);
     }
-}
-
-/// Send the kernel the cache invalidations `inval`.
-fn send_invals(notifier: &Notifier, inval: &[fs::Inval]) {
-    for i in inval {
-        match notifier.inval_inode(INodeNo(i.ino), i.off, i.len) {
-            Ok(()) => {}
-            // the kernel forgot the inode: nothing of it is cached
-            Err(e) if e.raw_os_error() == Some(libc_enoent()) => {}
-            Err(e) => tracing::warn!(ino = i.ino, off = i.off, "invalidate: {e}"),
-        }
-    }
-}
-
-fn libc_enoent() -> i32 {
-    nix::errno::Errno::ENOENT as i32
 }

@@ -1,5 +1,6 @@
 //! `.wcfs/stats`: plain atomic counters, as wcfs `Stats`.
 
+use super::hist::LatencyHist;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ pub(crate) struct Instant {
 
 /// The counters users read. Each is independent (no ordering between
 /// them is promised), so every access is `Relaxed`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(crate) struct Stats {
     /// Files under head/bigfile (instantaneous).
     pub(crate) bigfile: AtomicU64,
@@ -43,6 +44,12 @@ pub(crate) struct Stats {
     /// Clients killed for failing a pin (cumulative; shared with the
     /// killer threads).
     pub(crate) pinkill: Arc<AtomicU64>,
+    /// Commit processing on the commit thread (ΔFtail update, files
+    /// refreshed, view published), per transaction.
+    pub(crate) commit_time: LatencyHist,
+    /// From a commit's processing start to head/at showing it (its
+    /// invalidations and those of all earlier commits done).
+    pub(crate) head_lag: LatencyHist,
 }
 
 impl Stats {
@@ -50,7 +57,7 @@ impl Stats {
     /// then ours (`ZHeadLink` is 0: there is no debug/zhead).
     pub(crate) fn render(&self, now: Instant) -> String {
         let tracked_blocks = now.tracked_blocks;
-        let rows: [(&str, u64); 16] = [
+        let rows: [(&str, u64); 20] = [
             ("BigFile", self.bigfile.load(Relaxed)),
             ("RevHead", self.rev_head.load(Relaxed)),
             ("ZHeadLink", 0),
@@ -67,6 +74,10 @@ impl Stats {
             ("pin_rtt_p50_us", now.pin_rtt_p50_us),
             ("pin_rtt_p99_us", now.pin_rtt_p99_us),
             ("rev_trimmed", self.rev_trimmed.load(Relaxed)),
+            ("commit_p50_us", self.commit_time.quantile(0.5)),
+            ("commit_p99_us", self.commit_time.quantile(0.99)),
+            ("head_at_lag_p50_us", self.head_lag.quantile(0.5)),
+            ("head_at_lag_p99_us", self.head_lag.quantile(0.99)),
         ];
         let mut s = String::new();
         for (k, v) in rows {
@@ -88,6 +99,6 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("\nreads\t: 3\n"), "{r}");
-        assert_eq!(r.lines().count(), 16);
+        assert_eq!(r.lines().count(), 20);
     }
 }

@@ -23,8 +23,9 @@
 //! The waiter gives up at its deadline (`--pintimeout`); then, and on any
 //! reply other than `ack`, the link is shut down with `0 fatal: ...` and
 //! the client killed (spec §7): SIGBUS, then SIGKILL; a client that closed
-//! the link without `bye` is given a moment to die by itself first. `bye`
-//! and close cancel the pins in flight without killing.
+//! the link without `bye` while a pin was in flight (an unexpected EOF: the
+//! pin failed) is given a moment to die by itself first, then killed.
+//! `bye` cancels the pins in flight without killing.
 //!
 //! # Locks
 //!
@@ -32,14 +33,29 @@
 //! called and nothing waited for while it is held (parked replies are sent
 //! after unlocking). `Registry::links` is held briefly, never with `st`.
 
+use super::hist::LatencyHist;
 use client::proto;
 use fuser::Errno;
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use zodb::Oid;
+
+/// The longest client line (without its LF): a longer one, or that many
+/// bytes without an LF, is a protocol error that closes the link. A sane
+/// line is under 100 bytes (`<stream> watch <oid> @<tid>`).
+pub(crate) const MAX_LINE: usize = 4096;
+
+/// Bytes queued to a client that does not read them, past which a line
+/// from it (whose replies would queue more) closes the link.
+pub(crate) const MAX_UNREAD: usize = 16 << 20;
+
+/// Watch requests of one link being set up at once (each runs on its own
+/// thread until head/at reaches its at and its pins are acked); more is a
+/// flood and closes the link.
+pub(crate) const MAX_SETUPS: usize = 1024;
 
 /// How a parked READ of `head/watch` is answered.
 pub(crate) type ReadReply = Box<dyn FnOnce(Result<&[u8], Errno>) + Send>;
@@ -200,71 +216,6 @@ impl Default for PinWait {
     }
 }
 
-/// Pin round trips (queued → `ack` received), in log-linear buckets of
-/// microseconds: exact below 16 µs, then 8 buckets per power of two
-/// (≤ 12.5 % wide). Counters only: `Relaxed`.
-#[derive(Debug)]
-pub(crate) struct RttHist {
-    buckets: Vec<AtomicU64>,
-}
-
-impl Default for RttHist {
-    fn default() -> RttHist {
-        RttHist {
-            buckets: (0..RttHist::N).map(|_| AtomicU64::new(0)).collect(),
-        }
-    }
-}
-
-impl RttHist {
-    const N: usize = 16 + 8 * 40;
-
-    fn index(us: u64) -> usize {
-        if us < 16 {
-            return us as usize;
-        }
-        let e = 63 - us.leading_zeros() as usize; // ≥ 4
-        let sub = ((us >> (e - 3)) & 7) as usize;
-        (16 + (e - 4) * 8 + sub).min(Self::N - 1)
-    }
-
-    /// The largest value of bucket `i`.
-    fn upper(i: usize) -> u64 {
-        if i < 16 {
-            return i as u64;
-        }
-        let (e, sub) = ((i - 16) / 8 + 4, ((i - 16) % 8) as u64);
-        ((8 + sub + 1) << (e - 3)) - 1
-    }
-
-    pub(crate) fn record(&self, d: Duration) {
-        let us = d.as_micros().min(u64::MAX as u128) as u64;
-        self.buckets[Self::index(us)].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The `q`-quantile (0..1) in µs (a bucket's upper bound), 0 if empty.
-    pub(crate) fn quantile(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Self::upper(i);
-            }
-        }
-        Self::upper(Self::N - 1)
-    }
-}
-
 impl PinWait {
     fn finish(&self, e: PinEnd) {
         let mut g = lock(&self.end);
@@ -338,8 +289,11 @@ pub(crate) struct WatchLink {
     pub(crate) byfile: Mutex<HashMap<Oid, Arc<super::fs::Watch>>>,
     /// One setup at a time per file: foid -> its setup lock.
     setup_mu: Mutex<HashMap<Oid, Arc<Mutex<()>>>>,
+    /// Watch setups running for this link (bounded by [`MAX_SETUPS`]).
+    /// Relaxed: a counter read as a bound, no data published through it.
+    pub(crate) setups: AtomicUsize,
     /// Where acked pins' round trips go (shared by all links).
-    rtt: Arc<RttHist>,
+    rtt: Arc<LatencyHist>,
     /// Set by the first to handle a failed pin (one killer per link).
     /// AcqRel: a plain claim flag, no data is published through it.
     kill_claimed: std::sync::atomic::AtomicBool,
@@ -355,7 +309,8 @@ pub(crate) struct WatchLink {
 pub(crate) enum DownWhy {
     /// The client said `bye`.
     Bye,
-    /// The client closed it (release).
+    /// The client closed it (release) without `bye`: pins in flight fail
+    /// (spec §7).
     Closed,
     /// The client broke the grammar (bad frame, reply on a stream nobody
     /// asked on).
@@ -393,7 +348,7 @@ fn deliver(d: Delivery) {
 }
 
 impl WatchLink {
-    pub(crate) fn new(id: u64, client: ClientProc, rtt: Arc<RttHist>) -> WatchLink {
+    pub(crate) fn new(id: u64, client: ClientProc, rtt: Arc<LatencyHist>) -> WatchLink {
         WatchLink {
             id,
             client,
@@ -401,6 +356,7 @@ impl WatchLink {
             st: Mutex::new(LinkState::default()),
             byfile: Mutex::new(HashMap::new()),
             setup_mu: Mutex::new(HashMap::new()),
+            setups: AtomicUsize::new(0),
             kill_claimed: Default::default(),
             kill_done: Default::default(),
         }
@@ -546,6 +502,10 @@ impl WatchLink {
             }
             st.inbuf.extend_from_slice(data);
             while let Some(nl) = st.inbuf.iter().position(|&b| b == b'\n') {
+                if nl > MAX_LINE {
+                    fatal = Some(format!("error: input line too long (> {MAX_LINE} bytes)"));
+                    break;
+                }
                 let raw: Vec<u8> = st.inbuf.drain(..=nl).collect();
                 // lines are bytes: a client may send anything
                 let (stream, msg) = match proto::parse_frame_bytes(&raw[..raw.len() - 1]) {
@@ -594,6 +554,24 @@ impl WatchLink {
                         Self::queue_locked(&mut st, &proto::format_frame(f.stream, &msg));
                     }
                 }
+            }
+            if fatal.is_none() && st.inbuf.len() > MAX_LINE {
+                fatal = Some(format!("error: input line too long (> {MAX_LINE} bytes)"));
+            }
+            if fatal.is_none() && st.out.len() > MAX_UNREAD {
+                // replies to its own requests pile up unread: a flood
+                fatal = Some(format!(
+                    "error: too many replies unread (> {MAX_UNREAD} bytes queued)"
+                ));
+            }
+            if fatal.is_none() && self.setups.load(Ordering::Relaxed) + out.len() > MAX_SETUPS {
+                fatal = Some(format!(
+                    "error: too many watch requests in flight (> {MAX_SETUPS})"
+                ));
+                out.clear();
+            }
+            if fatal.is_some() {
+                st.inbuf = Vec::new();
             }
             let d = Self::drain(&mut st);
             drop(st);
@@ -654,12 +632,15 @@ pub(crate) fn bad_pin_kill(
     let c = &link.client;
     match &end {
         Some(PinEnd::LinkDown) => match link.down_why() {
-            // `bye` / close / our own epoch shutdown: it is leaving or was
-            // told; no kill
-            Some(DownWhy::Bye | DownWhy::Closed | DownWhy::Epoch) | None => return false,
-            // the client broke the protocol; it may be a process dying
-            // (writing garbage on the way): give it a moment
-            Some(DownWhy::Protocol | DownWhy::PinFailed) => {
+            // `bye` / our own epoch shutdown: it is leaving or was told;
+            // no kill
+            Some(DownWhy::Bye | DownWhy::Epoch) | None => return false,
+            // Closed without `bye` while a pin was in flight (spec §7: an
+            // unexpected EOF, a failed pin), or the client broke the
+            // protocol: it may be a process dying (its fds are closed
+            // before it becomes a zombie, and it may write garbage on the
+            // way): give it a moment, then kill
+            Some(DownWhy::Closed | DownWhy::Protocol | DownWhy::PinFailed) => {
                 if c.wait_dead(pintimeout.min(Duration::from_secs(3)), stop) {
                     return false;
                 }
@@ -724,7 +705,7 @@ pub(crate) struct Registry {
     links: Mutex<HashMap<u64, Arc<WatchLink>>>,
     next: AtomicU64,
     /// Round trips of all acked pins.
-    pub(crate) rtt: Arc<RttHist>,
+    pub(crate) rtt: Arc<LatencyHist>,
 }
 
 impl Registry {
@@ -815,27 +796,6 @@ mod tests {
         assert_eq!(t(90_000_000_000), "1m30s");
     }
 
-    #[test]
-    fn rtt_quantiles() {
-        let h = RttHist::default();
-        assert_eq!(h.quantile(0.5), 0);
-        for us in 1..=1000u64 {
-            h.record(Duration::from_micros(us));
-        }
-        // within a bucket (12.5 %) of the exact quantiles 500 and 990
-        let (p50, p99) = (h.quantile(0.5), h.quantile(0.99));
-        assert!((500..=563).contains(&p50), "{p50}");
-        assert!((990..=1114).contains(&p99), "{p99}");
-        for us in [0u64, 5, 15, 16, 17, 100, 1 << 20, u64::MAX >> 1] {
-            let i = RttHist::index(us);
-            assert!(
-                RttHist::upper(i) >= us.min(RttHist::upper(RttHist::N - 1)),
-                "{us}"
-            );
-            assert!(i == 0 || RttHist::upper(i - 1) < us, "{us}");
-        }
-    }
-
     fn me() -> ClientProc {
         ClientProc::of_thread(std::process::id()).expect("this process")
     }
@@ -922,5 +882,82 @@ mod tests {
             b"0 error: invalid frame: \"hello\\n\"\n"
         );
         assert!(l.is_down());
+    }
+
+    /// What the link queued for the client, up to `size` bytes.
+    fn queued(l: &WatchLink, size: u32) -> Vec<u8> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        l.read(
+            size,
+            1,
+            Box::new(move |r| tx.send(r.map(|b| b.to_vec())).unwrap()),
+        );
+        rx.recv().unwrap().unwrap()
+    }
+
+    /// A line longer than MAX_LINE, in one write or dribbled in without an
+    /// LF, closes the link with an error frame and keeps no more of it.
+    #[test]
+    fn overlong_lines_are_fatal() {
+        let want = format!("0 error: input line too long (> {MAX_LINE} bytes)\n");
+        let l = WatchLink::new(1, me(), Default::default());
+        let mut line = vec![b'1'; MAX_LINE + 1];
+        line.push(b'\n');
+        assert_eq!(l.input(&line), vec![Input::Down]);
+        assert_eq!(queued(&l, 1000), want.as_bytes());
+        assert!(l.is_down());
+
+        let l = WatchLink::new(2, me(), Default::default());
+        for _ in 0..MAX_LINE / 100 {
+            assert_eq!(l.input(&[b'7'; 100]), vec![], "under the bound: kept");
+        }
+        assert_eq!(l.input(&[b'7'; 200]), vec![Input::Down]);
+        assert_eq!(queued(&l, 1000), want.as_bytes());
+        assert!(lock(&l.st).inbuf.is_empty(), "nothing kept");
+        // a sane line just under the bound is fine
+        let l = WatchLink::new(3, me(), Default::default());
+        let mut ok = format!("1 watch 0000000000000001 @{}", "0".repeat(16)).into_bytes();
+        ok.resize(MAX_LINE, b' ');
+        ok.push(b'\n');
+        assert!(matches!(l.input(&ok)[..], [Input::Watch { .. }] | []));
+        assert!(!l.is_down());
+    }
+
+    /// A flood of watch requests (more in flight than MAX_SETUPS), or of
+    /// lines whose replies the client never reads, closes the link.
+    #[test]
+    fn request_floods_are_fatal() {
+        let l = WatchLink::new(1, me(), Default::default());
+        let req = b"1 watch 0000000000000001 @0000000000000001\n";
+        let mut flood = Vec::new();
+        for _ in 0..MAX_SETUPS / 2 {
+            flood.extend_from_slice(req);
+        }
+        let got = l.input(&flood);
+        assert_eq!(got.len(), MAX_SETUPS / 2, "within the bound: run");
+        l.setups.fetch_add(got.len(), Ordering::Relaxed); // what the caller does
+        flood.extend_from_slice(req);
+        let got = l.input(&flood);
+        assert!(
+            got == [Input::Down],
+            "past it: fatal, got {} inputs",
+            got.len()
+        );
+        assert_eq!(
+            queued(&l, 1000),
+            format!("0 error: too many watch requests in flight (> {MAX_SETUPS})\n").as_bytes()
+        );
+
+        let l = WatchLink::new(2, me(), Default::default());
+        // bad requests are answered (not fatal) ... until nobody reads them
+        let bad = b"1 watch nonsense\n".repeat(4096);
+        let mut n = 0;
+        while l.input(&bad) != [Input::Down] {
+            n += 1;
+            assert!(n < 10_000, "unread replies must be bounded");
+        }
+        assert!(l.is_down());
+        // at most one write's replies past the bound
+        assert!(lock(&l.st).out.len() < MAX_UNREAD + (1 << 20));
     }
 }

@@ -540,6 +540,7 @@ pub(crate) fn term_signal(st: ExitStatus) -> Option<i32> {
 /// - `nak`: replies `nak: no`;
 /// - `garbage`: sends a line without a space;
 /// - `close`: closes the link without `bye`, and exits 0 after 500 ms;
+/// - `closestay`: closes the link without `bye` and stays (to be killed);
 /// - `bye`: says `bye` instead of answering, exits 0 500 ms after EOF;
 /// - `setup-noack`: does not ack the pins of its own setup;
 /// - `selfread`: on `go <blk> <blksize>` from stdin, reads that block of
@@ -659,12 +660,17 @@ pub(crate) fn child_main() {
                     "nak" => send(&f, &proto::format_frame(s, "nak: no")),
                     "garbage" => send(&f, "garbage\n"),
                     "bye" => send(&f, "3 bye\n"),
-                    "close" => {
+                    "close" | "closestay" => {
                         match Arc::try_unwrap(f) {
                             Ok(f) => drop(f),
                             Err(_) => say("link fd still shared"),
                         }
                         say("closed");
+                        if role == "closestay" {
+                            loop {
+                                std::thread::sleep(Duration::from_secs(1));
+                            }
+                        }
                         std::thread::sleep(Duration::from_millis(500));
                         std::process::exit(0);
                     }
