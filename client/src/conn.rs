@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use zodb::{Oid, Tid};
+use ztypes::{Oid, Tid};
 
 /// How often `connect`/`resync` poll `head/at` while waiting for the
 /// server to reach the wanted view.

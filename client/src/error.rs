@@ -2,7 +2,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use zodb::{Oid, Tid};
+use ztypes::{Oid, Tid};
 
 /// Result of client operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

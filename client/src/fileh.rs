@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
-use zodb::{Oid, Tid};
+use ztypes::{Oid, Tid};
 
 /// How many `@<rev>/bigfile/<oid>` descriptors a file keeps open for
 /// pinning (the oldest opened is closed first).

@@ -96,10 +96,11 @@ mod fileh;
 mod fork;
 mod mm;
 mod mountpoint;
-pub mod proto;
+/// The `head/watch` wire format: the `wire` crate, shared with the server.
+pub use wire as proto;
 mod wlink;
 
 pub use conn::{Conn, WCFS};
 pub use error::{Error, Result};
 pub use fileh::{FileH, Mapping};
-pub use zodb::{Oid, Tid};
+pub use ztypes::{Oid, Tid};

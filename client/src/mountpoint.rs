@@ -1,21 +1,21 @@
 //! The default mountpoint of a zurl (wcfs-protocol.md §12):
 //! `/dev/shm/wcfs/<sha1hex(utf8(normalize(zurl)))>`, computed by
-//! `zodb::zurl` exactly as the server computes it.
+//! `ztypes::zurl` exactly as the server computes it.
 
 use crate::error::{Error, Result};
 use std::path::PathBuf;
 
 /// The default mountpoint of `zurl`.
 pub(crate) fn default_mountpoint(zurl: &str) -> Result<PathBuf> {
-    zodb::zurl::default_mountpoint(zurl).map_err(|e| zurl_error(zurl, e))
+    ztypes::zurl::default_mountpoint(zurl).map_err(|e| zurl_error(zurl, e))
 }
 
 /// The normalized form of `zurl` (two zurls of one database compare equal).
 pub(crate) fn normalize(zurl: &str) -> Result<String> {
-    zodb::zurl::normalize(zurl).map_err(|e| zurl_error(zurl, e))
+    ztypes::zurl::normalize(zurl).map_err(|e| zurl_error(zurl, e))
 }
 
-fn zurl_error(zurl: &str, e: zodb::Error) -> Error {
+fn zurl_error(zurl: &str, e: ztypes::ZurlError) -> Error {
     Error::Zurl {
         zurl: zurl.to_owned(),
         reason: e.to_string(),

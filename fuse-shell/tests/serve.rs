@@ -856,8 +856,27 @@ fn python_commits_followed_exactly() {
             want.extend(f.load_blk(&stor, b, t1).unwrap().to_vec());
         }
         assert_eq!(bytes.len(), want.len(), "size of head/ @{t1}");
-        assert!(bytes == want, "head/ content differs from the file @{t1}");
-        if t1 == tid {
+        // A commit being processed may already show some of its blocks
+        // before head/at moves (README: its view is published before its
+        // invalidations are done): a block that is not T's must be that
+        // of a later committed state.
+        let later = stor.last_tid().unwrap();
+        let bs = f.blksize as usize;
+        for (b, (got, w)) in bytes.chunks(bs).zip(want.chunks(bs)).enumerate() {
+            if got == w {
+                continue;
+            }
+            let ok = stor.iterate(Tid(t1.0 + 1), later).unwrap().any(|t| {
+                let t = t.unwrap().tid;
+                let g = zodb::zbigfile::ZBigFile::load(&stor, oid, t).unwrap();
+                g.load_blk(&stor, b as i64, t).unwrap().to_vec() == got
+            });
+            assert!(
+                ok,
+                "head/ block {b} @{t1} is neither T's nor a later state's"
+            );
+        }
+        if t1 == tid && bytes[..bs] == want[..bs] {
             // k-th printed tid of this run: seq = 1 (first run) + k + 1
             let seq = u64::from_be_bytes(bytes[..8].try_into().unwrap());
             assert_eq!(seq, k as u64 + 2, "block 0 @{tid}");

@@ -18,11 +18,19 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    #[allow(dead_code)] // not every bench passes no options
     pub(crate) fn start(zurl: &str, mnt: &Path, log: &Path) -> Server {
+        Self::start_with(zurl, mnt, log, &[])
+    }
+
+    /// `start` with extra `wcfs serve` options.
+    pub(crate) fn start_with(zurl: &str, mnt: &Path, log: &Path, opts: &[&str]) -> Server {
         let child = wcfs()
             .args(["--log-level", "warn", "--log-file"])
             .arg(log)
-            .args(["serve", zurl])
+            .arg("serve")
+            .args(opts)
+            .arg(zurl)
             .arg(mnt)
             .stdin(Stdio::null())
             .spawn()

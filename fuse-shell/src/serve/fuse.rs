@@ -9,7 +9,8 @@
 //! serves the rest (getattr, open, lookups of known files: head view
 //! snapshots, no lock), including all of `head/watch`, which never blocks.
 
-use super::fs::{Attr, Kind, OpenMode, Wcfs, HEAD_WATCH};
+use super::fs::Wcfs;
+use super::nodes::{Attr, Kind, OpenMode, HEAD_WATCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,

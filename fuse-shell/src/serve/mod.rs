@@ -16,8 +16,8 @@
 //!   [`pool`]: the READ worker threads (elastic, not rayon: see there
 //!   why); [`inval`]: the per-file invalidation lanes that move head/at;
 //!   [`errno`]: errors to errno and log lines; [`stats`] and [`hist`]: the
-//!   counters; [`watch`]: `head/watch` links, their lines and pins in
-//!   flight, killing faulty clients. This file: mount, the commit
+//!   counters; [`link`]: `head/watch` links and their lines; [`pin`]: pins in
+//!   flight; [`kill`]: faulty clients' processes and the kill policy. This file: mount, the commit
 //!   follower, the watch reaper, signals and unmount.
 //!
 //! # The design: nothing waits for what it does not need
@@ -121,7 +121,7 @@
 //! `ft_rw` > link setup lock > `watchers` > `Watch::st` > `WatchLink::st`;
 //! `nodes_mu`, `cache_mu`, `loading_mu`, `rev_files`, `last_trim`, the
 //! view's and ΔFtail's internal locks are leaves (held briefly, nothing
-//! taken under them). `WatchLink::byfile` and `Wcfs::watchers` are held
+//! taken under them). `Isolation::by_link` and `Isolation::watchers` are held
 //! briefly, never while waiting. No lock is held while waiting for a
 //! client, and none but `ft_rw` (by the commit's Update and by rebuilds in
 //! queries) across storage I/O. Concurrent READs of one block share one
@@ -133,11 +133,18 @@
 pub(crate) mod errno;
 pub(crate) mod fs;
 pub(crate) mod fuse;
+pub(crate) mod head;
 pub(crate) mod hist;
 pub(crate) mod inval;
+pub(crate) mod isolation;
+pub(crate) mod kill;
+pub(crate) mod link;
+pub(crate) mod nodes;
+pub(crate) mod pin;
 pub(crate) mod pool;
+pub(crate) mod read;
+pub(crate) mod rev;
 pub(crate) mod stats;
-pub(crate) mod watch;
 
 use anyhow::{bail, Context, Result};
 use fuser::{Config, INodeNo, MountOption, Notifier, SessionACL};
@@ -219,7 +226,7 @@ pub(crate) fn serve(o: ServeOpts) -> Result<()> {
             .spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
-                    fs.links.reap_parked();
+                    fs.iso.links.reap_parked();
                 }
             })
             .context("start the watch reaper")?;

@@ -17,7 +17,8 @@
 //! client written against the original grammar sees the same lines.
 
 use std::fmt;
-use zodb::{Oid, Tid};
+use std::time::Duration;
+use ztypes::{Oid, Tid};
 
 /// Longest line either end should send: the original C++ client rejects
 /// received messages over 246 bytes.
@@ -304,6 +305,45 @@ pub fn go_quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// Go's `time.Duration.String()` of `d` (as in the original's error texts:
+/// `1m0.5s`, `250ms`, `0s`).
+pub fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    let frac = |v: u128, unit: u128| -> String {
+        let (i, f) = (v / unit, v % unit);
+        if f == 0 {
+            return i.to_string();
+        }
+        let width = unit.ilog10() as usize;
+        let s = format!("{f:0width$}");
+        format!("{i}.{}", s.trim_end_matches('0'))
+    };
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", frac(ns, 1_000));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", frac(ns, 1_000_000));
+    }
+    let secs_ns = ns % 60_000_000_000;
+    let mins = ns / 60_000_000_000;
+    let (h, m) = (mins / 60, mins % 60);
+    let mut s = String::new();
+    if h > 0 {
+        s += &format!("{h}h");
+    }
+    if h > 0 || m > 0 {
+        s += &format!("{m}m");
+    }
+    s += &format!("{}s", frac(secs_ns, 1_000_000_000));
+    s
 }
 
 #[cfg(test)]

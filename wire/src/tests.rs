@@ -217,3 +217,16 @@ fn frames_of_any_bytes() {
     );
     assert_eq!(go_quote_bytes(b"ok"), go_quote("ok"));
 }
+
+#[test]
+fn durations_as_go() {
+    let t = |ns: u64| go_duration(Duration::from_nanos(ns));
+    assert_eq!(t(0), "0s");
+    assert_eq!(t(999), "999ns");
+    assert_eq!(t(1_500), "1.5µs");
+    assert_eq!(t(250_000_000), "250ms");
+    assert_eq!(t(1_000_000_000), "1s");
+    assert_eq!(t(60_500_000_000), "1m0.5s");
+    assert_eq!(t(3_723_000_000_000), "1h2m3s");
+    assert_eq!(t(90_000_000_000), "1m30s");
+}

@@ -34,12 +34,12 @@
 //! after unlocking). `Registry::links` is held briefly, never with `st`.
 
 use super::hist::LatencyHist;
-use client::proto;
+use super::kill::{thread_dying, ClientProc};
+use super::pin::{PinEnd, PinWait};
 use fuser::Errno;
 use std::collections::{HashMap, VecDeque};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use zodb::Oid;
 
@@ -62,192 +62,6 @@ pub(crate) type ReadReply = Box<dyn FnOnce(Result<&[u8], Errno>) + Send>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-// ---- the client process ----
-
-/// The process that opened a link: the one killed when its pins fail.
-#[derive(Debug)]
-pub(crate) struct ClientProc {
-    /// Its process id (the thread group of the opening thread).
-    pub(crate) pid: i32,
-    /// A pidfd, when the kernel gives one: signals then reach this very
-    /// process even if its pid is reused.
-    pidfd: Option<OwnedFd>,
-}
-
-/// The thread group of thread `tid` (`Tgid:` in /proc), if it exists.
-fn tgid_of(tid: u32) -> Option<i32> {
-    let s = std::fs::read_to_string(format!("/proc/{tid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("Tgid:"))
-        .and_then(|v| v.trim().parse().ok())
-}
-
-/// Whether thread `tid` is gone or about to die: no such thread, a zombie,
-/// or SIGKILL pending (its own or its process's).
-pub(crate) fn thread_dying(tid: u32) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
-        return true;
-    };
-    const SIGKILL_BIT: u64 = 1 << (9 - 1);
-    for l in s.lines() {
-        if let Some(v) = l.strip_prefix("State:") {
-            if v.trim_start().starts_with('Z') || v.trim_start().starts_with('X') {
-                return true;
-            }
-        }
-        for key in ["SigPnd:", "ShdPnd:"] {
-            if let Some(v) = l.strip_prefix(key) {
-                if u64::from_str_radix(v.trim(), 16).is_ok_and(|m| m & SIGKILL_BIT != 0) {
-                    return true;
-                }
-            }
-        }
-    }
-    false
-}
-
-impl ClientProc {
-    /// The process of thread `tid` (the pid in a FUSE request header).
-    pub(crate) fn of_thread(tid: u32) -> Option<ClientProc> {
-        let pid = tgid_of(tid)?;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or
-        // -1; no memory is passed.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        let pidfd = (fd >= 0).then(|| {
-            // SAFETY: `fd` was just returned by pidfd_open and is owned by
-            // nobody else.
-            unsafe { OwnedFd::from_raw_fd(fd as i32) }
-        });
-        let c = ClientProc { pid, pidfd };
-        c.alive().then_some(c)
-    }
-
-    /// Send `sig` (0: only check): Ok if it was delivered.
-    fn signal(&self, sig: i32) -> std::io::Result<()> {
-        let r = match &self.pidfd {
-            // SAFETY: pidfd_send_signal takes the pidfd we own, a signal
-            // number, a null siginfo (allowed: as kill(2)) and flags.
-            Some(fd) => unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    sig,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            },
-            // SAFETY: kill(2) takes plain integers.
-            None => unsafe { libc::kill(self.pid, sig) as libc::c_long },
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
-    }
-
-    /// Alive: a signal can reach it and it is not a zombie. (EPERM is an
-    /// error, not "dead": spec §7.)
-    pub(crate) fn alive(&self) -> bool {
-        match self.signal(0) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
-            Err(_) => return true,
-        }
-        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
-            // "pid (comm) S ...": the state follows the last ')'
-            Ok(s) => !s
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-            Err(_) => false,
-        }
-    }
-
-    /// Poll until dead, `limit` passed or `stop()`; true if dead.
-    fn wait_dead(&self, limit: Duration, stop: &dyn Fn() -> bool) -> bool {
-        let end = Instant::now() + limit;
-        loop {
-            if !self.alive() {
-                return true;
-            }
-            if Instant::now() >= end || stop() {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-// ---- pins in flight ----
-
-/// How a pin ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PinEnd {
-    /// `ack`.
-    Ack,
-    /// Another reply: the client failed the pin (its logical error).
-    Nak(String),
-    /// The link went down while waiting: `bye`, close, a protocol error or
-    /// another pin's failure.
-    LinkDown,
-}
-
-/// One pin waiting for its reply.
-#[derive(Debug)]
-pub(crate) struct PinWait {
-    /// The reply, set once (the first `finish` wins); held only to set or
-    /// read it, never while waiting for anything but `cv`.
-    end: Mutex<Option<PinEnd>>,
-    /// Notified when `end` is set.
-    cv: Condvar,
-    /// When it was queued (for the round-trip histogram).
-    sent: Instant,
-}
-
-impl Default for PinWait {
-    fn default() -> PinWait {
-        PinWait {
-            end: Mutex::new(None),
-            cv: Condvar::new(),
-            sent: Instant::now(),
-        }
-    }
-}
-
-impl PinWait {
-    fn finish(&self, e: PinEnd) {
-        let mut g = lock(&self.end);
-        if g.is_none() {
-            *g = Some(e);
-            self.cv.notify_all();
-        }
-    }
-
-    /// The reply, or `None` if `deadline` passed first.
-    pub(crate) fn wait(&self, deadline: Instant) -> Option<PinEnd> {
-        let mut g = lock(&self.end);
-        loop {
-            if let Some(e) = &*g {
-                return Some(e.clone());
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return None;
-            }
-            g = self
-                .cv
-                .wait_timeout(g, deadline - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Ended, other than by `ack` (a new pin must be sent).
-    pub(crate) fn failed(&self) -> bool {
-        matches!(&*lock(&self.end), Some(e) if *e != PinEnd::Ack)
-    }
 }
 
 // ---- a link ----
@@ -284,9 +98,6 @@ pub(crate) struct WatchLink {
     pub(crate) id: u64,
     pub(crate) client: ClientProc,
     st: Mutex<LinkState>,
-    /// Watches of this link: foid -> watch (`byfileMu` of the spec's
-    /// server locking). Changed by setups, dropped on shutdown.
-    pub(crate) byfile: Mutex<HashMap<Oid, Arc<super::fs::Watch>>>,
     /// One setup at a time per file: foid -> its setup lock.
     setup_mu: Mutex<HashMap<Oid, Arc<Mutex<()>>>>,
     /// Watch setups running for this link (bounded by [`MAX_SETUPS`]).
@@ -354,7 +165,6 @@ impl WatchLink {
             client,
             rtt,
             st: Mutex::new(LinkState::default()),
-            byfile: Mutex::new(HashMap::new()),
             setup_mu: Mutex::new(HashMap::new()),
             setups: AtomicUsize::new(0),
             kill_claimed: Default::default(),
@@ -424,7 +234,7 @@ impl WatchLink {
             if st.down {
                 return;
             }
-            Self::queue_locked(&mut st, &proto::format_frame(stream, msg));
+            Self::queue_locked(&mut st, &wire::format_frame(stream, msg));
             Self::drain(&mut st)
         };
         deliver(d);
@@ -446,7 +256,7 @@ impl WatchLink {
             }
             st.last_stream = s;
             st.pending.insert(s, w.clone());
-            Self::queue_locked(&mut st, &proto::format_frame(s, msg));
+            Self::queue_locked(&mut st, &wire::format_frame(s, msg));
             Self::drain(&mut st)
         };
         deliver(d);
@@ -474,7 +284,7 @@ impl WatchLink {
                 return false;
             }
             if let Some(m) = last {
-                Self::queue_locked(&mut st, &proto::format_frame(0, m));
+                Self::queue_locked(&mut st, &wire::format_frame(0, m));
             }
             st.down = true;
             st.why = Some(why);
@@ -508,7 +318,7 @@ impl WatchLink {
                 }
                 let raw: Vec<u8> = st.inbuf.drain(..=nl).collect();
                 // lines are bytes: a client may send anything
-                let (stream, msg) = match proto::parse_frame_bytes(&raw[..raw.len() - 1]) {
+                let (stream, msg) = match wire::parse_frame_bytes(&raw[..raw.len() - 1]) {
                     Ok(f) => f,
                     Err(e) => {
                         fatal = Some(e.to_string());
@@ -517,7 +327,7 @@ impl WatchLink {
                 };
                 if stream % 2 == 0 {
                     match st.pending.remove(&stream) {
-                        Some(w) if msg == proto::ACK.as_bytes() => {
+                        Some(w) if msg == wire::ACK.as_bytes() => {
                             self.rtt.record(w.sent.elapsed());
                             replies.push((w, PinEnd::Ack))
                         }
@@ -533,25 +343,25 @@ impl WatchLink {
                 let Ok(msg) = std::str::from_utf8(msg) else {
                     let e = format!(
                         "error bad watch: not a watch request: {}",
-                        proto::go_quote_bytes(msg)
+                        wire::go_quote_bytes(msg)
                     );
-                    Self::queue_locked(&mut st, &proto::format_frame(stream, &e));
+                    Self::queue_locked(&mut st, &wire::format_frame(stream, &e));
                     continue;
                 };
-                let f = proto::Frame { stream, msg };
-                match proto::parse_request(f.msg) {
-                    Ok(proto::Request::Bye) => {
+                let f = wire::Frame { stream, msg };
+                match wire::parse_request(f.msg) {
+                    Ok(wire::Request::Bye) => {
                         fatal = Some(String::new());
                         break;
                     }
-                    Ok(proto::Request::Watch { oid, at }) => out.push(Input::Watch {
+                    Ok(wire::Request::Watch { oid, at }) => out.push(Input::Watch {
                         stream: f.stream,
                         oid,
                         at,
                     }),
                     Err(e) => {
-                        let msg = proto::Reply::Error(e.to_string()).to_string();
-                        Self::queue_locked(&mut st, &proto::format_frame(f.stream, &msg));
+                        let msg = wire::Reply::Error(e.to_string()).to_string();
+                        Self::queue_locked(&mut st, &wire::format_frame(f.stream, &msg));
                     }
                 }
             }
@@ -618,85 +428,6 @@ impl WatchLink {
     }
 }
 
-/// How a failed pin is dealt with (spec §7), from the pin's end: kill the
-/// client unless it dies by itself, and wait for it to die (at most
-/// `pintimeout / 2` after the signals, or until `stop()`: the READ we run
-/// for comes from a thread that is dying itself, e.g. the client's own).
-/// Returns true if the client was killed by us.
-pub(crate) fn bad_pin_kill(
-    link: &WatchLink,
-    end: Option<PinEnd>,
-    pintimeout: Duration,
-    stop: &dyn Fn() -> bool,
-) -> bool {
-    let c = &link.client;
-    match &end {
-        Some(PinEnd::LinkDown) => match link.down_why() {
-            // `bye` / our own epoch shutdown: it is leaving or was told;
-            // no kill
-            Some(DownWhy::Bye | DownWhy::Epoch) | None => return false,
-            // Closed without `bye` while a pin was in flight (spec §7: an
-            // unexpected EOF, a failed pin), or the client broke the
-            // protocol: it may be a process dying (its fds are closed
-            // before it becomes a zombie, and it may write garbage on the
-            // way): give it a moment, then kill
-            Some(DownWhy::Closed | DownWhy::Protocol | DownWhy::PinFailed) => {
-                if c.wait_dead(pintimeout.min(Duration::from_secs(3)), stop) {
-                    return false;
-                }
-            }
-        },
-        None if !c.alive() => return false,
-        _ => {}
-    }
-    if c.pid == std::process::id() as i32 {
-        // the server's own process (only tests open links from in here)
-        tracing::warn!(
-            link = link.id,
-            "head/watch: pin failed on a link of the server itself: not killed"
-        );
-        return false;
-    }
-    tracing::warn!(
-        link = link.id,
-        pid = c.pid,
-        "head/watch: pin failed ({}): killing the client with SIGBUS",
-        match &end {
-            None => "timeout".to_owned(),
-            Some(PinEnd::Nak(m)) => format!("reply {m:?}"),
-            Some(e) => format!("{e:?}"),
-        }
-    );
-    if let Err(e) = c.signal(libc::SIGBUS) {
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            return false;
-        }
-        tracing::error!(
-            pid = c.pid,
-            "major unexpected event: cannot kill a faulty client: SIGBUS: {e}"
-        );
-        return false;
-    }
-    if c.wait_dead(pintimeout / 6, stop) {
-        return true;
-    }
-    let _ = c.signal(libc::SIGKILL);
-    if c.wait_dead(pintimeout / 3, stop) {
-        return true;
-    }
-    if stop() {
-        // SIGKILL is sent; the thread we serve is dying, the rest of the
-        // client goes as soon as that READ is answered
-        return true;
-    }
-    tracing::error!(
-        pid = c.pid,
-        "major unexpected event: a faulty client survives SIGKILL for {:?}",
-        pintimeout / 3
-    );
-    false
-}
-
 // ---- all links ----
 
 /// The open links by file handle.
@@ -740,61 +471,9 @@ impl Registry {
     }
 }
 
-/// Go's `time.Duration.String()` of `d` (as in the original's error texts:
-/// `1m0.5s`, `250ms`, `0s`).
-pub(crate) fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
-    }
-    let frac = |v: u128, unit: u128| -> String {
-        let (i, f) = (v / unit, v % unit);
-        if f == 0 {
-            return i.to_string();
-        }
-        let width = unit.ilog10() as usize;
-        let s = format!("{f:0width$}");
-        format!("{i}.{}", s.trim_end_matches('0'))
-    };
-    if ns < 1_000 {
-        return format!("{ns}ns");
-    }
-    if ns < 1_000_000 {
-        return format!("{}µs", frac(ns, 1_000));
-    }
-    if ns < 1_000_000_000 {
-        return format!("{}ms", frac(ns, 1_000_000));
-    }
-    let secs_ns = ns % 60_000_000_000;
-    let mins = ns / 60_000_000_000;
-    let (h, m) = (mins / 60, mins % 60);
-    let mut s = String::new();
-    if h > 0 {
-        s += &format!("{h}h");
-    }
-    if h > 0 || m > 0 {
-        s += &format!("{m}m");
-    }
-    s += &format!("{}s", frac(secs_ns, 1_000_000_000));
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_as_go() {
-        let t = |ns: u64| go_duration(Duration::from_nanos(ns));
-        assert_eq!(t(0), "0s");
-        assert_eq!(t(999), "999ns");
-        assert_eq!(t(1_500), "1.5µs");
-        assert_eq!(t(250_000_000), "250ms");
-        assert_eq!(t(1_000_000_000), "1s");
-        assert_eq!(t(60_500_000_000), "1m0.5s");
-        assert_eq!(t(3_723_000_000_000), "1h2m3s");
-        assert_eq!(t(90_000_000_000), "1m30s");
-    }
 
     fn me() -> ClientProc {
         ClientProc::of_thread(std::process::id()).expect("this process")

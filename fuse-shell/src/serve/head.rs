@@ -1,0 +1,418 @@
+//! The head: the database state head/ files are served at, published as
+//! RCU snapshots ([`HeadView`]), head/at as clients see it, and commit
+//! processing (ΔFtail update, files refreshed, view published; the
+//! invalidations go to [`super::inval`], which moves head/at). See the
+//! module docs of [`super`] for the protocol and its invariants.
+
+use super::errno::{lookup_error, FsError};
+use super::fs::{db_err, lock, Inval, Wcfs};
+use super::link::{DownWhy, WatchLink};
+use super::nodes::{Attr, Kind, Node, HEAD_BIGFILE};
+use super::rev::TRIM_EVERY;
+use rcu::RcuCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, SystemTime};
+use zodb::btree::{self, Family};
+use zodb::zbigfile::ZBigFile;
+use zodb::{Oid, Storage, Tid};
+
+/// How far behind head ΔFtail keeps history.
+pub(crate) const HISTORY_WINDOW: Duration = Duration::from_secs(60);
+
+/// A file of `head/bigfile/` as of the head view.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadFile {
+    pub(crate) ino: u64,
+    /// `None` once the object stopped being a ZBigFile.
+    pub(crate) zfile: Option<ZBigFile>,
+    pub(crate) size: u64,
+    /// The last revision known to have touched it (mtime).
+    pub(crate) rev: Tid,
+}
+
+/// The head view: the database state head/ files are served at and the
+/// files as of it. Immutable: each processed commit publishes a new one
+/// ([`Wcfs::head`]); lookups publish one with a file added.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadView {
+    pub(crate) at: Tid,
+    /// head/ files looked up so far: oid -> its state at `at`.
+    pub(crate) files: Arc<HashMap<Oid, HeadFile>>,
+}
+
+/// The head's state.
+pub(crate) struct Head {
+    /// The head view, an RCU snapshot: READs, getattr, open and lookups
+    /// load it without any lock. Published by the commit thread after
+    /// ΔFtail's update and the files' refresh; updated by lookups (a file
+    /// added) only while ΔFtail is at the view's `at`.
+    pub(crate) view: RcuCell<HeadView>,
+    /// Notified whenever a new head view is published, for READs and
+    /// lookups that found ΔFtail ahead of the view they loaded.
+    pub(crate) view_cv: (Mutex<()>, Condvar),
+    /// head/at as clients see it: set after the commit's invalidations are
+    /// done (Release), read by `head/at` readers (Acquire).
+    pub(crate) at: AtomicU64,
+}
+
+impl Head {
+    /// The head at `at0`, no file known.
+    pub(crate) fn new(at0: Tid) -> Head {
+        Head {
+            view: RcuCell::new(HeadView {
+                at: at0,
+                files: Arc::new(HashMap::new()),
+            }),
+            view_cv: (Mutex::new(()), Condvar::new()),
+            at: AtomicU64::new(at0.0),
+        }
+    }
+}
+
+pub(crate) fn tid_time(t: Tid) -> SystemTime {
+    t.to_time().unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+impl Wcfs {
+    /// head/at as clients see it.
+    pub(crate) fn head_at(&self) -> Tid {
+        Tid(self.head.at.load(Ordering::Acquire))
+    }
+
+    /// Wait until the head view is no longer at `at` (a commit moved
+    /// ΔFtail past it and is about to publish the next view).
+    pub(crate) fn wait_view_past(&self, at: Tid) {
+        let mut g = lock(&self.head.view_cv.0);
+        while self.head.view.with(|v| v.at) == at {
+            g = self
+                .head
+                .view_cv
+                .1
+                .wait_timeout(g, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Publish head view `v` and wake those waiting for it.
+    pub(crate) fn publish_view(&self, f: impl FnOnce(&HeadView) -> HeadView) {
+        self.head.view.update(f);
+        let _g = lock(&self.head.view_cv.0);
+        self.head.view_cv.1.notify_all();
+    }
+
+    pub(crate) fn lookup_head_file(&self, name: &str) -> Result<Attr, FsError> {
+        let oid = Self::parse_oid("head/bigfile", name)?;
+        loop {
+            if let Some(a) = self.known_head_file(oid)? {
+                return Ok(a);
+            }
+            // load it at the view's head (storage I/O, no lock held) ...
+            let at = self.head.view.with(|v| v.at);
+            let zf = ZBigFile::load(&*self.stor, oid, at).map_err(|e| lookup_error(oid, e))?;
+            let size = zf
+                .size(&*self.stor, at)
+                .map_err(|e| db_err(oid, format!("@{at}: size"), e))?;
+            let l = btree::lookup(&*self.stor, Family::LO, zf.blktab, i64::MAX, at)
+                .map_err(|e| db_err(oid, format!("@{at}: blktab lookup of the last block"), e))?;
+            // ... then track it and add it to the view, both at that head:
+            // ΔFtail cannot move while we hold it for reading, and a view
+            // at `at` with ΔFtail at `at` is the current one (a commit
+            // publishes its view only after moving ΔFtail).
+            let g = self.ft_read();
+            if self.ft.head() != at {
+                drop(g);
+                self.wait_view_past(at);
+                continue;
+            }
+            self.ft
+                .track(&zf, -1, &l.path, l.keycov, None)
+                .map_err(|e| db_err(oid, "track", e))?;
+            let ino = self
+                .nodes
+                .child(HEAD_BIGFILE, &oid.to_string(), || Node::HeadFile(oid));
+            let hf = HeadFile {
+                ino,
+                rev: zf.serial,
+                zfile: Some(zf),
+                size,
+            };
+            let added = self.head.view.update_with(|v| {
+                if v.at != at || v.files.contains_key(&oid) {
+                    return (v.clone(), false); // another lookup was first
+                }
+                let mut files = (*v.files).clone();
+                files.insert(oid, hf);
+                (
+                    HeadView {
+                        at,
+                        files: Arc::new(files),
+                    },
+                    true,
+                )
+            });
+            drop(g);
+            if added {
+                self.stats.bigfile.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The attributes of head/ file `oid` if it was looked up before
+    /// (EINVAL if it is no ZBigFile any more). Takes no lock.
+    pub(crate) fn known_head_file(&self, oid: Oid) -> Result<Option<Attr>, FsError> {
+        self.head.view.with(|v| {
+            let Some(hf) = v.files.get(&oid) else {
+                return Ok(None);
+            };
+            if hf.zfile.is_none() {
+                return Err(FsError::Inval(format!(
+                    "head/bigfile/{oid}: not a ZBigFile @{}",
+                    hf.rev
+                )));
+            }
+            Ok(Some(self.head_file_attr(hf)))
+        })
+    }
+
+    /// Whether a lookup of `name` in `parent` may do storage I/O (a head/
+    /// file not looked up before: it is loaded at head).
+    pub(crate) fn lookup_may_block(&self, parent: u64, name: &str) -> bool {
+        parent == HEAD_BIGFILE
+            && name
+                .parse::<Oid>()
+                .is_ok_and(|oid| !self.head.view.with(|v| v.files.contains_key(&oid)))
+    }
+
+    /// Track the blktab path to the last block, so that ΔFtail reports
+    /// blocks added past the end (the file's size) even when no block near
+    /// the end was read. Called by the commit thread (ΔFtail's only writer,
+    /// so no writer runs meanwhile).
+    pub(crate) fn track_size(&self, zf: &ZBigFile, at: Tid) -> Result<(), FsError> {
+        let l = btree::lookup(&*self.stor, Family::LO, zf.blktab, i64::MAX, at)
+            .map_err(|e| db_err(zf.oid, format!("@{at}: blktab lookup of the last block"), e))?;
+        self.ft
+            .track(zf, -1, &l.path, l.keycov, None)
+            .map_err(|e| db_err(zf.oid, "track", e))
+    }
+
+    pub(crate) fn head_file_attr(&self, hf: &HeadFile) -> Attr {
+        Attr {
+            ino: hf.ino,
+            kind: Kind::File,
+            size: hf.size,
+            perm: 0o444,
+            mtime: tid_time(hf.rev),
+            blksize: hf.zfile.as_ref().map_or(4096, |z| z.blksize as u32),
+            volatile: true,
+        }
+    }
+
+    /// Process transaction `tid` (which stored `oids`): update ΔFtail (its
+    /// lock held for writing, READs' loads and pin waits go on), refresh
+    /// the head files it touched (storage I/O, no lock), publish the new
+    /// head view, forget old history. Returns the kernel cache
+    /// invalidations to send: the caller sends them after this returns,
+    /// then calls [`publish`](Self::publish).
+    pub(crate) fn handle_commit(&self, tid: Tid, oids: &[Oid]) -> anyhow::Result<Vec<Inval>> {
+        let (df, view) = {
+            let _w = self.ft_rw.write().unwrap_or_else(|p| p.into_inner());
+            let df = self.ft.update(tid, oids)?;
+            if let Some(t) = tid.to_time().and_then(|t| t.checked_sub(HISTORY_WINDOW)) {
+                // keep what every watch still needs
+                let cut = match self.min_watch_at() {
+                    Some(m) => Tid::from_time(t).min(m),
+                    None => Tid::from_time(t),
+                };
+                if cut > self.ft.tail() && cut < tid {
+                    self.ft.forget_past(cut)?;
+                }
+            }
+            // No lookup can add a file from here until the view below is
+            // published: lookups add only while ΔFtail is at the view's at.
+            (df, self.head.view.load())
+        };
+        let mut inval = Vec::new();
+        let mut nblk = 0;
+        let mut refreshed: Vec<(Oid, HeadFile)> = Vec::new();
+        for (foid, d) in &df.by_file {
+            let Some(hf) = view.files.get(foid) else {
+                continue;
+            };
+            let mut hf = hf.clone();
+            hf.rev = tid;
+            let ino = hf.ino;
+            if d.epoch {
+                self.epoch_watchers(*foid, tid);
+                inval.push(Inval {
+                    ino,
+                    off: 0,
+                    len: 0,
+                });
+                self.reload_head_file(*foid, &mut hf, tid);
+                refreshed.push((*foid, hf));
+                continue;
+            }
+            let Some(zf) = hf.zfile.clone() else {
+                refreshed.push((*foid, hf));
+                continue;
+            };
+            let bs = zf.blksize;
+            for &b in &d.blocks {
+                let o = (b as u64).saturating_mul(bs);
+                if b >= 0 && o < hf.size {
+                    inval.push(Inval {
+                        ino,
+                        off: o as i64,
+                        len: bs as i64,
+                    });
+                    nblk += 1;
+                }
+            }
+            if d.size {
+                match zf.size(&*self.stor, tid) {
+                    Ok(new) => {
+                        // From the smaller size to the end, pages and size:
+                        // a kernel that still believed an old larger size
+                        // may have cached zero pages past our end (a READ
+                        // there gets 0 bytes and the kernel zero-fills), so
+                        // growth must drop them too.
+                        if new != hf.size {
+                            inval.push(Inval {
+                                ino,
+                                off: new.min(hf.size) as i64,
+                                len: 0,
+                            });
+                        }
+                        hf.size = new;
+                    }
+                    Err(e) => {
+                        tracing::error!(oid = %foid, "@{tid}: size: {e}");
+                        inval.push(Inval {
+                            ino,
+                            off: 0,
+                            len: 0,
+                        });
+                    }
+                }
+                if let Err(e) = self.track_size(&zf, tid) {
+                    tracing::error!("{e}");
+                }
+            }
+            refreshed.push((*foid, hf));
+        }
+        self.publish_view(|v| {
+            let mut files = (*v.files).clone();
+            for (foid, hf) in refreshed {
+                files.insert(foid, hf);
+            }
+            HeadView {
+                at: tid,
+                files: Arc::new(files),
+            }
+        });
+        if lock(&self.revs.last_trim).elapsed() >= TRIM_EVERY {
+            inval.extend(self.trim_revs());
+        }
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .invalidated_blocks
+            .fetch_add(nblk, Ordering::Relaxed);
+        Ok(inval)
+    }
+
+    /// Head file `foid` changed as a whole at `tid`: load it (and its size)
+    /// again and track its size path, or mark it gone.
+    pub(crate) fn reload_head_file(&self, foid: Oid, hf: &mut HeadFile, tid: Tid) {
+        let re = ZBigFile::load(&*self.stor, foid, tid).and_then(|zf| {
+            let size = zf.size(&*self.stor, tid)?;
+            Ok((zf, size))
+        });
+        match re {
+            Ok((zf, size)) => {
+                if let Err(e) = self.track_size(&zf, tid) {
+                    tracing::error!("{e}");
+                }
+                hf.zfile = Some(zf);
+                hf.size = size;
+            }
+            Err(e) => {
+                tracing::warn!(oid = %foid, "@{tid}: head/bigfile/{foid} is gone: {e}");
+                hf.zfile = None;
+                hf.size = 0;
+            }
+        }
+    }
+
+    /// The storage moved to `head` without saying what changed (its
+    /// watcher's [`zodb::Error::ChangesUnknown`]): assume everything did.
+    /// Under the head view write lock: ΔFtail forgets all (its history
+    /// restarts at `head`), every head/ file is reloaded and its whole page
+    /// cache is to be dropped, and every watch link is shut down with
+    /// `0 fatal: ...` (no pin can keep an older view isolated across
+    /// changes nobody knows; the clients did nothing wrong, so nobody is
+    /// killed). Returns the invalidations to send; the caller then
+    /// publishes `head`.
+    pub(crate) fn handle_unknown(&self, head: Tid, why: &str) -> Vec<Inval> {
+        let links: Vec<Arc<WatchLink>> = self
+            .iso
+            .watchers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .filter_map(|w| w.link.upgrade())
+            .collect();
+        for l in links {
+            let msg =
+                format!("fatal: storage changes up to @{head} unknown: the watch cannot be kept");
+            if l.shutdown(Some(&msg), DownWhy::Epoch) {
+                tracing::warn!(link = l.id, pid = l.client.pid, "head/watch: {msg}");
+            }
+            self.drop_watches(&l);
+        }
+        let view = {
+            let _w = self.ft_rw.write().unwrap_or_else(|p| p.into_inner());
+            self.ft.reset(head);
+            self.head.view.load()
+        };
+        let mut inval = Vec::new();
+        let mut files = (*view.files).clone();
+        for (foid, hf) in files.iter_mut() {
+            hf.rev = head;
+            inval.push(Inval {
+                ino: hf.ino,
+                off: 0,
+                len: 0,
+            });
+            self.reload_head_file(*foid, hf, head);
+        }
+        tracing::warn!(
+            %head, n = inval.len(),
+            "storage changes unknown ({why}): every head/ file invalidated, history restarted"
+        );
+        self.publish_view(|v| {
+            let mut all = (*v.files).clone();
+            all.extend(files);
+            HeadView {
+                at: head,
+                files: Arc::new(all),
+            }
+        });
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        inval
+    }
+
+    /// Show `tid` in head/at (after its invalidations were sent).
+    pub(crate) fn publish(&self, tid: Tid) {
+        self.head.at.store(tid.0, Ordering::Release);
+        self.wake_setups();
+    }
+
+    /// The storage served.
+    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+        &self.stor
+    }
+}
