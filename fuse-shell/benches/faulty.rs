@@ -32,7 +32,7 @@ const BLKSIZE: u64 = 2 << 20;
 /// Blocks of B (256 MiB).
 const NB: i64 = 128;
 /// Cold single-block READs of B per phase.
-const READS: usize = 128;
+const READS: usize = 256;
 /// Commits of B per phase (commit -> head/at).
 const COMMITS: usize = 200;
 /// Commits per second of the background writer (throughput part).
