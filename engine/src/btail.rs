@@ -19,8 +19,14 @@
 //! As engine-semantics §7: one writer ([`update`](DeltaBTail::update),
 //! [`forget_past`](DeltaBTail::forget_past)) *or* any number of readers
 //! ([`track`](DeltaBTail::track) and the queries) at a time; the caller
-//! guarantees it (wcfs holds its head lock for writing around `update`).
-//! Writers are also serialized among themselves by `wmu`.
+//! guarantees it (wcfs holds ΔFtail's lock for writing around them).
+//! Writers are also serialized among themselves by `wmu`. An Update comes
+//! in two parts so that its storage reads need no exclusion:
+//! [`prepare_update`](DeltaBTail::prepare_update) runs beside readers (it
+//! steps copies of the tracked nodes; nothing is published), and
+//! [`apply_update`](DeltaBTail::apply_update), the writer part, publishes
+//! in memory. What queries built while a preparation ran (history up to
+//! the old head only) goes back to pending at apply.
 //!
 //! Per tree, the history of built keys lives in an RCU cell ([`rcu::RcuCell`]):
 //! a query for keys whose history is built loads a snapshot and answers from
@@ -65,6 +71,36 @@ pub struct DeltaB {
     pub rev: Tid,
     /// Trees with a non-empty change, by root.
     pub by_root: BTreeMap<Oid, DeltaKV>,
+}
+
+/// An Update of ΔBtail computed beside readers
+/// ([`DeltaBTail::prepare_update`]), to be published by
+/// [`DeltaBTail::apply_update`].
+pub struct PreparedB {
+    rev: Tid,
+    oids: Vec<Oid>,
+    /// The head it was prepared from.
+    head: Tid,
+    trees: Vec<PreparedTree>,
+}
+
+impl std::fmt::Debug for PreparedB {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedB")
+            .field("rev", &self.rev)
+            .field("head", &self.head)
+            .field("trees", &self.trees.len())
+            .finish()
+    }
+}
+
+/// One tree's part of a [`PreparedB`]: the history and tracked nodes it
+/// was stepped from, the stepped nodes and the change.
+struct PreparedTree {
+    tree: Arc<TreeTail>,
+    hist: rcu::Snapshot<Hist>,
+    nodes: TrackTree,
+    dkv: DeltaKV,
 }
 
 /// The answer of [`DeltaBTail::get_at`].
@@ -331,9 +367,22 @@ impl DeltaBTail {
 
     /// Apply transaction `δZ` (its tid and every object it stored): appends
     /// it to the raw history and computes the change of every tracked tree.
-    /// Returns the trees whose tracked keys changed. Writer.
+    /// Returns the trees whose tracked keys changed. Writer: the same as
+    /// [`prepare_update`](Self::prepare_update) then
+    /// [`apply_update`](Self::apply_update).
     pub fn update(&self, rev: Tid, oids: &[Oid]) -> Result<DeltaB> {
-        let _w = self.wmu.lock().unwrap_or_else(|p| p.into_inner());
+        let p = self.prepare_update(rev, oids)?;
+        self.apply_update(p)
+    }
+
+    /// The storage-reading part of an Update, which may run beside readers
+    /// (Track and the queries): build what is tracked but not built, then
+    /// step a copy of each tree's tracked nodes forward through `δZ` (the
+    /// tracked nodes are persistent: the copy is O(1)). Takes no lock
+    /// across storage I/O. Nothing is published: readers keep seeing the
+    /// old head until [`apply_update`](Self::apply_update). One preparation
+    /// at a time (the writer's).
+    pub fn prepare_update(&self, rev: Tid, oids: &[Oid]) -> Result<PreparedB> {
         let s = self.shared.load();
         if rev <= s.ztail.head() {
             return Err(Error::RevNotAfterHead {
@@ -342,46 +391,106 @@ impl DeltaBTail {
             });
         }
         // keys tracked but not built: build them as of the old head first,
-        // so that the forward diff below covers them
+        // so that the forward step below covers them
         for tree in s.trees.values() {
             self.build(tree, &s.ztail, None)?;
         }
-        let mut z = (*s.ztail).clone();
-        z.append(rev, oids.to_vec())?;
-
-        let mut delta_b = DeltaB {
+        let mut trees = Vec::with_capacity(s.trees.len());
+        for tree in s.trees.values() {
+            // a consistent pair: merges of rebuilds change both under the
+            // registry lock
+            let (mut nodes, h) = {
+                let g = tree.jobs.lock();
+                (g.nodes.clone(), tree.hist.load())
+            };
+            // on error nothing was published
+            let dkv = treediff::step(
+                &*self.db,
+                &mut nodes,
+                &h.built,
+                rev,
+                oids,
+                Direction::Forward,
+            )?;
+            trees.push(PreparedTree {
+                tree: tree.clone(),
+                hist: h,
+                nodes,
+                dkv,
+            });
+        }
+        Ok(PreparedB {
             rev,
+            oids: oids.to_vec(),
+            head: s.ztail.head(),
+            trees,
+        })
+    }
+
+    /// Publish a prepared Update: in memory only, no storage I/O. Writer,
+    /// exclusive with readers (the caller guarantees it, see the module
+    /// docs). Keys that queries built while it was being prepared have a
+    /// history that ends at the old head: they are given back to the
+    /// pending set (the next query that needs them rebuilds them at the
+    /// new head), as are the keys of trees first tracked meanwhile.
+    pub fn apply_update(&self, p: PreparedB) -> Result<DeltaB> {
+        let _w = self.wmu.lock().unwrap_or_else(|p| p.into_inner());
+        let s = self.shared.load();
+        if s.ztail.head() != p.head {
+            return Err(Error::Inconsistent {
+                what: format!(
+                    "apply_update @{}: prepared at head {}, head is {}",
+                    p.rev,
+                    p.head,
+                    s.ztail.head()
+                ),
+            });
+        }
+        let mut z = (*s.ztail).clone();
+        z.append(p.rev, p.oids)?;
+        let mut delta_b = DeltaB {
+            rev: p.rev,
             by_root: BTreeMap::new(),
         };
-        for tree in s.trees.values() {
-            // The tracked nodes are taken out for the step, which reads the
-            // storage: the registry lock is not held across it. Nobody else
-            // changes them meanwhile (readers are excluded while a writer
-            // runs, see the module docs).
-            let (mut nodes, built) = {
-                let mut g = tree.jobs.lock();
-                let n = std::mem::replace(&mut g.nodes, TrackTree::new(tree.root));
-                (n, tree.hist.load().built.clone())
-            };
-            // on error step leaves the nodes as they were (it diffs every
-            // region before changing any)
-            let r = treediff::step(&*self.db, &mut nodes, &built, rev, oids, Direction::Forward);
-            tree.jobs.lock().nodes = nodes;
-            let dkv = r?;
-            if !dkv.is_empty() {
-                delta_b.by_root.insert(tree.root, dkv.clone());
-                tree.hist.update(|h| {
-                    let mut h = h.clone();
-                    h.by_key.push(rev, &dkv);
-                    h.entries.push_back(Arc::new(DeltaTree { rev, kv: dkv }));
-                    h
-                });
+        let mut stepped: hashbrown::HashSet<Oid> = hashbrown::HashSet::new();
+        for pt in p.trees {
+            stepped.insert(pt.tree.root);
+            let mut g = pt.tree.jobs.lock();
+            let now = pt.tree.hist.load();
+            let merged = !rcu::Snapshot::ptr_eq(&now, &pt.hist);
+            if merged {
+                let late = now.built.difference(&pt.hist.built);
+                g.pending.union_in_place(&late);
+            }
+            g.nodes = pt.nodes;
+            if pt.dkv.is_empty() && !merged {
+                continue;
+            }
+            let mut h = (*pt.hist).clone();
+            if !pt.dkv.is_empty() {
+                delta_b.by_root.insert(pt.tree.root, pt.dkv.clone());
+                h.by_key.push(p.rev, &pt.dkv);
+                h.entries.push_back(Arc::new(DeltaTree {
+                    rev: p.rev,
+                    kv: pt.dkv,
+                }));
+            }
+            pt.tree.hist.store(h);
+        }
+        // trees first tracked while preparing: what queries built of them
+        // is as of the old head
+        for tree in s.trees.values().filter(|t| !stepped.contains(&t.root)) {
+            let mut g = tree.jobs.lock();
+            let h = tree.hist.load();
+            if !h.built.is_empty() {
+                g.pending.union_in_place(&h.built);
+                g.nodes = TrackTree::new(tree.root);
+                tree.hist.store(Hist::default());
             }
         }
-        let trees = s.trees.clone();
         self.shared.store(Shared {
             ztail: Arc::new(z),
-            trees,
+            trees: s.trees.clone(),
         });
         Ok(delta_b)
     }

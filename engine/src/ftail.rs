@@ -25,7 +25,11 @@
 //!
 //! The ΔBtail contract: one writer ([`update`](DeltaFTail::update),
 //! [`forget_past`](DeltaFTail::forget_past)) or many readers
-//! ([`track`](DeltaFTail::track), the queries). Per-file epoch histories
+//! ([`track`](DeltaFTail::track), the queries). An Update can be split:
+//! [`prepare_update`](DeltaFTail::prepare_update) does its storage reads
+//! beside readers, [`apply_update`](DeltaFTail::apply_update) publishes in
+//! memory as the writer; Tracks made in between are logged and, where the
+//! transaction stored their path, reported as changed. Per-file epoch histories
 //! are RCU snapshots: [`blk_rev_at`](DeltaFTail::blk_rev_at) for a block
 //! whose ΔBtail history is built takes no lock (snapshot loads, the ΔBtail
 //! fast path, and at most a read of the storage for a block whose binding did
@@ -200,6 +204,11 @@ struct Index {
     by_root: HashMap<Oid, RootIdx>,
     /// Blocks passed to `track` with `blk ≥ 0` since the file's last epoch.
     explicit: HashMap<Oid, RangedKeySet>,
+    /// While an Update is being prepared: the Tracks made meanwhile, as
+    /// (blktab root, blk, path). They were loaded at the old head and are
+    /// not in the prepared step; [`DeltaFTail::apply_update`] treats those
+    /// whose path the transaction changed as changed blocks.
+    late: Option<Vec<(Oid, i64, Vec<Oid>)>>,
 }
 
 /// ΔFtail; see the [module docs](self).
@@ -216,6 +225,18 @@ impl std::fmt::Debug for DeltaFTail {
             .field("files", &self.files.load().len())
             .finish()
     }
+}
+
+/// An Update of ΔFtail computed beside readers
+/// ([`DeltaFTail::prepare_update`]), to be published by
+/// [`DeltaFTail::apply_update`].
+#[derive(Debug)]
+pub struct PreparedF {
+    b: crate::btail::PreparedB,
+    rev: Tid,
+    oids: Vec<Oid>,
+    /// The new state of each file known at preparation that `oids` holds.
+    states: HashMap<Oid, FileState>,
 }
 
 /// Options of [`DeltaFTail::slice_by_file_rev_ex`].
@@ -276,6 +297,9 @@ impl DeltaFTail {
         self.file_or_new(file)?;
         self.btail.track(path, keycov)?;
         let mut ix = self.lock();
+        if let Some(late) = ix.late.as_mut() {
+            late.push((file.blktab, blk, path.to_vec()));
+        }
         let r = ix.by_root.entry(file.blktab).or_default();
         r.files.insert(file.oid);
         if blk >= 0 {
@@ -339,19 +363,70 @@ impl DeltaFTail {
     /// Apply transaction `rev` that stored `oids`: returns the changes of
     /// the tracked files. Writer.
     pub fn update(&self, rev: Tid, oids: &[Oid]) -> Result<DeltaF> {
+        let p = self.prepare_update(rev, oids)?;
+        self.apply_update(p)
+    }
+
+    /// The storage-reading part of an Update, which may run beside readers
+    /// (Track and the queries): ΔBtail's preparation
+    /// ([`DeltaBTail::prepare_update`]) and the new state of every known
+    /// file the transaction stored. Nothing is published. Tracks made from
+    /// now until [`apply_update`](Self::apply_update) are logged (they are
+    /// at the old head). One preparation at a time (the writer's).
+    pub fn prepare_update(&self, rev: Tid, oids: &[Oid]) -> Result<PreparedF> {
+        self.lock().late = Some(Vec::new());
+        let r = (|| {
+            let b = self.btail.prepare_update(rev, oids)?;
+            let db = self.btail.db();
+            let changed: HashSet<Oid> = oids.iter().copied().collect();
+            let mut states: HashMap<Oid, FileState> = HashMap::new();
+            for foid in self.files.load().keys() {
+                if changed.contains(foid) {
+                    states.insert(*foid, load_state(&**db, *foid, rev)?);
+                }
+            }
+            Ok(PreparedF {
+                b,
+                rev,
+                oids: oids.to_vec(),
+                states,
+            })
+        })();
+        if r.is_err() {
+            self.lock().late = None;
+        }
+        r
+    }
+
+    /// Publish a prepared Update and return the changes of the tracked
+    /// files. Writer, exclusive with readers. In memory, except for a file
+    /// first tracked while the Update was prepared and stored by it: its
+    /// new state is read here (rare: one object).
+    pub fn apply_update(&self, p: PreparedF) -> Result<DeltaF> {
+        let PreparedF {
+            b,
+            rev,
+            oids,
+            mut states,
+        } = p;
+        let oids = &oids[..];
+        let delta_b = match self.btail.apply_update(b) {
+            Ok(d) => d,
+            Err(e) => {
+                self.lock().late = None;
+                return Err(e);
+            }
+        };
         let db = self.btail.db().clone();
-        let delta_b = self.btail.update(rev, oids)?;
         let changed: HashSet<Oid> = oids.iter().copied().collect();
         let files = self.files.load();
-        // the changed files' new states, read before `mu` is taken (it is
-        // never held across storage I/O)
-        let mut states: HashMap<Oid, FileState> = HashMap::new();
         for foid in files.keys() {
-            if changed.contains(foid) {
+            if changed.contains(foid) && !states.contains_key(foid) {
                 states.insert(*foid, load_state(&*db, *foid, rev)?);
             }
         }
         let mut ix = self.lock();
+        let late = ix.late.take().unwrap_or_default();
         let mut out = DeltaF {
             rev,
             by_file: BTreeMap::new(),
@@ -425,6 +500,36 @@ impl DeltaFTail {
                 }
                 e.blocks.extend(&blocks);
                 e.size |= tree.is_some();
+            }
+        }
+        // Tracks made while the Update was prepared were loaded at the old
+        // head and not stepped: one whose path this transaction stored may
+        // have a stale binding and misses its change. Such a block counts
+        // as changed (the caller invalidates it; its next READ tracks it
+        // again at the new head) and forgets its binding; the file's size
+        // counts as changed too.
+        for (root, blk, path) in late {
+            if !path.iter().any(|o| changed.contains(o)) {
+                continue;
+            }
+            let Some(r) = ix.by_root.get_mut(&root) else {
+                continue;
+            };
+            if blk >= 0 {
+                r.bind(blk, Oid::INVALID);
+            }
+            for foid in r.files.clone() {
+                let e = out.by_file.entry(foid).or_insert_with(|| DeltaFile {
+                    rev,
+                    ..DeltaFile::default()
+                });
+                if e.epoch {
+                    continue;
+                }
+                if blk >= 0 {
+                    e.blocks.insert(blk);
+                }
+                e.size = true;
             }
         }
         out.by_file

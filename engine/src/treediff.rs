@@ -101,14 +101,16 @@ pub struct TrackNode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackTree {
     root: Oid,
-    nodes: HashMap<Oid, TrackNode>,
+    /// Persistent (a hash trie): a clone is O(1) and shares the nodes, so
+    /// a commit can step a copy beside queries that read the original.
+    nodes: imbl::HashMap<Oid, TrackNode>,
 }
 
 impl TrackTree {
     /// Only the root, covering everything (how an absent or not yet walked
     /// tree starts).
     pub fn new(root: Oid) -> TrackTree {
-        let mut nodes = HashMap::new();
+        let mut nodes = imbl::HashMap::new();
         nodes.insert(
             root,
             TrackNode {

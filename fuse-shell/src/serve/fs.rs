@@ -38,11 +38,11 @@ pub(crate) struct Wcfs {
     pub(crate) stor: Arc<dyn Storage>,
     pub(crate) ft: DeltaFTail,
     /// ΔFtail's contract, one writer or many readers (engine-semantics
-    /// §7): the commit thread holds it for writing around `Update`,
-    /// `ForgetPast` and `reset` only; Track and the queries (READs, lookups,
-    /// watch setups) hold it for reading while they track and decide their
-    /// pins, never while they load blocks or wait for a client. Outermost
-    /// lock.
+    /// §7): the commit thread holds it for writing around `apply_update`
+    /// (an Update prepared beside the readers), `ForgetPast` and `reset`
+    /// only, all in memory; Track and the queries (READs, lookups, watch
+    /// setups) hold it for reading while they track and decide their pins,
+    /// never while they load blocks or wait for a client. Outermost lock.
     pub(crate) ft_rw: RwLock<()>,
     /// The inode table.
     pub(crate) nodes: NodeTable,

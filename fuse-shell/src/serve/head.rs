@@ -210,16 +210,21 @@ impl Wcfs {
         }
     }
 
-    /// Process transaction `tid` (which stored `oids`): update ΔFtail (its
-    /// lock held for writing, READs' loads and pin waits go on), refresh
+    /// Process transaction `tid` (which stored `oids`): prepare ΔFtail's
+    /// update beside READs (its storage reads), apply it with ΔFtail's lock
+    /// held for writing (in memory: READs' Track sections wait only for
+    /// that; their loads and pin waits never wait), refresh
     /// the head files it touched (storage I/O, no lock), publish the new
     /// head view, forget old history. Returns the kernel cache
     /// invalidations to send: the caller sends them after this returns,
     /// then calls [`publish`](Self::publish).
     pub(crate) fn handle_commit(&self, tid: Tid, oids: &[Oid]) -> anyhow::Result<Vec<Inval>> {
+        // ΔFtail's storage reads, beside READs and setups (they keep seeing
+        // the old head; Tracks they make meanwhile are logged)
+        let prepared = self.ft.prepare_update(tid, oids)?;
         let (df, view) = {
             let _w = self.ft_rw.write().unwrap_or_else(|p| p.into_inner());
-            let df = self.ft.update(tid, oids)?;
+            let df = self.ft.apply_update(prepared)?;
             if let Some(t) = tid.to_time().and_then(|t| t.checked_sub(HISTORY_WINDOW)) {
                 // keep what every watch still needs
                 let cut = match self.min_watch_at() {

@@ -32,10 +32,11 @@
 //! ([`rcu::RcuCell`]): READs, getattr, open and lookups load it and never
 //! take a lock for it. What still needs exclusion is ΔFtail's contract
 //! (one writer or many readers): `Wcfs::ft_rw`, held for writing by the
-//! commit thread around `Update`/`ForgetPast` only, and for reading by
-//! READs and setups while they Track and decide their pins (engine work,
-//! storage reads for rebuilds at worst), never while they load block data
-//! or wait for an ack.
+//! commit thread only to apply an Update prepared beside the readers and
+//! to forget old history (both in memory), and for reading by READs and
+//! setups while they Track and decide their pins (engine work, storage
+//! reads for rebuilds at worst), never while they load block data or wait
+//! for an ack.
 //!
 //! Data flow:
 //! 1. READ of head/bigfile/f at `[off, off+len)` (on the read pool): load
@@ -46,8 +47,11 @@
 //!    block and, for every watch of f whose `at` is older than the block's
 //!    revision, queue `pin #blk @BlkRevAt(blk, w.at)` → release `ft_rw` →
 //!    wait for the acks (nothing held) → reply T's bytes.
-//! 2. Commit δZ = (tid, oids) (the follower thread): `ft_rw` W:
-//!    `δF = ΔFtail.Update(δZ)`, `ForgetPast(tid - 60 s)` (keeping what the
+//! 2. Commit δZ = (tid, oids) (the follower thread): prepare ΔFtail's
+//!    Update (its storage reads: treediff of copies of the tracked nodes,
+//!    the changed files' states; no lock; Tracks made meanwhile are logged)
+//!    → `ft_rw` W: `δF = apply` (in memory; a logged Track whose path δZ
+//!    stored counts as changed), `ForgetPast(tid - 60 s)` (keeping what the
 //!    oldest watch needs), load V → release → refresh the touched head
 //!    files (epoch: reload; size: recompute and re-track the path to the
 //!    last block; storage reads, no lock) → publish view (tid, files) →
@@ -105,7 +109,8 @@
 //! | READ of head/: wait for acks, reply | nothing | everything |
 //! | first lookup of a head/bigfile/ file (pool) | storage I/O with nothing; then `ft_rw` R, the view's writer | READs, setups |
 //! | getattr/open of head files, lookups of known ones | nothing (view snapshot) | everything |
-//! | commit (follower thread): Update, ForgetPast | `ft_rw` W | READ loads and waits, getattr, open, `.wcfs/stats` |
+//! | commit (follower thread): prepare the Update | nothing | everything |
+//! | commit: apply the Update, ForgetPast (in memory) | `ft_rw` W | READ loads and waits, getattr, open, `.wcfs/stats` |
 //! | commit: refresh files, publish view | the view's writer (brief) | everything |
 //! | invalidation (lane threads) | nothing | everything; waits in the kernel for a READ of that block in flight |
 //! | READ of @rev/ | nothing but `cache_mu` | everything |
@@ -123,8 +128,9 @@
 //! view's and ΔFtail's internal locks are leaves (held briefly, nothing
 //! taken under them). `Isolation::by_link` and `Isolation::watchers` are held
 //! briefly, never while waiting. No lock is held while waiting for a
-//! client, and none but `ft_rw` (by the commit's Update and by rebuilds in
-//! queries) across storage I/O. Concurrent READs of one block share one
+//! client, and none across storage I/O but `ft_rw` R by queries that
+//! rebuild a history (and W in the rare apply of an Update that stored a
+//! file first tracked while it was prepared: one object load). Concurrent READs of one block share one
 //! load (a `OnceLock` per block being loaded), with no lock held.
 //!
 //! Notation: δZ (one transaction's changed oids), δF (the tracked files'
