@@ -26,7 +26,10 @@ impl ZeoServer {
     pub(crate) fn start(db: &Path) -> Result<ZeoServer> {
         let py =
             std::env::var_os("WCFS_PYTHON").map_or_else(|| PathBuf::from("python3"), PathBuf::from);
-        let mut child = Command::new(&py)
+        let mut cmd = Command::new(&py);
+        // started from the main thread (see procs)
+        crate::procs::tie_to_harness(&mut cmd, libc::SIGTERM);
+        let mut child = cmd
             .arg(SCRIPT)
             .args(["serve"])
             .arg(db)

@@ -13,6 +13,8 @@
 //! shape rules of the BTrees package (buckets chained by `next`, each tree
 //! node knowing its first bucket, separators equal to the first key of the
 //! child on their right), so that `BTrees.check` accepts what we write.
+//! [`update()`] changes an existing tree instead, the way BTrees does, and
+//! gives only the nodes a real ZODB commit of those changes would store.
 
 use crate::error::{Error, Result};
 use crate::pickle::Value;
@@ -20,6 +22,9 @@ use crate::record::{self, Ref};
 use crate::storage::Storage;
 use crate::types::{Oid, Tid};
 use rayon::prelude::*;
+
+mod update;
+pub use update::update;
 
 /// Closed key ranges `[lo, hi]`, shared with the engine (from the
 /// `rangeset` crate).

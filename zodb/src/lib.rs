@@ -8,7 +8,8 @@
 //!    FileStorage (`Data.fs`), read side and write side; [`zeo`] is a
 //!    read-only ZEO client; [`zurl`] opens a storage from a URL.
 //! 4. [`record`]: an object record as class + state, persistent references.
-//! 5. [`btree`]: `LOBTree`/`IOBTree` nodes: decode, encode, path lookup.
+//! 5. [`btree`]: `LOBTree`/`IOBTree` nodes: decode, encode, path lookup,
+//!    changing a tree as BTrees does.
 //! 6. [`zbigfile`]: wendelin.core `ZBigFile`, `ZBlk0`, `ZBlk1`, `ZData`:
 //!    loading a block gives its bytes, the BTree path to it and an upper bound
 //!    of its revision.

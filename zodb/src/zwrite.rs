@@ -5,9 +5,11 @@
 //! Each call is one transaction. Objects are written the way Python ZODB
 //! writes them (protocol 3 pickles, `(oid, class)` references, a
 //! `PersistentMapping` root naming the files), so that Python reads the
-//! result. An update rebuilds the file's blktab under the same root oid with
-//! fresh interior nodes: valid ZODB data whose old nodes simply become
-//! garbage, as after any BTree rewrite.
+//! result. [`ZWriter::update_file`] rebuilds the file's blktab under the
+//! same root oid with fresh interior nodes: valid ZODB data whose old nodes
+//! simply become garbage, as after any BTree rewrite, but every node stored
+//! on every commit. [`ZWriter::update_file_incremental`] stores what a real
+//! ZODB commit stores: the changed ZBlks and the blktab nodes that change.
 
 use crate::btree::{self, Family, Shape};
 use crate::error::{Error, Result};
@@ -217,6 +219,8 @@ impl<B: ZBackend> ZWriter<B> {
     /// Apply block changes to ZBigFile `oid` in one transaction. A block
     /// whose ZBlk has the requested format keeps its ZBlk oid (the ZBlk is
     /// rewritten); otherwise a new ZBlk is made, as wendelin.core does.
+    /// The whole blktab is rebuilt (see the module doc); for what a real
+    /// commit stores, see [`ZWriter::update_file_incremental`].
     pub fn update_file(&mut self, oid: Oid, changes: &[BlkChange<'_>]) -> Result<Tid> {
         let stor = &self.w.reader();
         let head = stor.last_tid()?;
@@ -234,20 +238,8 @@ impl<B: ZBackend> ZWriter<B> {
                 }
                 Some((format, data)) => {
                     check_blk(oid, *blk, f.blksize, data)?;
-                    let want = zbigfile::zblk_ref(Oid(0), *format).class;
-                    let zoid = match items.get(blk) {
-                        Some(r)
-                            if r.class == want
-                                || (r.class.is_none() && *format != ZBlkFormat::ZBlk1) =>
-                        {
-                            r.oid
-                        }
-                        _ => self.w.alloc_oid(),
-                    };
-                    objs.extend(zbigfile::zblk_objects(zoid, *format, data, &mut || {
-                        self.w.alloc_oid()
-                    }));
-                    items.insert(*blk, zbigfile::zblk_ref(zoid, *format));
+                    let r = self.store_zblk(items.get(blk), *format, data, &mut objs);
+                    items.insert(*blk, r);
                 }
             }
         }
@@ -260,6 +252,79 @@ impl<B: ZBackend> ZWriter<B> {
             &mut || self.w.alloc_oid(),
         ));
         self.commit_objects(&format!("update {oid}"), objs)
+    }
+
+    /// [`ZWriter::update_file`] storing what wendelin.core and ZODB would
+    /// store for these changes: the ZBlks written, and of the blktab only
+    /// the nodes that change ([`btree::update`]: the buckets whose items
+    /// change, their parents only when a bucket splits or goes away, the
+    /// tree's oid kept). A block rewritten in its ZBlk's format changes
+    /// its ZBlk alone: the blktab still references the same object, as in
+    /// `ZBigFile.storeblk`. Changes apply in order (the last one of a
+    /// block wins); `blktab_shape` gives the split sizes.
+    pub fn update_file_incremental(&mut self, oid: Oid, changes: &[BlkChange<'_>]) -> Result<Tid> {
+        let stor = &self.w.reader();
+        let head = stor.last_tid()?;
+        let f = ZBigFile::load(stor, oid, head)?;
+        let mut last: std::collections::BTreeMap<i64, &Option<(ZBlkFormat, &[u8])>> =
+            std::collections::BTreeMap::new();
+        for (blk, change) in changes {
+            last.insert(*blk, change);
+        }
+        let mut objs = Vec::new();
+        let mut items = Vec::new(); // (blk, new value) for the blktab
+        for (blk, change) in last {
+            let cur = btree::lookup(stor, Family::LO, f.blktab, blk, head)?
+                .value
+                .map(|v| record::decode_ref(f.blktab, &v))
+                .transpose()?;
+            match change {
+                None => items.push((blk, None)),
+                Some((format, data)) => {
+                    check_blk(oid, blk, f.blksize, data)?;
+                    let r = self.store_zblk(cur.as_ref(), *format, data, &mut objs);
+                    // the same object: the blktab does not change
+                    if cur.as_ref().map(|c| c.oid) != Some(r.oid) {
+                        items.push((blk, Some(r.to_value())));
+                    }
+                }
+            }
+        }
+        objs.extend(btree::update(
+            stor,
+            Family::LO,
+            f.blktab,
+            head,
+            &items,
+            self.blktab_shape,
+            &mut || self.w.alloc_oid(),
+        )?);
+        self.commit_objects(&format!("update {oid}"), objs)
+    }
+
+    /// Append to `objs` the objects of a ZBlk holding `data` in `format`,
+    /// for a block whose blktab entry is `cur`: the same ZBlk object when
+    /// it has that format (a reference without a class counts as ZBlk0,
+    /// the older form), else a new one. The reference the blktab is to
+    /// hold.
+    fn store_zblk(
+        &mut self,
+        cur: Option<&Ref>,
+        format: ZBlkFormat,
+        data: &[u8],
+        objs: &mut Vec<NewObject>,
+    ) -> Ref {
+        let want = zbigfile::zblk_ref(Oid(0), format).class;
+        let zoid = match cur {
+            Some(r) if r.class == want || (r.class.is_none() && format != ZBlkFormat::ZBlk1) => {
+                r.oid
+            }
+            _ => self.w.alloc_oid(),
+        };
+        objs.extend(zbigfile::zblk_objects(zoid, format, data, &mut || {
+            self.w.alloc_oid()
+        }));
+        zbigfile::zblk_ref(zoid, format)
     }
 
     /// Remove file `name` from the root and delete the ZBigFile object

@@ -126,11 +126,11 @@ impl Invalidator {
             };
             // the same range twice in a batch (a lane that was stuck) is
             // sent once
-            let mut sent: Vec<(i64, i64)> = Vec::new();
+            let mut sent: Vec<Inval> = Vec::new();
             for (_, i) in &work {
-                if !sent.contains(&(i.off, i.len)) {
+                if !sent.contains(i) {
                     self.sink.inval(i);
-                    sent.push((i.off, i.len));
+                    sent.push(*i);
                 }
             }
             let mut st = lock(&self.st);

@@ -1,0 +1,341 @@
+//! What a run found: the counters of the final report (text or JSON), and
+//! the read rates inside and outside fault windows.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Verified reads per second inside fault windows and outside them.
+///
+/// A fault window lasts from a fault's start until it is resolved: a
+/// never-acking client killed (or dropped by an epoch), a stopped reader
+/// continued or killed, a killed reader reaped. A server that keeps other
+/// clients going while one is faulty reads about as fast inside windows
+/// as outside (less the stopped reader's own share); one that lets a
+/// faulty client stall everybody's READs collapses inside them.
+///
+/// Time is cut at the harness's polls (every 100 ms) and each slice goes,
+/// with the reads that completed in it, to one side: inside if some fault
+/// was unresolved at the poll that ends it. Readers report their counts
+/// every ~500 ms, so reads can land up to that late; the minimum times
+/// below keep that small against the whole.
+#[derive(Debug, Clone)]
+pub(crate) struct FaultRates {
+    /// Faults started (each opens a window; windows may overlap).
+    pub(crate) windows: u64,
+    pub(crate) in_time: Duration,
+    pub(crate) in_reads: u64,
+    pub(crate) out_time: Duration,
+    pub(crate) out_reads: u64,
+    /// (poll time, total reads then) of the previous poll.
+    last: Option<(Instant, u64)>,
+}
+
+/// The least of each side for the rates to be judged.
+pub(crate) const MIN_WINDOWS: u64 = 2;
+pub(crate) const MIN_SIDE_TIME: Duration = Duration::from_secs(5);
+
+impl FaultRates {
+    pub(crate) fn new() -> FaultRates {
+        FaultRates {
+            windows: 0,
+            in_time: Duration::ZERO,
+            in_reads: 0,
+            out_time: Duration::ZERO,
+            out_reads: 0,
+            last: None,
+        }
+    }
+
+    /// A poll at `now`: `reads` verified so far, `active` faults unresolved.
+    pub(crate) fn account(&mut self, now: Instant, reads: u64, active: usize) {
+        if let Some((t, r)) = self.last {
+            let (dt, dr) = (now - t, reads.saturating_sub(r));
+            if active > 0 {
+                self.in_time += dt;
+                self.in_reads += dr;
+            } else {
+                self.out_time += dt;
+                self.out_reads += dr;
+            }
+        }
+        self.last = Some((now, reads));
+    }
+
+    pub(crate) fn in_rate(&self) -> f64 {
+        rate(self.in_reads, self.in_time)
+    }
+
+    pub(crate) fn out_rate(&self) -> f64 {
+        rate(self.out_reads, self.out_time)
+    }
+
+    /// Whether there is enough on both sides to compare.
+    pub(crate) fn judgeable(&self) -> bool {
+        self.windows >= MIN_WINDOWS
+            && self.in_time >= MIN_SIDE_TIME
+            && self.out_time >= MIN_SIDE_TIME
+    }
+
+    /// The problem, if the rate inside windows is below `min_ratio` of the
+    /// rate outside (judged only with enough of both; `min_ratio` 0: never).
+    pub(crate) fn problem(&self, min_ratio: f64) -> Option<String> {
+        if min_ratio <= 0.0 || !self.judgeable() {
+            return None;
+        }
+        let (i, o) = (self.in_rate(), self.out_rate());
+        (i < min_ratio * o).then(|| {
+            format!(
+                "verified reads collapse inside fault windows: {i:.0}/s ({:.1} s in {} windows) \
+                 against {o:.0}/s outside ({:.1} s); the limit is {min_ratio} x (--min-fault-rate-ratio)",
+                self.in_time.as_secs_f64(),
+                self.windows,
+                self.out_time.as_secs_f64()
+            )
+        })
+    }
+
+    /// For progress lines.
+    pub(crate) fn short(&self) -> String {
+        format!(
+            "r/s in faults {:.0} ({:.0} s) outside {:.0} ({:.0} s)",
+            self.in_rate(),
+            self.in_time.as_secs_f64(),
+            self.out_rate(),
+            self.out_time.as_secs_f64()
+        )
+    }
+}
+
+fn rate(n: u64, t: Duration) -> f64 {
+    if t.is_zero() {
+        0.0
+    } else {
+        n as f64 / t.as_secs_f64()
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Report {
+    pub(crate) seed: u64,
+    pub(crate) duration_s: f64,
+    pub(crate) commits: u64,
+    pub(crate) epochs: u64,
+    pub(crate) blocks_written: u64,
+    pub(crate) blocks_deleted: u64,
+    pub(crate) reads: u64,
+    pub(crate) bytes: u64,
+    pub(crate) wrong: u64,
+    pub(crate) wrong_bytes: u64,
+    pub(crate) discarded: u64,
+    pub(crate) conns: u64,
+    pub(crate) read_p50_us: u64,
+    pub(crate) read_p99_us: u64,
+    pub(crate) pins: u64,
+    pub(crate) pin_p50_us: u64,
+    pub(crate) pin_p99_us: u64,
+    pub(crate) pinkill: u64,
+    pub(crate) faults_noack: u64,
+    pub(crate) faults_noack_killed: u64,
+    /// Never-acking clients whose link an epoch shut, or whose watch was
+    /// refused: nothing to kill them for.
+    pub(crate) faults_noack_dropped: u64,
+    pub(crate) faults_sigstop: u64,
+    pub(crate) faults_sigstop_killed: u64,
+    pub(crate) faults_sigkill: u64,
+    pub(crate) readers_died_unexpectedly: u64,
+    pub(crate) server_rss_max: u64,
+    pub(crate) server_anon_max: u64,
+    /// `None`: not measured (the run was aborted; the mount is not
+    /// touched then).
+    pub(crate) page_cache: Option<u64>,
+    pub(crate) file_bytes: u64,
+    /// Data.fs once the files were created, and at the end.
+    pub(crate) db_start_bytes: u64,
+    pub(crate) db_bytes: u64,
+    pub(crate) max_db_bytes: u64,
+    /// The writer stopped at `--max-db-bytes`, ending the run early.
+    pub(crate) db_full: bool,
+    pub(crate) rates: Option<FaultRates>,
+    pub(crate) min_fault_rate_ratio: f64,
+    /// Not problems: why the run ended as it did.
+    pub(crate) notes: Vec<String>,
+    pub(crate) problems: Vec<String>,
+}
+
+impl Report {
+    /// Data.fs growth per 1000 commits, MB (10^6 bytes).
+    fn mb_per_1000_commits(&self) -> f64 {
+        if self.commits == 0 {
+            return 0.0;
+        }
+        self.db_bytes.saturating_sub(self.db_start_bytes) as f64 / 1e6 * 1000.0
+            / self.commits as f64
+    }
+}
+
+pub(crate) fn print(r: &Report, json: bool) {
+    let rates = r.rates.clone().unwrap_or_else(FaultRates::new);
+    if json {
+        let v = serde_json::json!({
+            "ok": r.problems.is_empty(),
+            "seed": r.seed,
+            "duration_s": r.duration_s,
+            "commits": r.commits,
+            "epochs": r.epochs,
+            "blocks_written": r.blocks_written,
+            "blocks_deleted": r.blocks_deleted,
+            "verified_reads": r.reads,
+            "verified_bytes": r.bytes,
+            "wrong_reads": r.wrong,
+            "wrong_bytes": r.wrong_bytes,
+            "discarded_reads": r.discarded,
+            "conns": r.conns,
+            "read_latency_us": {"p50": r.read_p50_us, "p99": r.read_p99_us},
+            "fault_windows": {
+                "windows": rates.windows,
+                "in_s": rates.in_time.as_secs_f64(),
+                "in_reads": rates.in_reads,
+                "in_reads_per_s": rates.in_rate(),
+                "out_s": rates.out_time.as_secs_f64(),
+                "out_reads": rates.out_reads,
+                "out_reads_per_s": rates.out_rate(),
+                "judged": rates.judgeable() && r.min_fault_rate_ratio > 0.0,
+                "min_ratio": r.min_fault_rate_ratio,
+            },
+            "pins": r.pins,
+            "pin_rtt_us": {"p50": r.pin_p50_us, "p99": r.pin_p99_us},
+            "clients_killed": r.pinkill,
+            "faults": {
+                "noack": r.faults_noack, "noack_killed": r.faults_noack_killed,
+                "noack_dropped_by_epoch": r.faults_noack_dropped,
+                "sigstop": r.faults_sigstop, "sigstop_killed": r.faults_sigstop_killed,
+                "sigkill": r.faults_sigkill,
+            },
+            "server_rss_max_bytes": r.server_rss_max,
+            "server_anon_rss_max_bytes": r.server_anon_max,
+            "page_cache_bytes": r.page_cache,
+            "files_max_bytes": r.file_bytes,
+            "db": {
+                "start_bytes": r.db_start_bytes,
+                "end_bytes": r.db_bytes,
+                "max_bytes": r.max_db_bytes,
+                "full": r.db_full,
+                "mb_per_1000_commits": r.mb_per_1000_commits(),
+            },
+            "notes": r.notes,
+            "problems": r.problems,
+        });
+        println!("{v:#}");
+        return;
+    }
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "wcfs-stress report (seed {})", r.seed);
+    let _ = writeln!(out, "  duration            {:.1} s", r.duration_s);
+    let _ = writeln!(
+        out,
+        "  commits             {} ({} epochs; {} blocks written, {} deleted)",
+        r.commits, r.epochs, r.blocks_written, r.blocks_deleted
+    );
+    let _ = writeln!(
+        out,
+        "  verified reads      {} ({:.1} MiB); wrong: {} reads, {} bytes; discarded after an epoch {}; {} views",
+        r.reads,
+        mib(r.bytes),
+        r.wrong,
+        r.wrong_bytes,
+        r.discarded,
+        r.conns
+    );
+    let judged = if r.min_fault_rate_ratio <= 0.0 {
+        "not judged: --min-fault-rate-ratio 0".to_owned()
+    } else if rates.judgeable() {
+        format!("must stay >= {} x outside", r.min_fault_rate_ratio)
+    } else {
+        format!(
+            "not judged: needs >= {MIN_WINDOWS} windows and {} s on each side",
+            MIN_SIDE_TIME.as_secs()
+        )
+    };
+    let _ = writeln!(
+        out,
+        "  reads/s in faults   {:.0} ({:.1} s, {} windows) vs {:.0} outside ({:.1} s); {judged}",
+        rates.in_rate(),
+        rates.in_time.as_secs_f64(),
+        rates.windows,
+        rates.out_rate(),
+        rates.out_time.as_secs_f64(),
+    );
+    let _ = writeln!(
+        out,
+        "  read latency        p50 {} µs, p99 {} µs",
+        r.read_p50_us, r.read_p99_us
+    );
+    let _ = writeln!(
+        out,
+        "  pins                {} (round trip p50 {} µs, p99 {} µs)",
+        r.pins, r.pin_p50_us, r.pin_p99_us
+    );
+    let _ = writeln!(
+        out,
+        "  faults              no-ack clients {} (killed {}, dropped by an epoch {}), SIGSTOP {} (killed {}), SIGKILL {}; clients killed by the server {}",
+        r.faults_noack, r.faults_noack_killed, r.faults_noack_dropped, r.faults_sigstop, r.faults_sigstop_killed, r.faults_sigkill, r.pinkill
+    );
+    let _ = writeln!(
+        out,
+        "  server RSS (max)    {:.1} MiB anonymous, {:.1} MiB with mapped file pages (Data.fs)",
+        mib(r.server_anon_max),
+        mib(r.server_rss_max)
+    );
+    let _ = match r.page_cache {
+        Some(pc) => writeln!(
+            out,
+            "  page cache (mount)  {:.1} MiB (files up to {:.1} MiB)",
+            mib(pc),
+            mib(r.file_bytes)
+        ),
+        None => writeln!(out, "  page cache (mount)  not measured (run aborted)"),
+    };
+    let _ = writeln!(
+        out,
+        "  Data.fs             {:.1} MiB ({:.1} at the start; {:.1} MB per 1000 commits; limit {:.1} MiB{})",
+        mib(r.db_bytes),
+        mib(r.db_start_bytes),
+        r.mb_per_1000_commits(),
+        mib(r.max_db_bytes),
+        if r.db_full { ", reached" } else { "" }
+    );
+    for n in &r.notes {
+        let _ = writeln!(out, "  note                {n}");
+    }
+    if r.problems.is_empty() {
+        let _ = writeln!(out, "  result              OK");
+    } else {
+        for p in &r.problems {
+            let _ = writeln!(out, "  PROBLEM             {p}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_rates_split_time_and_reads() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut f = FaultRates::new();
+        f.account(t0, 0, 0);
+        f.account(t0 + 10 * s, 1000, 0); // outside: 100/s
+        f.account(t0 + 16 * s, 1060, 1); // inside: 10/s
+        assert_eq!(f.out_reads, 1000);
+        assert_eq!(f.in_reads, 60);
+        assert!(f.problem(0.1).is_none(), "one window is not enough");
+        f.windows = 2;
+        assert!(f.problem(0.1).is_none(), "10/s is 0.1 x 100/s");
+        f.account(t0 + 17 * s, 1061, 1);
+        assert!(f.problem(0.1).is_some());
+        assert!(f.problem(0.0).is_none(), "0 disables the check");
+    }
+}
