@@ -72,7 +72,75 @@ fn pick_at(h: &History, rng: &mut u64, not_before: Option<Tid>) -> Option<Tid> {
     })
 }
 
+/// On SIGBUS: write the faulting address to stderr, then die of SIGBUS as
+/// before (the harness sees signal 7), so that a death that is not the
+/// server's kill (no `killing the client` line for its pid) says where it
+/// happened; `/proc/<pid>/maps` is copied to stderr for the mapping.
+extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let mut buf = [0u8; 64];
+    // SAFETY: the kernel passes a valid siginfo for SA_SIGINFO handlers.
+    let addr = unsafe { (*info).si_addr() } as usize;
+    // SAFETY: si_code is a plain field of that siginfo.
+    let code = unsafe { (*info).si_code };
+    let mut n = 0;
+    for b in b"SIGBUS at 0x" {
+        buf[n] = *b;
+        n += 1;
+    }
+    for i in (0..16).rev() {
+        buf[n] = b"0123456789abcdef"[(addr >> (i * 4)) & 15];
+        n += 1;
+    }
+    for b in b" code " {
+        buf[n] = *b;
+        n += 1;
+    }
+    // SI_USER (0) or below: sent by a process (the server's kill);
+    // BUS_ADRERR (2): the kernel (an access the file cannot back)
+    buf[n] = if code < 0 {
+        b'-'
+    } else {
+        b'0' + (code.min(9) as u8)
+    };
+    n += 1;
+    buf[n] = b'\n';
+    n += 1;
+    // SAFETY: write(2), open(2), read(2) and signal/raise are
+    // async-signal-safe; the buffers are on this stack.
+    unsafe {
+        libc::write(2, buf.as_ptr().cast(), n);
+        let fd = libc::open(c"/proc/self/maps".as_ptr(), libc::O_RDONLY);
+        if fd >= 0 {
+            let mut m = [0u8; 4096];
+            loop {
+                let k = libc::read(fd, m.as_mut_ptr().cast(), m.len());
+                if k <= 0 {
+                    break;
+                }
+                libc::write(2, m.as_ptr().cast(), k as usize);
+            }
+            libc::close(fd);
+        }
+        libc::signal(libc::SIGBUS, libc::SIG_DFL);
+        libc::raise(libc::SIGBUS);
+    }
+}
+
+fn install_sigbus_report() {
+    // SAFETY: sigaction with a handler that only calls async-signal-safe
+    // functions (see on_sigbus); SA_RESETHAND is not used so that the
+    // handler itself restores the default before re-raising.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigbus as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+    }
+}
+
 pub(crate) fn run(o: ReaderOpts) -> Result<()> {
+    install_sigbus_report();
     let stop = Arc::new(AtomicBool::new(false));
     {
         let stop = stop.clone();

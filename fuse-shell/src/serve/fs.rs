@@ -31,6 +31,9 @@ pub(crate) struct Inval {
 #[cfg(test)]
 type SetupHook = Box<dyn Fn(&str) + Send + Sync>;
 
+/// Pushes a head/ file's new size (inode, bytes) into the kernel.
+pub(crate) type SizePush = Box<dyn Fn(u64, u64) + Send + Sync>;
+
 /// The filesystem. See the [module docs](super) for the locks.
 pub(crate) struct Wcfs {
     pub(crate) zurl: String,
@@ -55,6 +58,10 @@ pub(crate) struct Wcfs {
     /// Links and watches.
     pub(crate) iso: Isolation,
     pub(crate) stats: Stats,
+    /// Where a head/ file's new, larger size is pushed into the kernel
+    /// before the view showing it is published (the mount's notifier; unset
+    /// without a mount). See `Head::grow`.
+    pub(crate) size_push: std::sync::OnceLock<SizePush>,
     /// Tests: run at the named point (in a watch setup, `register`: before
     /// it registers its at; `unpin`: before it decides which pins to undo;
     /// in a READ, `read-pin`: before it queues the pins it decided), to put
@@ -96,6 +103,7 @@ impl Wcfs {
             revs: Revs::new(),
             iso: Isolation::default(),
             stats: Stats::default(),
+            size_push: std::sync::OnceLock::new(),
             #[cfg(test)]
             setup_hook: Mutex::new(None),
         })

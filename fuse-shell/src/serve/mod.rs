@@ -389,6 +389,15 @@ impl inval::Sink for KernelSink {
 /// lanes ([`inval`]), which move head/at. On a storage error head/at stops
 /// advancing (cached data stays readable).
 fn follow(fs: &Arc<fs::Wcfs>, notifier: &Notifier, at0: Tid, stop: &AtomicBool) {
+    let n2 = notifier.clone();
+    let _ = fs.size_push.set(Box::new(move |ino, size| {
+        match n2.store(INodeNo(ino), size, &[]) {
+            Ok(()) => {}
+            // the kernel forgot the inode: it has no size to fix
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => {}
+            Err(e) => tracing::warn!(ino, size, "push the new size: {e}"),
+        }
+    }));
     let fs2 = fs.clone();
     let inv = inval::Invalidator::new(
         Arc::new(KernelSink(notifier.clone())),
