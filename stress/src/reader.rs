@@ -103,6 +103,27 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
         b'0' + (code.min(9) as u8)
     };
     n += 1;
+    for b in b" pid " {
+        buf[n] = *b;
+        n += 1;
+    }
+    // SAFETY: getpid(2) is async-signal-safe.
+    let mut pid = unsafe { libc::getpid() } as u32;
+    let mut digits = [0u8; 10];
+    let mut k = 0;
+    loop {
+        digits[k] = b'0' + (pid % 10) as u8;
+        k += 1;
+        pid /= 10;
+        if pid == 0 {
+            break;
+        }
+    }
+    while k > 0 {
+        k -= 1;
+        buf[n] = digits[k];
+        n += 1;
+    }
     buf[n] = b'\n';
     n += 1;
     // SAFETY: write(2), open(2), read(2) and signal/raise are

@@ -308,22 +308,13 @@ impl Wcfs {
             }
             refreshed.push((*foid, hf));
         }
-        // A file that grew: its new size goes into the kernel before any
-        // getattr can see it. A getattr in flight across an invalidation
-        // has its attributes ignored by the kernel (a stale attr_version)
-        // and yet returns them to the caller: fstat would show the new size
-        // while the inode keeps the old one, and a client mapping that far
-        // dies of SIGBUS past the inode's end (found by wcfs-stress). A
-        // NOTIFY_STORE of no bytes at the new end sets the inode's size
-        // (and locks no page).
-        if let Some(push) = self.size_push.get() {
-            for (foid, hf) in &refreshed {
-                let old = view.files.get(foid).map_or(0, |o| o.size);
-                if hf.zfile.is_some() && hf.size > old {
-                    push(hf.ino, hf.size);
-                }
-            }
-        }
+        let grown: Vec<(u64, u64)> = refreshed
+            .iter()
+            .filter(|(foid, hf)| {
+                hf.zfile.is_some() && hf.size > view.files.get(foid).map_or(0, |o| o.size)
+            })
+            .map(|(_, hf)| (hf.ino, hf.size))
+            .collect();
         self.publish_view(|v| {
             let mut files = (*v.files).clone();
             for (foid, hf) in refreshed {
@@ -334,6 +325,22 @@ impl Wcfs {
                 files: Arc::new(files),
             }
         });
+        // A file that grew: its new size goes into the kernel right after
+        // the view showing it is published (not before: a READ between the
+        // two would get the old, shorter view, and a short READ makes the
+        // kernel cut the inode's size). A getattr in flight across an
+        // invalidation has its attributes ignored by the kernel (a stale
+        // attr_version) and yet returns them to the caller: fstat could
+        // show the new size while the inode keeps the old one, and a client
+        // mapping that far dies of SIGBUS past the inode's end (found by
+        // wcfs-stress; not proven closed, stress/findings). A NOTIFY_STORE
+        // of no bytes at the new end sets the inode's size (and locks no
+        // page).
+        if let Some(push) = self.size_push.get() {
+            for (ino, size) in grown {
+                push(ino, size);
+            }
+        }
         if lock(&self.revs.last_trim).elapsed() >= TRIM_EVERY {
             inval.extend(self.trim_revs());
         }
