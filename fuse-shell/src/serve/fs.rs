@@ -59,8 +59,8 @@ pub(crate) struct Wcfs {
     pub(crate) iso: Isolation,
     pub(crate) stats: Stats,
     /// Where a head/ file's new, larger size is pushed into the kernel
-    /// before the view showing it is published (the mount's notifier; unset
-    /// without a mount). See `Head::grow`.
+    /// right after the view showing it is published (the mount's notifier;
+    /// unset without a mount). See `Wcfs::handle_commit`.
     pub(crate) size_push: std::sync::OnceLock<SizePush>,
     /// Tests: run at the named point (in a watch setup, `register`: before
     /// it registers its at; `unpin`: before it decides which pins to undo;

@@ -55,7 +55,9 @@
 //!    oldest watch needs), load V → release → refresh the touched head
 //!    files (epoch: reload; size: recompute and re-track the path to the
 //!    last block; storage reads, no lock) → publish view (tid, files) →
-//!    queue the invalidations of the changed blocks (and sizes) to their
+//!    push each grown file's size into the kernel (a NOTIFY_STORE of no
+//!    bytes at the new end: fstat must never show more than the inode has,
+//!    see `stress/findings/`) → queue the invalidations of the changed blocks (and sizes) to their
 //!    files' lanes ([`inval`]) → next commit. A lane thread sends them;
 //!    head/at := tid once every invalidation of every commit ≤ tid is
 //!    done; then watch setups waiting for it wake.
