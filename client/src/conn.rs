@@ -106,7 +106,9 @@ impl WCFS {
             .write(true)
             .open(&p)
             .map_err(|e| Error::io(&p, "open", e))?;
-        self.connect_over(at, f.into())
+        let conn = self.connect_over(at, f.into())?;
+        conn.inner.ask_early_pins()?;
+        Ok(conn)
     }
 
     /// Test hook: [`WCFS::connect`] over an already opened link (e.g. one
@@ -183,6 +185,26 @@ impl ConnInner {
         }
         if let Some(r) = self.link.down_reason() {
             return Err(Error::Down(r));
+        }
+        Ok(())
+    }
+
+    /// Ask the server to pin this link's watches before it drops changed
+    /// blocks from head/'s cache (`option early-pins`, an extension of
+    /// our server): without it, a page fault that the kernel retries while
+    /// holding this process's mmap lock could need a pin that the pinner
+    /// cannot make without that lock (see the crate docs). A server
+    /// without the extension (the original) answers `error`: the link
+    /// works as before.
+    fn ask_early_pins(&self) -> Result<()> {
+        match self.link.request(crate::proto::OPTION_EARLY_PINS)? {
+            Reply::Ok => {}
+            Reply::Error(text) => {
+                tracing::debug!(
+                    "{}: the server has no early pins: {text}",
+                    crate::proto::OPTION_EARLY_PINS
+                )
+            }
         }
         Ok(())
     }

@@ -13,7 +13,8 @@
 //!
 //! 1. [`WCFS::open`] / [`WCFS::from_zurl`]: the mount (`mountpoint.rs`).
 //! 2. [`WCFS::connect`]`(at)` → [`Conn`]: waits for `head/at >= at`, opens
-//!    `head/watch` (`wlink.rs`), starts the pinner (`conn.rs`).
+//!    `head/watch` (`wlink.rs`), starts the pinner (`conn.rs`), asks for
+//!    early pins (below).
 //! 3. [`Conn::open`]`(foid)` → [`FileH`]: stats `head/bigfile/<foid>`,
 //!    registers the file, sends `watch <foid> @<at>`; pins arriving before
 //!    `ok` are recorded by the pinner (`fileh.rs`).
@@ -59,6 +60,18 @@
 //!   form;
 //! - user memory accesses to mappings never happen with our locks held
 //!   (an access can fault into the server, which pins us).
+//!
+//! # Early pins
+//!
+//! A page fault the kernel retries (`FAULT_FLAG_TRIED`) reads a page
+//! again *holding the process's mmap lock* if a commit dropped it between
+//! the two attempts. If that READ needs our pin, the pinner's
+//! `mmap(MAP_FIXED)` waits for that very lock: a deadlock that only the
+//! server's pin timeout ends, by killing us. So `connect` sends
+//! `option early-pins`: our server then pins our watches before it drops a
+//! changed block from head/'s cache, while the old page is still there for
+//! a retried fault to find. The original server answers `error` and keeps
+//! lazy pins (and the window).
 //!
 //! # Locking organization
 //!

@@ -100,6 +100,28 @@ fn db_with(dir: &Path, blks: &[i64]) -> (ZWriter, Oid, Model) {
     (zw, oid, m)
 }
 
+/// A server with `--pintimeout pt` over a database of file "f" holding
+/// `blks`, each block read once through head/ (so tracked): (the writer,
+/// the file, its model, the server, head/at, head/bigfile/f).
+fn served_and_read(
+    dir: &Path,
+    blks: &[i64],
+    pt: u64,
+) -> (ZWriter, Oid, Model, Server, Tid, std::path::PathBuf) {
+    let (zw, oid, m) = db_with(dir, blks);
+    let srv = Server::start_opts(
+        dir,
+        &dir.join("Data.fs"),
+        &["--pintimeout", &pt.to_string()],
+    );
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    for &b in blks {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));
+    }
+    (zw, oid, m, srv, at0, p)
+}
+
 fn eq_blk(got: &[u8], want: &[u8], what: &str) {
     assert!(
         got == want,
@@ -632,6 +654,101 @@ fn lazy_pin_on_read() {
     drop(map);
     drop(mf);
     w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// Early pins (`option early-pins`, our extension): a commit pins such a
+/// link's watches with no READ, and head/at moves only once they are
+/// acked (the changed blocks leave the cache after the pins); a link
+/// without the option still gets lazy pins only, and an unknown option is
+/// an error that keeps the link. A never-acking early client holds head/at
+/// back by about a second (`serve::early::EARLY_WAIT`), not by its pin
+/// timeout, and is still killed at that timeout.
+#[test]
+fn early_pins() {
+    const PINTIMEOUT: u64 = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m, srv, at0, p) = served_and_read(dir.path(), &[0, 1, 2, 3], PINTIMEOUT);
+    let mut e = Link::open(&srv, "early", false);
+    let s = e.request(proto::OPTION_EARLY_PINS);
+    assert_eq!(e.reply(s, "option early-pins").0, "ok");
+    let s = e.request("option nope");
+    assert_eq!(
+        e.reply(s, "option nope").0,
+        r#"error unknown option: "nope""#
+    );
+    let mut l = Link::open(&srv, "lazy", false);
+    assert_eq!(e.watch_ok(oid, at0), pins(&[]));
+    assert_eq!(l.watch_ok(oid, at0), pins(&[]));
+
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[1, 2]);
+    let (s1, p1) = e.pin("early pin");
+    let (s2, p2) = e.pin("early pin");
+    assert_eq!(
+        pin_map(oid, &[p1, p2]),
+        pins(&[(1, Some(at0)), (2, Some(at0))])
+    );
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        srv.head_at(),
+        at0,
+        "head/at moved before the early pins were acked"
+    );
+    l.expect_quiet("lazy link at a commit");
+    e.ack(s1);
+    e.ack(s2);
+    srv.wait_head(at1);
+    // a READ of #1 now pins the lazy link only
+    let rd = read_blk_bg(p.clone(), 1, BS);
+    let (s, pin) = l.pin("lazy pin of #1");
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 1,
+            rev: Some(at0)
+        }
+    );
+    l.ack(s);
+    eq_blk(&wait_read(&rd, WAIT, "#1"), &want(&m, 1), "head #1 @at1");
+    e.expect_quiet("early link: #1 is pinned already");
+    l.bye();
+    assert_eq!(e.watch_ok(oid, at1), pins(&[(1, None), (2, None)]));
+
+    // a never-acking early client
+    let mut c = Proc::spawn("early-noack", &srv, oid, at1);
+    eq_blk(&read_blk(&p, 3, BS), &want(&m, 3), "#3 @at1");
+    let t0 = Instant::now();
+    let at2 = commit(&mut zw, oid, &mut m, 2, &[3]);
+    let (s, pin) = e.pin("early pin of #3");
+    // (to the block's own revision, as any pin)
+    assert_eq!(
+        pin,
+        Pin {
+            oid,
+            blk: 3,
+            rev: Some(at0)
+        }
+    );
+    e.ack(s);
+    srv.wait_head(at2);
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(PINTIMEOUT / 2),
+        "head/at waited {took:?} for a client that never acks (pin timeout {PINTIMEOUT} s)"
+    );
+    let line = c.expect("line", "the child's early pin");
+    assert!(line.contains("pin ") && line.contains("#3"), "{line}");
+    // the pin nobody READ for is still settled at the pin timeout
+    let st = c.wait_exit(Duration::from_secs(3 * PINTIMEOUT + 6));
+    let sig = term_signal(st);
+    assert!(
+        sig == Some(Signal::SIGBUS as i32) || sig == Some(Signal::SIGKILL as i32),
+        "early-noack child: {st}"
+    );
+    srv.wait_stat("pinkill", 1);
+    e.bye();
     srv.wait_stat("WatchLink", 0);
     srv.finish();
 }
@@ -1695,17 +1812,7 @@ fn faulty_sigstop() {
 fn faulty_self_read() {
     const PINTIMEOUT: u64 = 2;
     let dir = tempfile::tempdir().unwrap();
-    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2]);
-    let srv = Server::start_opts(
-        dir.path(),
-        &dir.path().join("Data.fs"),
-        &["--pintimeout", &PINTIMEOUT.to_string()],
-    );
-    let at0 = srv.head_at();
-    let p = srv.head_file(oid);
-    for b in 0..3 {
-        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b}"));
-    }
+    let (mut zw, oid, mut m, srv, at0, p) = served_and_read(dir.path(), &[0, 1, 2], PINTIMEOUT);
     let mut w = Link::open(&srv, "watcher", true);
     assert_eq!(w.watch_ok(oid, at0), pins(&[]));
     let mut c = Proc::spawn("selfread", &srv, oid, at0);

@@ -108,7 +108,19 @@ pub enum Request {
     },
     /// `bye`: close the link; no reply.
     Bye,
+    /// `option early-pins` (an extension of this server; the original
+    /// replies `error bad watch: ...`): from now on, pin this link's
+    /// watches *before* the kernel drops a changed block from head/'s
+    /// cache, not only when a READ needs it. A client whose threads fault
+    /// on its mappings needs this: a page fault that is retried holds the
+    /// process's mmap lock while it reads, and a READ that then needs this
+    /// process's pin would wait for a pinner that needs that lock. Replied
+    /// `ok`.
+    EarlyPins,
 }
+
+/// The message of [`Request::EarlyPins`].
+pub const OPTION_EARLY_PINS: &str = "option early-pins";
 
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -116,6 +128,7 @@ impl fmt::Display for Request {
             Request::Watch { oid, at: Some(at) } => write!(f, "watch {oid} @{at}"),
             Request::Watch { oid, at: None } => write!(f, "watch {oid} -"),
             Request::Bye => f.write_str("bye"),
+            Request::EarlyPins => f.write_str(OPTION_EARLY_PINS),
         }
     }
 }
@@ -127,6 +140,9 @@ pub enum RequestError {
     /// Not `watch ...`.
     #[error("bad watch: not a watch request: {}", go_quote(.0))]
     NotWatch(String),
+    /// `option <name>` with a name this server does not know.
+    #[error("unknown option: {}", go_quote(.0))]
+    Option(String),
     /// Not exactly two arguments.
     #[error("bad watch: expected 2 arguments, got {0}")]
     Args(usize),
@@ -145,6 +161,12 @@ pub enum RequestError {
 pub fn parse_request(msg: &str) -> Result<Request, RequestError> {
     if msg == "bye" {
         return Ok(Request::Bye);
+    }
+    if msg == OPTION_EARLY_PINS {
+        return Ok(Request::EarlyPins);
+    }
+    if let Some(name) = msg.strip_prefix("option ") {
+        return Err(RequestError::Option(name.to_owned()));
     }
     let Some(args) = msg.strip_prefix("watch ") else {
         return Err(RequestError::NotWatch(msg.to_owned()));

@@ -48,6 +48,12 @@ fn bad_frames_have_the_originals_texts() {
 #[test]
 fn requests() {
     assert_eq!(parse_request("bye"), Ok(Request::Bye));
+    assert_eq!(parse_request("option early-pins"), Ok(Request::EarlyPins));
+    assert_eq!(Request::EarlyPins.to_string(), "option early-pins");
+    assert_eq!(
+        parse_request("option x").unwrap_err().to_string(),
+        r#"unknown option: "x""#
+    );
     assert_eq!(
         parse_request("watch 0000000000000abc @0285cbac3851eb99"),
         Ok(Request::Watch {

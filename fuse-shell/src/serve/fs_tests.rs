@@ -79,7 +79,7 @@ fn without_mount() {
         .unwrap();
     stor.sync().unwrap();
     let txn = stor.iterate(at1, at1).unwrap().next().unwrap().unwrap();
-    let inval = fs.handle_commit(at1, &txn.oids).unwrap();
+    let inval = fs.handle_commit(at1, &txn.oids).unwrap().inval;
     assert!(
         inval.contains(&Inval {
             ino: a.ino,
@@ -1142,7 +1142,7 @@ mod pin_model_tests {
                         }
                         stor2.sync().unwrap();
                         let txn = stor2.iterate(tid, tid).unwrap().next().unwrap().unwrap();
-                        let inval = fs2.handle_commit(tid, &txn.oids).unwrap();
+                        let inval = fs2.handle_commit(tid, &txn.oids).unwrap().inval;
                         // the kernel: each invalidation takes the page locks
                         for i in inval.iter().filter(|i| i.ino == ino && i.off >= 0) {
                             let lo = i.off / BS as i64;
@@ -1240,4 +1240,107 @@ mod pin_model_tests {
             run_concurrent(mix(seed ^ 0xc0c0), 25);
         }
     }
+}
+
+/// Storage whose first load on a thread named `slow` waits until told:
+/// that thread then holds a block's load slot for as long as the test
+/// wants.
+struct SlowFirst {
+    inner: Arc<dyn Storage>,
+    gate: Mutex<bool>,
+    cv: std::sync::Condvar,
+    entered: std::sync::atomic::AtomicBool,
+}
+
+impl Storage for SlowFirst {
+    fn url(&self) -> &str {
+        self.inner.url()
+    }
+    fn last_tid(&self) -> zodb::Result<Tid> {
+        self.inner.last_tid()
+    }
+    fn sync(&self) -> zodb::Result<Tid> {
+        self.inner.sync()
+    }
+    fn load(&self, oid: Oid, at: Tid) -> zodb::Result<zodb::Loaded> {
+        if std::thread::current().name() == Some("slow")
+            && !self.entered.swap(true, Ordering::SeqCst)
+        {
+            let mut g = lock(&self.gate);
+            while !*g {
+                g = self.cv.wait(g).unwrap();
+            }
+        }
+        self.inner.load(oid, at)
+    }
+    fn iterate(
+        &self,
+        lo: Tid,
+        hi: Tid,
+    ) -> zodb::Result<Box<dyn Iterator<Item = zodb::Result<zodb::TxnInfo>> + Send + '_>> {
+        self.inner.iterate(lo, hi)
+    }
+    fn watch(&self, after: Tid) -> zodb::Result<Box<dyn zodb::Watcher>> {
+        self.inner.watch(after)
+    }
+}
+
+/// A block load in progress on a READ thread, whose ZBlk1 chunks load on
+/// rayon's pool, while every rayon worker wants the same block (a READ of
+/// several blocks loads them in parallel): the workers must not wait for
+/// that load, which waits for them (the deadlock wcfs-stress found at 2 MiB
+/// blocks). Fails by timing out with the old waiting.
+#[test]
+fn block_loads_on_rayon_never_wait_for_a_load_that_needs_rayon() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&path).unwrap();
+    let data: Vec<u8> = (0..2048 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let (foid, at) = zw
+        .create_file(
+            "f",
+            2048 * 1024,
+            &[(0, Some((ZBlkFormat::ZBlk1, &data[..])))],
+        )
+        .unwrap();
+    let fs1: Arc<dyn Storage> = Arc::new(zodb::fs1::FileStorage::open(&path).unwrap());
+    let stor = Arc::new(SlowFirst {
+        inner: fs1.clone(),
+        gate: Mutex::new(false),
+        cv: std::sync::Condvar::new(),
+        entered: Default::default(),
+    });
+    let zf = Arc::new(ZBigFile::load(&*fs1, foid, at).unwrap());
+    let cache = Arc::new(BlockCache::default());
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    // the READ thread: takes the load slot, stalls in its first load
+    let (c2, s2, z2, d2) = (cache.clone(), stor.clone(), zf.clone(), done_tx.clone());
+    let slow = std::thread::Builder::new()
+        .name("slow".into())
+        .spawn(move || {
+            let b = c2.load(&*s2, &z2, 0, at).unwrap();
+            d2.send(("slow", b.data.len())).unwrap();
+        })
+        .unwrap();
+    while !stor.entered.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // every rayon worker wants the same block meanwhile
+    for _ in 0..rayon::current_num_threads() {
+        let (c, s, z, d) = (cache.clone(), stor.clone(), zf.clone(), done_tx.clone());
+        rayon::spawn(move || {
+            let b = c.load(&*s, &z, 0, at).unwrap();
+            let _ = d.send(("worker", b.data.len()));
+        });
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    *lock(&stor.gate) = true;
+    stor.cv.notify_all();
+    for i in 0..=rayon::current_num_threads() {
+        let (who, n) = done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("load {i} not done in 30 s: a deadlock"));
+        assert_eq!(n, data.len(), "{who}");
+    }
+    slow.join().unwrap();
 }

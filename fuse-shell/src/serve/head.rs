@@ -6,6 +6,7 @@
 
 use super::errno::{lookup_error, FsError};
 use super::fs::{db_err, lock, Inval, Wcfs};
+use super::isolation::PinJob;
 use super::link::{DownWhy, WatchLink};
 use super::nodes::{Attr, Kind, Node, HEAD_BIGFILE};
 use super::rev::TRIM_EVERY;
@@ -20,6 +21,14 @@ use zodb::{Oid, Storage, Tid};
 
 /// How far behind head ΔFtail keeps history.
 pub(crate) const HISTORY_WINDOW: Duration = Duration::from_secs(60);
+
+/// What processing a commit leaves to its caller.
+pub(crate) struct Commit {
+    /// The kernel cache invalidations to send.
+    pub(crate) inval: Vec<Inval>,
+    /// Per inode, the early pins its invalidations must wait for.
+    pub(crate) early: Vec<(u64, Vec<PinJob>)>,
+}
 
 /// A file of `head/bigfile/` as of the head view.
 #[derive(Debug, Clone)]
@@ -216,9 +225,10 @@ impl Wcfs {
     /// that; their loads and pin waits never wait), refresh
     /// the head files it touched (storage I/O, no lock), publish the new
     /// head view, forget old history. Returns the kernel cache
-    /// invalidations to send: the caller sends them after this returns,
-    /// then calls [`publish`](Self::publish).
-    pub(crate) fn handle_commit(&self, tid: Tid, oids: &[Oid]) -> anyhow::Result<Vec<Inval>> {
+    /// invalidations to send and the early pins queued for them
+    /// ([`super::early`]): the caller sends each file's invalidations once
+    /// its early pins are answered, then calls [`publish`](Self::publish).
+    pub(crate) fn handle_commit(&self, tid: Tid, oids: &[Oid]) -> anyhow::Result<Commit> {
         // ΔFtail's storage reads, beside READs and setups (they keep seeing
         // the old head; Tracks they make meanwhile are logged)
         let prepared = self.ft.prepare_update(tid, oids)?;
@@ -242,6 +252,8 @@ impl Wcfs {
         let mut inval = Vec::new();
         let mut nblk = 0;
         let mut refreshed: Vec<(Oid, HeadFile)> = Vec::new();
+        // (file, inode, its invalidated blocks) for the early pins
+        let mut changed: Vec<(Oid, u64, Vec<i64>)> = Vec::new();
         for (foid, d) in &df.by_file {
             let Some(hf) = view.files.get(foid) else {
                 continue;
@@ -265,6 +277,7 @@ impl Wcfs {
                 continue;
             };
             let bs = zf.blksize;
+            let mut blks = Vec::new();
             for &b in &d.blocks {
                 let o = (b as u64).saturating_mul(bs);
                 if b >= 0 && o < hf.size {
@@ -273,8 +286,12 @@ impl Wcfs {
                         off: o as i64,
                         len: bs as i64,
                     });
+                    blks.push(b);
                     nblk += 1;
                 }
+            }
+            if !blks.is_empty() {
+                changed.push((*foid, ino, blks));
             }
             if d.size {
                 match zf.size(&*self.stor, tid) {
@@ -308,6 +325,14 @@ impl Wcfs {
             }
             refreshed.push((*foid, hf));
         }
+        let early: Vec<(u64, Vec<PinJob>)> = {
+            let _r = self.ft_rw.read().unwrap_or_else(|p| p.into_inner());
+            changed
+                .iter()
+                .map(|(foid, ino, blks)| (*ino, self.pin_early(*foid, tid, blks)))
+                .filter(|(_, jobs)| !jobs.is_empty())
+                .collect()
+        };
         let grown: Vec<(u64, u64)> = refreshed
             .iter()
             .filter(|(foid, hf)| {
@@ -348,7 +373,7 @@ impl Wcfs {
         self.stats
             .invalidated_blocks
             .fetch_add(nblk, Ordering::Relaxed);
-        Ok(inval)
+        Ok(Commit { inval, early })
     }
 
     /// Head file `foid` changed as a whole at `tid`: load it (and its size)

@@ -19,10 +19,14 @@
 //! holds head/at back (the invariant demands it), but not the invalidation
 //! of other files, which the kernel may then serve at the new state.
 //!
+//! A commit may also give a lane *gates* (`serve::early`: pins that must
+//! be answered before the kernel drops the blocks): a lane waits for the
+//! gates of a batch before it sends the batch's invalidations.
+//!
 //! # Locks
 //!
 //! `st` is held to queue, take a lane's work and count completions; never
-//! while an invalidation is sent. [`Invalidator::publish`] is called under
+//! while an invalidation is sent or a gate is waited for. [`Invalidator::publish`] is called under
 //! it, so head/at stores happen in commit order; it must not take `st`.
 
 use super::fs::Inval;
@@ -37,14 +41,27 @@ pub(crate) trait Sink: Send + Sync + 'static {
     fn inval(&self, i: &Inval);
 }
 
+/// What must happen before a lane sends a commit's invalidations of its
+/// file; waited for with no lock held.
+pub(crate) trait Gate: Send + Sync {
+    /// Return once the invalidations may go (may block; called once).
+    fn wait(&self);
+}
+
 /// Called with each new head/at, in order, and how long after its
 /// submission.
 pub(crate) type Publish = Box<dyn Fn(Tid, Duration) + Send + Sync>;
 
-/// One lane's queued work: (commit, invalidation).
+/// One item of a lane.
+enum Work {
+    Inval(Inval),
+    Gate(Arc<dyn Gate>),
+}
+
+/// One lane's queued work: (commit, item).
 #[derive(Default)]
 struct Lane {
-    queue: Vec<(Tid, Inval)>,
+    queue: Vec<(Tid, Work)>,
     /// A thread serves this lane now.
     busy: bool,
 }
@@ -77,13 +94,22 @@ impl Invalidator {
         })
     }
 
-    /// Queue commit `tid`'s invalidations (commits come in tid order);
-    /// head/at reaches `tid` once they and those of every earlier commit
-    /// are done. Never blocks on the kernel.
-    pub(crate) fn submit(self: &Arc<Self>, tid: Tid, invals: Vec<Inval>) {
-        let mut by_ino: HashMap<u64, Vec<Inval>> = HashMap::new();
+    /// Queue commit `tid`'s invalidations (commits come in tid order),
+    /// each inode's after that inode's `gates`; head/at reaches `tid` once
+    /// they and those of every earlier commit are done. Never blocks on the
+    /// kernel or a gate.
+    pub(crate) fn submit(
+        self: &Arc<Self>,
+        tid: Tid,
+        invals: Vec<Inval>,
+        gates: Vec<(u64, Arc<dyn Gate>)>,
+    ) {
+        let mut by_ino: HashMap<u64, Vec<Work>> = HashMap::new();
+        for (ino, g) in gates {
+            by_ino.entry(ino).or_default().push(Work::Gate(g));
+        }
         for i in invals {
-            by_ino.entry(i.ino).or_default().push(i);
+            by_ino.entry(i.ino).or_default().push(Work::Inval(i));
         }
         let mut start = Vec::new();
         {
@@ -124,13 +150,21 @@ impl Invalidator {
                 }
                 std::mem::take(&mut lane.queue)
             };
+            // every gate of the batch first: waiting longer is only later
+            for (_, w) in &work {
+                if let Work::Gate(g) = w {
+                    g.wait();
+                }
+            }
             // the same range twice in a batch (a lane that was stuck) is
             // sent once
             let mut sent: Vec<Inval> = Vec::new();
-            for (_, i) in &work {
-                if !sent.contains(i) {
-                    self.sink.inval(i);
-                    sent.push(*i);
+            for (_, w) in &work {
+                if let Work::Inval(i) = w {
+                    if !sent.contains(i) {
+                        self.sink.inval(i);
+                        sent.push(*i);
+                    }
                 }
             }
             let mut st = lock(&self.st);
@@ -221,12 +255,12 @@ mod tests {
                 h2.store(t.0, Ordering::SeqCst);
             }),
         );
-        inv.submit(Tid(1), vec![blk(5, 0)]);
+        inv.submit(Tid(1), vec![blk(5, 0)], vec![]);
         wait_for("commit 1", || head.load(Ordering::SeqCst) == 1);
-        inv.submit(Tid(2), vec![blk(7, 0), blk(5, 1)]); // 7 is stuck
-        inv.submit(Tid(3), vec![blk(5, 2)]);
-        inv.submit(Tid(4), vec![]);
-        inv.submit(Tid(5), vec![blk(7, 3), blk(6, 0)]);
+        inv.submit(Tid(2), vec![blk(7, 0), blk(5, 1)], vec![]); // 7 is stuck
+        inv.submit(Tid(3), vec![blk(5, 2)], vec![]);
+        inv.submit(Tid(4), vec![], vec![]);
+        inv.submit(Tid(5), vec![blk(7, 3), blk(6, 0)], vec![]);
         // every invalidation of other inodes gets through
         wait_for("other files", || rec.done.lock().unwrap().len() == 4);
         assert_eq!(head.load(Ordering::SeqCst), 1, "head/at waits for commit 2");
@@ -239,5 +273,50 @@ mod tests {
         assert!(s.windows(2).all(|w| w[0] < w[1]), "in order: {s:?}");
         let done = rec.done.lock().unwrap();
         assert_eq!(done.iter().filter(|i| i.ino == 7).count(), 2);
+    }
+
+    /// A gate that does not open holds its own lane's invalidations (and
+    /// head/at at its commit), not other files'; it is waited for once.
+    #[test]
+    fn a_gate_holds_its_lane_until_it_opens() {
+        struct G {
+            open: (Mutex<bool>, Condvar),
+            waits: AtomicU64,
+        }
+        impl Gate for G {
+            fn wait(&self) {
+                self.waits.fetch_add(1, Ordering::SeqCst);
+                let mut g = self.open.0.lock().unwrap();
+                while !*g {
+                    g = self.open.1.wait(g).unwrap();
+                }
+            }
+        }
+        let rec = Arc::new(Rec {
+            stuck: u64::MAX,
+            released: (Mutex::new(true), Condvar::new()),
+            done: Mutex::new(Vec::new()),
+        });
+        let head = Arc::new(AtomicU64::new(0));
+        let h2 = head.clone();
+        let inv = Invalidator::new(
+            rec.clone(),
+            Box::new(move |t, _| h2.store(t.0, Ordering::SeqCst)),
+        );
+        let g = Arc::new(G {
+            open: (Mutex::new(false), Condvar::new()),
+            waits: AtomicU64::new(0),
+        });
+        let gd: Arc<dyn Gate> = g.clone();
+        inv.submit(Tid(1), vec![blk(5, 0), blk(6, 0)], vec![(5, gd)]);
+        inv.submit(Tid(2), vec![blk(6, 1)], vec![]);
+        wait_for("the other file", || rec.done.lock().unwrap().len() == 2);
+        assert!(rec.done.lock().unwrap().iter().all(|i| i.ino == 6));
+        assert_eq!(head.load(Ordering::SeqCst), 0, "head/at waits for the gate");
+        *g.open.0.lock().unwrap() = true;
+        g.open.1.notify_all();
+        wait_for("all", || head.load(Ordering::SeqCst) == 2);
+        assert_eq!(rec.done.lock().unwrap().len(), 3);
+        assert_eq!(g.waits.load(Ordering::SeqCst), 1);
     }
 }

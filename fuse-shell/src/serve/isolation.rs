@@ -220,6 +220,19 @@ impl Wcfs {
         ok
     }
 
+    /// Wait for each of `jobs` until its pin timeout (counted from when it
+    /// was sent) and deal with each that failed; for pins nobody else
+    /// waits for (early pins a lane stopped waiting for).
+    pub(crate) fn settle_pins(&self, jobs: Vec<PinJob>) {
+        let pt = self.pintimeout();
+        for j in jobs {
+            match j.pw.wait(j.pw.sent + pt) {
+                Some(PinEnd::Ack) => {}
+                end => self.pin_failed(&j, end, 0),
+            }
+        }
+    }
+
     /// A pin failed (`end`: its reply, `None` on timeout): shut the link
     /// down with `0 fatal: ...`, drop its watches, kill the client unless it
     /// is leaving (spec §7), and return only once it is dead, so that the

@@ -113,6 +113,13 @@ pub(crate) struct WatchLink {
     /// the killer's verdict (the client's death) happens before a waiter
     /// goes on.
     kill_done: std::sync::atomic::AtomicBool,
+    /// The client asked for early pins (`option early-pins`): its watches
+    /// are pinned before a commit's invalidation drops a changed block
+    /// (see `serve::early`). Relaxed: it is set before that request's `ok`
+    /// is queued, and every watch it matters for is registered after the
+    /// client read that `ok`, through this link's and the watch table's
+    /// locks, which order the store before any load that needs it.
+    early_pins: std::sync::atomic::AtomicBool,
 }
 
 /// Why a link went down.
@@ -169,7 +176,18 @@ impl WatchLink {
             setups: AtomicUsize::new(0),
             kill_claimed: Default::default(),
             kill_done: Default::default(),
+            early_pins: Default::default(),
         }
+    }
+
+    /// The client asked for early pins.
+    pub(crate) fn early_pins(&self) -> bool {
+        self.early_pins.load(Ordering::Relaxed)
+    }
+
+    /// When the oldest pin still waiting for this client's reply was sent.
+    pub(crate) fn oldest_pending(&self) -> Option<Instant> {
+        lock(&self.st).pending.values().map(|w| w.sent).min()
     }
 
     /// The lock serializing setups of `foid` on this link.
@@ -353,6 +371,11 @@ impl WatchLink {
                     Ok(wire::Request::Bye) => {
                         fatal = Some(String::new());
                         break;
+                    }
+                    Ok(wire::Request::EarlyPins) => {
+                        self.early_pins.store(true, Ordering::Relaxed);
+                        let ok = wire::Reply::Ok.to_string();
+                        Self::queue_locked(&mut st, &wire::format_frame(f.stream, &ok));
                     }
                     Ok(wire::Request::Watch { oid, at }) => out.push(Input::Watch {
                         stream: f.stream,

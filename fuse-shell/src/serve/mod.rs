@@ -15,6 +15,8 @@
 //!   commit processing, watch setups and pins); [`fuse`]: the adapter;
 //!   [`pool`]: the READ worker threads (elastic, not rayon: see there
 //!   why); [`inval`]: the per-file invalidation lanes that move head/at;
+//!   [`early`]: pins sent before a commit's invalidation, for clients that
+//!   ask (`option early-pins`: a retried page fault holds its mmap lock);
 //!   [`errno`]: errors to errno and log lines; [`stats`] and [`hist`]: the
 //!   counters; [`link`]: `head/watch` links and their lines; [`pin`]: pins in
 //!   flight; [`kill`]: faulty clients' processes and the kill policy. This file: mount, the commit
@@ -26,7 +28,9 @@
 //! (1) the READs that need its pin, and (2) head/at for a commit that
 //! changes a block whose READ is in flight for it (the kernel keeps that
 //! page locked until the reply, so its invalidation waits). Nothing else
-//! waits for it: no thread holds a lock while it waits for a client.
+//! waits for it: no thread holds a lock while it waits for a client. (A
+//! client that asked for early pins may also delay head/at once, by at
+//! most [`early::EARLY_WAIT`], when it stops answering: see [`early`].)
 //!
 //! The head view (at, the head/ files and their sizes) is an RCU snapshot
 //! ([`rcu::RcuCell`]): READs, getattr, open and lookups load it and never
@@ -57,8 +61,12 @@
 //!    last block; storage reads, no lock) → publish view (tid, files) →
 //!    push each grown file's size into the kernel (a NOTIFY_STORE of no
 //!    bytes at the new end: fstat must never show more than the inode has,
-//!    see `stress/findings/`) → queue the invalidations of the changed blocks (and sizes) to their
-//!    files' lanes ([`inval`]) → next commit. A lane thread sends them;
+//!    see `stress/findings/`) → `ft_rw` R: queue the early pins of the
+//!    changed blocks for early-pins watches behind tid ([`early`]) →
+//!    queue the invalidations of the changed blocks (and sizes) to their
+//!    files' lanes ([`inval`]), each file's behind its early pins → next
+//!    commit. A lane thread waits for the early pins (bounded), sends the
+//!    invalidations;
 //!    head/at := tid once every invalidation of every commit ≤ tid is
 //!    done; then watch setups waiting for it wake.
 //! 3. `watch f @at` (a thread per request): wait for head/at ≥ at (so the
@@ -68,7 +76,8 @@
 //!    (at, H]: queue its pin to `BlkRevAt(blk, at)`; for every pinned
 //!    block not named: unpin if unchanged in (at, H] → release → wait for
 //!    the acks (nothing but the link's per-file setup lock held) → `ok`.
-//!    No message goes to clients at commit time: pins are lazy.
+//!    No message goes to clients at commit time except early pins: for
+//!    other links pins are lazy.
 //!
 //! # Invariants
 //!
@@ -114,7 +123,8 @@
 //! | commit (follower thread): prepare the Update | nothing | everything |
 //! | commit: apply the Update, ForgetPast (in memory) | `ft_rw` W | READ loads and waits, getattr, open, `.wcfs/stats` |
 //! | commit: refresh files, publish view | the view's writer (brief) | everything |
-//! | invalidation (lane threads) | nothing | everything; waits in the kernel for a READ of that block in flight |
+//! | commit: decide early pins | `ft_rw` R, briefly `watchers` R, `Watch::st` | READs, setups |
+//! | invalidation (lane threads) | nothing | everything; waits for its early pins (≤ `EARLY_WAIT`), then in the kernel for a READ of that block in flight |
 //! | READ of @rev/ | nothing but `cache_mu` | everything |
 //! | watch setup (its own thread) | its link's per-file setup lock; `ft_rw` R while it registers and decides | READs, other setups |
 //! | head/watch READ / WRITE / release (session thread) | a link's `st` briefly | everything |
@@ -138,6 +148,7 @@
 //! Notation: δZ (one transaction's changed oids), δF (the tracked files'
 //! changed blocks at one revision), ΔFtail = [`engine::ftail::DeltaFTail`].
 
+pub(crate) mod early;
 pub(crate) mod errno;
 pub(crate) mod fs;
 pub(crate) mod fuse;
@@ -422,7 +433,7 @@ fn follow(fs: &Arc<fs::Wcfs>, notifier: &Notifier, at0: Tid, stop: &AtomicBool) 
             Err(zodb::Error::ChangesUnknown { head, why }) => {
                 let _s = tracing::info_span!("changes unknown", %head).entered();
                 let inval = fs.handle_unknown(head, &why);
-                inv.submit(head, inval);
+                inv.submit(head, inval, Vec::new());
                 continue;
             }
             Err(e) => {
@@ -432,15 +443,27 @@ fn follow(fs: &Arc<fs::Wcfs>, notifier: &Notifier, at0: Tid, stop: &AtomicBool) 
         };
         let _s = tracing::info_span!("commit", tid = %txn.tid).entered();
         let t0 = std::time::Instant::now();
-        let inval = match fs.handle_commit(txn.tid, &txn.oids) {
-            Ok(i) => i,
+        let c = match fs.handle_commit(txn.tid, &txn.oids) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::error!("{e:#}: head/at stays at {}", fs.head_at());
                 return;
             }
         };
         fs.stats.commit_time.record(t0.elapsed());
-        tracing::debug!(n = inval.len(), "invalidations queued");
-        inv.submit(txn.tid, inval);
+        tracing::debug!(
+            n = c.inval.len(),
+            early = c.early.len(),
+            "invalidations queued"
+        );
+        let gates: Vec<(u64, Arc<dyn inval::Gate>)> = c
+            .early
+            .into_iter()
+            .map(|(ino, jobs)| {
+                let g: Arc<dyn inval::Gate> = early::EarlyPins::new(fs.clone(), jobs);
+                (ino, g)
+            })
+            .collect();
+        inv.submit(txn.tid, c.inval, gates);
     }
 }

@@ -71,6 +71,11 @@ impl PinWait {
         }
     }
 
+    /// The reply if there is one, without waiting.
+    pub(crate) fn ended(&self) -> Option<PinEnd> {
+        lock(&self.end).clone()
+    }
+
     /// Ended, other than by `ack` (a new pin must be sent).
     pub(crate) fn failed(&self) -> bool {
         matches!(&*lock(&self.end), Some(e) if *e != PinEnd::Ack)

@@ -49,6 +49,14 @@ impl BlockCache {
     /// Block `blk` of `zf` as of `at`: from the cache, or loaded from
     /// `stor` once for all concurrent READs that want it. No lock is held
     /// while it loads.
+    ///
+    /// On a rayon worker (the parallel loads of a READ of several blocks)
+    /// it never waits for another thread's load of the same block: it
+    /// loads the block itself. The loading thread may be waiting for rayon
+    /// (a ZBlk1's chunks load in parallel), and rayon's workers waiting
+    /// for it would then be a deadlock (found by wcfs-stress at 2 MiB
+    /// blocks: every READ stuck, no request left in the kernel). So rayon
+    /// workers wait only for storage I/O.
     pub(crate) fn load(
         &self,
         stor: &dyn Storage,
@@ -57,32 +65,45 @@ impl BlockCache {
         at: Tid,
     ) -> Result<Arc<Block>, FsError> {
         let key = (zf.oid, at, blk);
+        let load = || {
+            let r = zf.load_blk(stor, blk, at).map(Arc::new).map_err(|e| {
+                let off = (blk as u64).saturating_mul(zf.blksize);
+                format!("@{at}: read blk #{blk} (file offset {off}): {e}")
+            });
+            if let Ok(b) = &r {
+                let mut c = lock(&self.cache_mu);
+                if c.len() >= BLK_CACHE_ENTRIES {
+                    c.pop_front();
+                }
+                c.push_back((key, b.clone()));
+            }
+            r
+        };
         let slot = {
             let c = lock(&self.cache_mu);
             if let Some((_, b)) = c.iter().find(|(k, _)| *k == key) {
                 return Ok(b.clone());
             }
             drop(c);
-            lock(&self.loading_mu).entry(key).or_default().clone()
+            let mut l = lock(&self.loading_mu);
+            if rayon::current_thread_index().is_none() {
+                Some(l.entry(key).or_default().clone())
+            } else {
+                // a finished load is taken; one in progress is not waited for
+                l.get(&key).filter(|s| s.get().is_some()).cloned()
+            }
         };
-        // The first caller loads; the others wait in get_or_init.
-        let r = slot
-            .get_or_init(|| {
-                let r = zf.load_blk(stor, blk, at).map(Arc::new).map_err(|e| {
-                    let off = (blk as u64).saturating_mul(zf.blksize);
-                    format!("@{at}: read blk #{blk} (file offset {off}): {e}")
-                });
-                if let Ok(b) = &r {
-                    let mut c = lock(&self.cache_mu);
-                    if c.len() >= BLK_CACHE_ENTRIES {
-                        c.pop_front();
-                    }
-                    c.push_back((key, b.clone()));
-                }
-                lock(&self.loading_mu).remove(&key);
-                r
-            })
-            .clone();
+        let r = match slot {
+            // The first caller loads; the others wait in get_or_init.
+            Some(slot) => slot
+                .get_or_init(|| {
+                    let r = load();
+                    lock(&self.loading_mu).remove(&key);
+                    r
+                })
+                .clone(),
+            None => load(),
+        };
         r.map_err(|msg| FsError::Db {
             what: "load".into(),
             oid: zf.oid,

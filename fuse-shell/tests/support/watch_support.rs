@@ -591,6 +591,12 @@ pub(crate) fn child_main() {
     };
     let f = Arc::new(f);
     let mut lines = Lines::default();
+    // `early-<role>`: ask for early pins first (its `5 ok` comes as a
+    // setup line)
+    if let Some(r) = role.strip_prefix("early-") {
+        send(&f, &format!("5 {}\n", proto::OPTION_EARLY_PINS));
+        role = r.to_owned();
+    }
     send(&f, &format!("1 watch {oid} @{at}\n"));
     loop {
         let Ok(Some(l)) = lines.next(&f) else {
