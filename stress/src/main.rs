@@ -109,6 +109,11 @@ struct RunOpts {
     /// Files grow up to this many blocks (default: the --shape one).
     #[arg(long)]
     max_blocks: Option<i64>,
+    /// Files each reader maps and reads, from `id mod files` on (0: all).
+    /// With few, a fault on one file leaves the readers of the others to
+    /// be measured inside fault windows.
+    #[arg(long, default_value_t = 1)]
+    files_per_reader: u32,
     /// Block size in bytes, a multiple of 4096 (default: the --shape one).
     #[arg(long)]
     blksize: Option<u64>,
@@ -233,6 +238,8 @@ enum Cmd {
         id: u64,
         hold_ms: u64,
         max_blocks: i64,
+        /// The files to read, comma-separated indices.
+        files: String,
     },
     /// (internal) A client that never acks.
     #[command(hide = true)]
@@ -257,14 +264,23 @@ fn main() {
             id,
             hold_ms,
             max_blocks,
-        }) => reader::run(reader::ReaderOpts {
-            mnt,
-            log,
-            seed,
-            id,
-            hold: Duration::from_millis(hold_ms),
-            max_blocks,
-        }),
+            files,
+        }) => files
+            .split(',')
+            .map(|f| f.parse::<usize>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("reader files {files:?}: {e}"))
+            .and_then(|files| {
+                reader::run(reader::ReaderOpts {
+                    mnt,
+                    log,
+                    seed,
+                    id,
+                    hold: Duration::from_millis(hold_ms),
+                    max_blocks,
+                    files,
+                })
+            }),
         Some(Cmd::Noack { mnt, oid, at }) => reader::noack(mnt, oid, at),
         Some(Cmd::Run) | None => run(cli.run).map(|ok| {
             if !ok {
@@ -533,6 +549,8 @@ fn mount_cache(mnt: &Path, oids: &[Oid]) -> u64 {
 
 struct Reader {
     id: u64,
+    /// The files it reads.
+    files: Vec<usize>,
     child: Child,
     stat: Arc<Mutex<Counters>>,
     /// SIGSTOPped by us at this time.
@@ -566,6 +584,8 @@ impl Drop for Reader {
 struct Noack {
     child: Child,
     since: Instant,
+    /// The file it watches.
+    file: usize,
 }
 
 impl Drop for Noack {
@@ -586,13 +606,29 @@ struct Spawner {
     log: PathBuf,
     seed: u64,
     max_blocks: i64,
+    /// Files in the database, and how many each reader reads (0: all).
+    nfiles: usize,
+    per_reader: usize,
     sh: Arc<Shared>,
     errlog: PathBuf,
 }
 
 impl Spawner {
+    /// The files reader `id` reads: `per_reader` of them from `id mod
+    /// nfiles` on.
+    fn files_of(&self, id: u64) -> Vec<usize> {
+        let n = self.nfiles.max(1);
+        let k = if self.per_reader == 0 {
+            n
+        } else {
+            self.per_reader.min(n)
+        };
+        (0..k).map(|j| (id as usize + j) % n).collect()
+    }
+
     /// Reader `id`, keeping each view for `hold`.
     fn spawn(&self, id: u64, hold: Duration) -> Result<Reader> {
+        let files = self.files_of(id);
         let err = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -608,6 +644,11 @@ impl Spawner {
                 id.to_string(),
                 hold.as_millis().to_string(),
                 self.max_blocks.to_string(),
+                files
+                    .iter()
+                    .map(|f| f.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
             ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -636,6 +677,7 @@ impl Spawner {
         }
         Ok(Reader {
             id,
+            files,
             child,
             stat,
             stopped: None,
@@ -916,6 +958,8 @@ fn run_in(o: RunOpts, sz: Sizes, dir: &Path) -> Result<Report> {
             log: log.clone(),
             seed,
             max_blocks: sz.max_blocks,
+            nfiles: sz.files as usize,
+            per_reader: o.files_per_reader as usize,
             sh: sh.clone(),
             errlog: errlog.clone(),
         },
@@ -1062,6 +1106,23 @@ impl Run {
             })
     }
 
+    /// Each live reader's reads, and whether an unresolved fault involves
+    /// it: its own, or one on a file it reads (see [`report::FaultRates`]).
+    fn readers_at(&self) -> Vec<report::ReaderAt> {
+        let mut faulted: Vec<usize> = self.noacks.iter().map(|n| n.file).collect();
+        for r in self.readers.iter().filter(|r| r.in_fault()) {
+            faulted.extend(&r.files);
+        }
+        self.readers
+            .iter()
+            .map(|r| report::ReaderAt {
+                id: r.id,
+                reads: r.stat.lock().unwrap_or_else(|p| p.into_inner()).reads,
+                involved: r.in_fault() || r.files.iter().any(|f| faulted.contains(f)),
+            })
+            .collect()
+    }
+
     /// Faults not resolved yet.
     fn active_faults(&self) -> usize {
         self.noacks.len() + self.readers.iter().filter(|r| r.in_fault()).count()
@@ -1150,7 +1211,8 @@ impl Run {
         }
         // rates, hang, progress
         let (reads, wrong) = self.totals();
-        self.rates.account(now, reads, self.active_faults());
+        let at = self.readers_at();
+        self.rates.account(now, &at, self.active_faults());
         if reads > self.last_reads.0 {
             self.last_reads = (reads, now);
         } else if self.last_reads.1.elapsed() > self.hang_limit {
@@ -1303,6 +1365,7 @@ impl Run {
                     self.noacks.push(Noack {
                         child: c,
                         since: Instant::now(),
+                        file: fi,
                     });
                     self.rep.faults_noack += 1;
                     self.rates.windows += 1;

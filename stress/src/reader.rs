@@ -41,19 +41,23 @@ pub(crate) struct ReaderOpts {
     pub(crate) hold: Duration,
     /// Map this many blocks of each file (files grow up to it).
     pub(crate) max_blocks: i64,
+    /// The files it reads (indices into the history's files); the harness
+    /// gives each reader few, so that a fault on one file leaves the
+    /// readers of the others measurable.
+    pub(crate) files: Vec<usize>,
 }
 
-/// A view: a Conn and every file mapped.
+/// A view: a Conn and the reader's files mapped (in `files` order).
 struct View {
     conn: Conn,
     maps: Vec<(FileH, Mapping)>,
 }
 
-fn open_view(wc: &WCFS, h: &History, at: Tid, max_blocks: i64) -> Result<View> {
+fn open_view(wc: &WCFS, h: &History, files: &[usize], at: Tid, max_blocks: i64) -> Result<View> {
     let conn = wc.connect(at)?;
     let mut maps = Vec::new();
-    for f in &h.files {
-        let fh = conn.open(f.oid)?;
+    for &fi in files {
+        let fh = conn.open(h.files[fi].oid)?;
         let m = fh.mmap(0, max_blocks)?;
         maps.push((fh, m));
     }
@@ -178,6 +182,13 @@ pub(crate) fn run(o: ReaderOpts) -> Result<()> {
     let wc = WCFS::open(&o.mnt)?;
     let mut h = History::default();
     h.refresh(&o.log)?;
+    anyhow::ensure!(
+        !o.files.is_empty() && o.files.iter().all(|&f| f < h.files.len()),
+        "reader {}: files {:?}: the database has {}",
+        o.id,
+        o.files,
+        h.files.len()
+    );
     let mut rng = mix(o.seed ^ mix(o.id + 1));
     let mut c = Counters::default();
     let mut out = std::io::stdout();
@@ -198,7 +209,7 @@ pub(crate) fn run(o: ReaderOpts) -> Result<()> {
                 std::thread::sleep(Duration::from_millis(10));
                 continue;
             };
-            match open_view(&wc, &h, at, o.max_blocks) {
+            match open_view(&wc, &h, &o.files, at, o.max_blocks) {
                 Ok(v) => {
                     view = Some(v);
                     view_since = Instant::now();
@@ -228,13 +239,14 @@ pub(crate) fn run(o: ReaderOpts) -> Result<()> {
         // a burst of reads of random blocks
         for _ in 0..16 {
             rng = mix(rng);
-            let fi = (rng % h.files.len() as u64) as usize;
+            let mi = (rng % o.files.len() as u64) as usize;
+            let fi = o.files[mi];
             let f = h.files[fi];
             let blk = ((rng >> 16) % o.max_blocks as u64) as i64;
             let bs = f.blksize as usize;
             buf.resize(bs, 0);
             let t0 = Instant::now();
-            if let Err(e) = v.maps[fi].1.read_at(blk as usize * bs, &mut buf) {
+            if let Err(e) = v.maps[mi].1.read_at(blk as usize * bs, &mut buf) {
                 eprintln!("reader {}: read: {e}", o.id);
                 break;
             }

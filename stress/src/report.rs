@@ -1,17 +1,22 @@
 //! What a run found: the counters of the final report (text or JSON), and
 //! the read rates inside and outside fault windows.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-/// Verified reads per second inside fault windows and outside them.
+/// Verified reads per second and reader inside fault windows and outside
+/// them.
 ///
 /// A fault window lasts from a fault's start until it is resolved: a
 /// never-acking client killed (or dropped by an epoch), a stopped reader
-/// continued or killed, a killed reader reaped. A server that keeps other
-/// clients going while one is faulty reads about as fast inside windows
-/// as outside (less the stopped reader's own share); one that lets a
-/// faulty client stall everybody's READs collapses inside them.
+/// continued or killed, a killed reader reaped. Inside a window only the
+/// readers the fault cannot legitimately hold up are counted: those whose
+/// files no unresolved fault involves (a never-acking client's file, a
+/// faulty reader's files: their READs may rightly wait for its pin). A
+/// server that keeps other clients going while one is faulty reads about
+/// as fast per reader inside windows as outside; one that lets a faulty
+/// client stall everybody's READs collapses inside them.
 ///
 /// Time is cut at the harness's polls (every 100 ms) and each slice goes,
 /// with the reads that completed in it, to one side: inside if some fault
@@ -22,12 +27,27 @@ use std::time::{Duration, Instant};
 pub(crate) struct FaultRates {
     /// Faults started (each opens a window; windows may overlap).
     pub(crate) windows: u64,
+    /// Wall time inside and outside windows.
     pub(crate) in_time: Duration,
-    pub(crate) in_reads: u64,
     pub(crate) out_time: Duration,
+    /// Reads of the counted readers, and their reader-time (seconds
+    /// times readers counted), on each side.
+    pub(crate) in_reads: u64,
+    pub(crate) in_reader_s: f64,
     pub(crate) out_reads: u64,
-    /// (poll time, total reads then) of the previous poll.
-    last: Option<(Instant, u64)>,
+    pub(crate) out_reader_s: f64,
+    /// The previous poll's time, and each reader's total reads then.
+    last: Option<Instant>,
+    last_reads: HashMap<u64, u64>,
+}
+
+/// One reader at a poll: its id, its total verified reads, and whether an
+/// unresolved fault involves it (its own, or one on a file it reads).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReaderAt {
+    pub(crate) id: u64,
+    pub(crate) reads: u64,
+    pub(crate) involved: bool,
 }
 
 /// The least of each side for the rates to be judged.
@@ -39,41 +59,61 @@ impl FaultRates {
         FaultRates {
             windows: 0,
             in_time: Duration::ZERO,
-            in_reads: 0,
             out_time: Duration::ZERO,
+            in_reads: 0,
+            in_reader_s: 0.0,
             out_reads: 0,
+            out_reader_s: 0.0,
             last: None,
+            last_reads: HashMap::new(),
         }
     }
 
-    /// A poll at `now`: `reads` verified so far, `active` faults unresolved.
-    pub(crate) fn account(&mut self, now: Instant, reads: u64, active: usize) {
-        if let Some((t, r)) = self.last {
-            let (dt, dr) = (now - t, reads.saturating_sub(r));
+    /// A poll at `now`: the live readers, `active` faults unresolved.
+    /// A reader first seen here is counted from the next poll on.
+    pub(crate) fn account(&mut self, now: Instant, readers: &[ReaderAt], active: usize) {
+        if let Some(t) = self.last {
+            let dt = now - t;
             if active > 0 {
                 self.in_time += dt;
-                self.in_reads += dr;
             } else {
                 self.out_time += dt;
-                self.out_reads += dr;
+            }
+            for r in readers {
+                let Some(&r0) = self.last_reads.get(&r.id) else {
+                    continue;
+                };
+                let dr = r.reads.saturating_sub(r0);
+                if active == 0 {
+                    self.out_reads += dr;
+                    self.out_reader_s += dt.as_secs_f64();
+                } else if !r.involved {
+                    self.in_reads += dr;
+                    self.in_reader_s += dt.as_secs_f64();
+                }
             }
         }
-        self.last = Some((now, reads));
+        self.last = Some(now);
+        self.last_reads = readers.iter().map(|r| (r.id, r.reads)).collect();
     }
 
+    /// Reads per second and counted reader, inside windows.
     pub(crate) fn in_rate(&self) -> f64 {
-        rate(self.in_reads, self.in_time)
+        rate(self.in_reads, self.in_reader_s)
     }
 
+    /// Reads per second and reader, outside windows.
     pub(crate) fn out_rate(&self) -> f64 {
-        rate(self.out_reads, self.out_time)
+        rate(self.out_reads, self.out_reader_s)
     }
 
-    /// Whether there is enough on both sides to compare.
+    /// Whether there is enough on both sides to compare (inside: some
+    /// reader not involved in the faults was counted).
     pub(crate) fn judgeable(&self) -> bool {
         self.windows >= MIN_WINDOWS
             && self.in_time >= MIN_SIDE_TIME
             && self.out_time >= MIN_SIDE_TIME
+            && self.in_reader_s >= MIN_SIDE_TIME.as_secs_f64()
     }
 
     /// The problem, if the rate inside windows is below `min_ratio` of the
@@ -85,8 +125,9 @@ impl FaultRates {
         let (i, o) = (self.in_rate(), self.out_rate());
         (i < min_ratio * o).then(|| {
             format!(
-                "verified reads collapse inside fault windows: {i:.0}/s ({:.1} s in {} windows) \
-                 against {o:.0}/s outside ({:.1} s); the limit is {min_ratio} x (--min-fault-rate-ratio)",
+                "verified reads collapse inside fault windows: {i:.0}/s per reader not involved \
+                 ({:.1} s in {} windows) against {o:.0}/s per reader outside ({:.1} s); the limit is \
+                 {min_ratio} x (--min-fault-rate-ratio)",
                 self.in_time.as_secs_f64(),
                 self.windows,
                 self.out_time.as_secs_f64()
@@ -97,7 +138,7 @@ impl FaultRates {
     /// For progress lines.
     pub(crate) fn short(&self) -> String {
         format!(
-            "r/s in faults {:.0} ({:.0} s) outside {:.0} ({:.0} s)",
+            "r/s/reader in faults {:.0} ({:.0} s) outside {:.0} ({:.0} s)",
             self.in_rate(),
             self.in_time.as_secs_f64(),
             self.out_rate(),
@@ -106,11 +147,11 @@ impl FaultRates {
     }
 }
 
-fn rate(n: u64, t: Duration) -> f64 {
-    if t.is_zero() {
+fn rate(n: u64, reader_s: f64) -> f64 {
+    if reader_s <= 0.0 {
         0.0
     } else {
-        n as f64 / t.as_secs_f64()
+        n as f64 / reader_s
     }
 }
 
@@ -262,7 +303,7 @@ pub(crate) fn print(r: &Report, json: bool) {
     };
     let _ = writeln!(
         out,
-        "  reads/s in faults   {:.0} ({:.1} s, {} windows) vs {:.0} outside ({:.1} s); {judged}",
+        "  reads/s per reader  {:.0} in faults (readers not involved; {:.1} s, {} windows) vs {:.0} outside ({:.1} s); {judged}",
         rates.in_rate(),
         rates.in_time.as_secs_f64(),
         rates.windows,
@@ -328,17 +369,30 @@ mod tests {
     fn fault_rates_split_time_and_reads() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
+        let at = |id, reads, involved| ReaderAt {
+            id,
+            reads,
+            involved,
+        };
         let mut f = FaultRates::new();
-        f.account(t0, 0, 0);
-        f.account(t0 + 10 * s, 1000, 0); // outside: 100/s
-        f.account(t0 + 16 * s, 1060, 1); // inside: 10/s
-        assert_eq!(f.out_reads, 1000);
+        f.account(t0, &[at(1, 0, false), at(2, 0, false)], 0);
+        // outside: 2 readers x 10 s, 100/s each
+        f.account(t0 + 10 * s, &[at(1, 1000, false), at(2, 1000, false)], 0);
+        // inside: reader 2 is involved (it may rightly stall): not counted;
+        // reader 1 reads 10/s
+        f.account(t0 + 16 * s, &[at(1, 1060, false), at(2, 1000, true)], 1);
+        assert_eq!(f.out_reads, 2000);
         assert_eq!(f.in_reads, 60);
+        assert_eq!(f.out_rate(), 100.0);
+        assert_eq!(f.in_rate(), 10.0);
         assert!(f.problem(0.1).is_none(), "one window is not enough");
         f.windows = 2;
         assert!(f.problem(0.1).is_none(), "10/s is 0.1 x 100/s");
-        f.account(t0 + 17 * s, 1061, 1);
+        f.account(t0 + 17 * s, &[at(1, 1061, false), at(2, 1000, true)], 1);
         assert!(f.problem(0.1).is_some());
         assert!(f.problem(0.0).is_none(), "0 disables the check");
+        // a new reader counts from its second poll
+        f.account(t0 + 18 * s, &[at(1, 1061, false), at(3, 500, false)], 1);
+        assert_eq!(f.in_reads, 61);
     }
 }

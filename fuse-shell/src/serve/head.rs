@@ -340,6 +340,23 @@ impl Wcfs {
             })
             .map(|(_, hf)| (hf.ino, hf.size))
             .collect();
+        // A file that grew: its new size goes into the kernel *before* the
+        // view showing it is published, so that getattr never tells more
+        // than the inode has. (A getattr in flight across an invalidation
+        // has its attributes ignored by the kernel, a stale attr_version,
+        // and yet returns them to the caller: fstat could show the new size
+        // while the inode keeps the old one, and a client mapping that far
+        // died of SIGBUS past the inode's end: wcfs-stress, stress/findings.)
+        // A NOTIFY_STORE of no bytes at the new end sets the inode's size
+        // and locks no page. A READ meanwhile still sees the old view; it
+        // is never short (`read_for` pads with zeros), since a short READ
+        // would make the kernel cut the size again, and whatever it puts
+        // past the old size is dropped by this commit's invalidation.
+        if let Some(push) = self.size_push.get() {
+            for (ino, size) in grown {
+                push(ino, size);
+            }
+        }
         self.publish_view(|v| {
             let mut files = (*v.files).clone();
             for (foid, hf) in refreshed {
@@ -350,22 +367,6 @@ impl Wcfs {
                 files: Arc::new(files),
             }
         });
-        // A file that grew: its new size goes into the kernel right after
-        // the view showing it is published (not before: a READ between the
-        // two would get the old, shorter view, and a short READ makes the
-        // kernel cut the inode's size). A getattr in flight across an
-        // invalidation has its attributes ignored by the kernel (a stale
-        // attr_version) and yet returns them to the caller: fstat could
-        // show the new size while the inode keeps the old one, and a client
-        // mapping that far dies of SIGBUS past the inode's end (found by
-        // wcfs-stress; not proven closed, stress/findings). A NOTIFY_STORE
-        // of no bytes at the new end sets the inode's size (and locks no
-        // page).
-        if let Some(push) = self.size_push.get() {
-            for (ino, size) in grown {
-                push(ino, size);
-            }
-        }
         if lock(&self.revs.last_trim).elapsed() >= TRIM_EVERY {
             inval.extend(self.trim_revs());
         }

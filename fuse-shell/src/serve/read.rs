@@ -174,6 +174,17 @@ impl Wcfs {
                         return reply(Err(FsError::NoEnt));
                     };
                     match self.read_head(&zf, size, at, off, len, requester, g) {
+                        // Never short: the kernel takes a short READ for the
+                        // end of the file and cuts the inode's size, which
+                        // may already be this commit's larger one (pushed
+                        // before the view is published, see
+                        // `handle_commit`). Past our size the file reads as
+                        // zeros, as a bigfile does.
+                        Ok(Some(b)) if b.len() < len as usize => {
+                            let mut v = b.to_vec();
+                            v.resize(len as usize, 0);
+                            return reply(Ok(&v));
+                        }
                         Ok(Some(b)) => return reply(Ok(&b)),
                         Ok(None) => continue, // ΔFtail moved past `at`: again at the new head
                         Err(e) => return reply(Err(e)),
