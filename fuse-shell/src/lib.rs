@@ -11,6 +11,12 @@
 mod cli;
 mod lifecycle;
 mod mountpoint;
+/// The server. Public only with the `testing` feature (this package's own
+/// tests: the filesystem without a mount, `tests/no_mount.rs`).
+#[cfg(feature = "testing")]
+#[doc(hidden)]
+pub mod serve;
+#[cfg(not(feature = "testing"))]
 mod serve;
 mod tools;
 

@@ -75,14 +75,14 @@ use std::time::{Duration, Instant};
 use zodb::{Oid, Tid};
 
 /// How long a lane waits for an early pin's answer.
-pub(crate) const EARLY_WAIT: Duration = Duration::from_secs(1);
+pub const EARLY_WAIT: Duration = Duration::from_secs(1);
 
 impl Wcfs {
     /// Commit `head` changed `blks` of file `foid`: queue the early pins of
     /// every early-pins watch of the file whose view is older, and return
     /// them (for the file's lane to wait for). Called with `ft_rw` held for
     /// reading, ΔFtail at `head`.
-    pub(crate) fn pin_early(&self, foid: Oid, head: Tid, blks: &[i64]) -> Vec<PinJob> {
+    pub fn pin_early(&self, foid: Oid, head: Tid, blks: &[i64]) -> Vec<PinJob> {
         let ws: Vec<Arc<Watch>> = match self
             .iso
             .watchers
@@ -129,14 +129,14 @@ impl Wcfs {
 }
 
 /// The early pins of one commit and file: its lane's [`Gate`].
-pub(crate) struct EarlyPins {
+pub struct EarlyPins {
     fs: Arc<Wcfs>,
     /// Taken by the first wait.
     jobs: Mutex<Option<Vec<PinJob>>>,
 }
 
 impl EarlyPins {
-    pub(crate) fn new(fs: Arc<Wcfs>, jobs: Vec<PinJob>) -> Arc<EarlyPins> {
+    pub fn new(fs: Arc<Wcfs>, jobs: Vec<PinJob>) -> Arc<EarlyPins> {
         Arc::new(EarlyPins {
             fs,
             jobs: Mutex::new(Some(jobs)),

@@ -6,7 +6,7 @@ use zodb::Oid;
 
 /// What a filesystem operation can fail with.
 #[derive(Debug)]
-pub(crate) enum FsError {
+pub enum FsError {
     /// Bad input from the user (a name that is not `@<tid>` or an oid, an
     /// object that is not a ZBigFile): EINVAL and a warning.
     Inval(String),
@@ -39,7 +39,7 @@ impl fmt::Display for FsError {
 
 impl FsError {
     /// The errno to reply with; logs what the policy says to log.
-    pub(crate) fn errno(&self) -> fuser::Errno {
+    pub fn errno(&self) -> fuser::Errno {
         match self {
             FsError::Inval(_) => {
                 tracing::warn!("{self}");
@@ -69,7 +69,7 @@ impl FsError {
 /// An error while loading the object that a lookup in `bigfile/` names:
 /// a missing object, one without data or of another class is bad input
 /// (EINVAL, as in wcfs); anything else (corruption, I/O) is EIO.
-pub(crate) fn lookup_error(oid: Oid, e: zodb::Error) -> FsError {
+pub fn lookup_error(oid: Oid, e: zodb::Error) -> FsError {
     use zodb::Error as E;
     match e {
         E::NoSuchObject { .. } | E::NotYet { .. } | E::Deleted { .. } | E::WrongClass { .. } => {

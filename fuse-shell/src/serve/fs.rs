@@ -21,61 +21,61 @@ use zodb::{Oid, Storage};
 /// One kernel cache invalidation that a commit asks for: `off < 0` means
 /// attributes only, `len <= 0` up to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Inval {
-    pub(crate) ino: u64,
-    pub(crate) off: i64,
-    pub(crate) len: i64,
+pub struct Inval {
+    pub ino: u64,
+    pub off: i64,
+    pub len: i64,
 }
 
 /// See `Wcfs::setup_hook`.
-#[cfg(test)]
+#[cfg(any(test, feature = "testing"))]
 type SetupHook = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Pushes a head/ file's new size (inode, bytes) into the kernel.
-pub(crate) type SizePush = Box<dyn Fn(u64, u64) + Send + Sync>;
+pub type SizePush = Box<dyn Fn(u64, u64) + Send + Sync>;
 
 /// The filesystem. See the [module docs](super) for the locks.
-pub(crate) struct Wcfs {
-    pub(crate) zurl: String,
-    pub(crate) pintimeout: f64,
-    pub(crate) stor: Arc<dyn Storage>,
-    pub(crate) ft: DeltaFTail,
+pub struct Wcfs {
+    pub zurl: String,
+    pub pintimeout: f64,
+    pub stor: Arc<dyn Storage>,
+    pub ft: DeltaFTail,
     /// ΔFtail's contract, one writer or many readers (engine-semantics
     /// §7): the commit thread holds it for writing around `apply_update`
     /// (an Update prepared beside the readers), `ForgetPast` and `reset`
     /// only, all in memory; Track and the queries (READs, lookups, watch
     /// setups) hold it for reading while they track and decide their pins,
     /// never while they load blocks or wait for a client. Outermost lock.
-    pub(crate) ft_rw: RwLock<()>,
+    pub ft_rw: RwLock<()>,
     /// The inode table.
-    pub(crate) nodes: NodeTable,
+    pub nodes: NodeTable,
     /// The head view and head/at.
-    pub(crate) head: Head,
+    pub head: Head,
     /// Loaded blocks.
-    pub(crate) blocks: BlockCache,
+    pub blocks: BlockCache,
     /// `@<rev>/` files.
-    pub(crate) revs: Revs,
+    pub revs: Revs,
     /// Links and watches.
-    pub(crate) iso: Isolation,
-    pub(crate) stats: Stats,
+    pub iso: Isolation,
+    pub stats: Stats,
     /// Where a head/ file's new, larger size is pushed into the kernel
     /// right after the view showing it is published (the mount's notifier;
     /// unset without a mount). See `Wcfs::handle_commit`.
-    pub(crate) size_push: std::sync::OnceLock<SizePush>,
+    pub size_push: std::sync::OnceLock<SizePush>,
     /// Tests: run at the named point (in a watch setup, `register`: before
     /// it registers its at; `unpin`: before it decides which pins to undo;
     /// in a READ, `read-pin`: before it queues the pins it decided), to put
     /// another operation there. Taken out while it runs (a hook that
     /// READs does not run again inside), put back unless replaced.
-    #[cfg(test)]
-    pub(crate) setup_hook: Mutex<Option<SetupHook>>,
+    #[cfg(any(test, feature = "testing"))]
+    pub setup_hook: Mutex<Option<SetupHook>>,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub(crate) fn db_err(oid: Oid, what: impl Into<String>, err: impl Into<anyhow::Error>) -> FsError {
+pub fn db_err(oid: Oid, what: impl Into<String>, err: impl Into<anyhow::Error>) -> FsError {
     FsError::Db {
         what: what.into(),
         oid,
@@ -85,11 +85,7 @@ pub(crate) fn db_err(oid: Oid, what: impl Into<String>, err: impl Into<anyhow::E
 
 impl Wcfs {
     /// A filesystem over `stor`, with head/ at the storage's current head.
-    pub(crate) fn new(
-        zurl: String,
-        stor: Arc<dyn Storage>,
-        pintimeout: f64,
-    ) -> anyhow::Result<Wcfs> {
+    pub fn new(zurl: String, stor: Arc<dyn Storage>, pintimeout: f64) -> anyhow::Result<Wcfs> {
         let at0 = stor.last_tid()?;
         Ok(Wcfs {
             zurl,
@@ -104,7 +100,7 @@ impl Wcfs {
             iso: Isolation::default(),
             stats: Stats::default(),
             size_push: std::sync::OnceLock::new(),
-            #[cfg(test)]
+            #[cfg(any(test, feature = "testing"))]
             setup_hook: Mutex::new(None),
         })
     }
@@ -112,8 +108,8 @@ impl Wcfs {
 
 impl Wcfs {
     /// Tests: run the hook at `point`.
-    #[cfg(test)]
-    pub(crate) fn hook(&self, point: &str) {
+    #[cfg(any(test, feature = "testing"))]
+    pub fn hook(&self, point: &str) {
         let h = lock(&self.setup_hook).take();
         if let Some(h) = h {
             h(point);
@@ -125,12 +121,12 @@ impl Wcfs {
     }
 
     /// ΔFtail for reading (Track and queries).
-    pub(crate) fn ft_read(&self) -> RwLockReadGuard<'_, ()> {
+    pub fn ft_read(&self) -> RwLockReadGuard<'_, ()> {
         self.ft_rw.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Look `name` up in directory `parent`.
-    pub(crate) fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
+    pub fn lookup(&self, parent: u64, name: &str) -> Result<Attr, FsError> {
         let Some(pnode) = self.nodes.get(parent) else {
             return Err(FsError::NoEnt);
         };
@@ -160,13 +156,13 @@ impl Wcfs {
         self.getattr(ino)
     }
 
-    pub(crate) fn parse_oid(dir: &str, name: &str) -> Result<Oid, FsError> {
+    pub fn parse_oid(dir: &str, name: &str) -> Result<Oid, FsError> {
         name.parse()
             .map_err(|_| FsError::Inval(format!("{dir}/{name}: not oid")))
     }
 
     /// The attributes of `ino`.
-    pub(crate) fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
+    pub fn getattr(&self, ino: u64) -> Result<Attr, FsError> {
         let node = self.nodes.get(ino).ok_or(FsError::NoEnt)?;
         let head_at = self.head_at();
         let dir = |mtime, volatile| Attr {
@@ -215,13 +211,13 @@ impl Wcfs {
         })
     }
 
-    pub(crate) fn pintimeout_text(&self) -> String {
+    pub fn pintimeout_text(&self) -> String {
         format!("{:.1}", self.pintimeout)
     }
 
     /// The entries of directory `ino` (beyond `.` and `..`): the fixed
     /// ones, and in `bigfile/` and `/` those looked up so far.
-    pub(crate) fn readdir(&self, ino: u64) -> Result<Vec<(u64, Kind, String)>, FsError> {
+    pub fn readdir(&self, ino: u64) -> Result<Vec<(u64, Kind, String)>, FsError> {
         let node = self.nodes.get(ino).ok_or(FsError::NoEnt)?;
         match node {
             Node::Root
@@ -235,7 +231,7 @@ impl Wcfs {
         Ok(self.nodes.entries(ino))
     }
     /// Check that `ino` can be opened, and how.
-    pub(crate) fn open(&self, ino: u64) -> Result<OpenMode, FsError> {
+    pub fn open(&self, ino: u64) -> Result<OpenMode, FsError> {
         match self.nodes.get(ino).ok_or(FsError::NoEnt)? {
             Node::HeadAt | Node::Stats => Ok(OpenMode::DirectIo),
             Node::HeadWatch => Ok(OpenMode::Stream),
@@ -255,7 +251,7 @@ impl Wcfs {
         }
     }
 
-    pub(crate) fn stats_text(&self) -> String {
+    pub fn stats_text(&self) -> String {
         let (mut watches, mut pinned) = (0, 0);
         for ws in self
             .iso
@@ -280,7 +276,3 @@ impl Wcfs {
         })
     }
 }
-
-#[cfg(test)]
-#[path = "fs_tests.rs"]
-mod tests;

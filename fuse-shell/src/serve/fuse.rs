@@ -31,19 +31,19 @@ const MAX_BACKGROUND: u16 = 512;
 const TTL_ENTRY: Duration = Duration::from_secs(1);
 
 /// The `fuser::Filesystem` of wcfs.
-pub(crate) struct Fuse {
-    pub(crate) fs: Arc<Wcfs>,
-    pub(crate) pool: super::pool::Pool,
+pub struct Fuse {
+    pub fs: Arc<Wcfs>,
+    pub pool: super::pool::Pool,
     /// Seconds since the epoch of the last request (for `--autoexit`).
-    pub(crate) last_use: Arc<AtomicU64>,
+    pub last_use: Arc<AtomicU64>,
     /// Files open now (opens minus releases; an mmap keeps its file open).
-    pub(crate) open_files: Arc<AtomicU64>,
+    pub open_files: Arc<AtomicU64>,
     uid: u32,
     gid: u32,
 }
 
 impl Fuse {
-    pub(crate) fn new(
+    pub fn new(
         fs: Arc<Wcfs>,
         pool: super::pool::Pool,
         last_use: Arc<AtomicU64>,

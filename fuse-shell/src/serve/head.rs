@@ -20,55 +20,55 @@ use zodb::zbigfile::ZBigFile;
 use zodb::{Oid, Storage, Tid};
 
 /// How far behind head ΔFtail keeps history.
-pub(crate) const HISTORY_WINDOW: Duration = Duration::from_secs(60);
+pub const HISTORY_WINDOW: Duration = Duration::from_secs(60);
 
 /// What processing a commit leaves to its caller.
-pub(crate) struct Commit {
+pub struct Commit {
     /// The kernel cache invalidations to send.
-    pub(crate) inval: Vec<Inval>,
+    pub inval: Vec<Inval>,
     /// Per inode, the early pins its invalidations must wait for.
-    pub(crate) early: Vec<(u64, Vec<PinJob>)>,
+    pub early: Vec<(u64, Vec<PinJob>)>,
 }
 
 /// A file of `head/bigfile/` as of the head view.
 #[derive(Debug, Clone)]
-pub(crate) struct HeadFile {
-    pub(crate) ino: u64,
+pub struct HeadFile {
+    pub ino: u64,
     /// `None` once the object stopped being a ZBigFile.
-    pub(crate) zfile: Option<ZBigFile>,
-    pub(crate) size: u64,
+    pub zfile: Option<ZBigFile>,
+    pub size: u64,
     /// The last revision known to have touched it (mtime).
-    pub(crate) rev: Tid,
+    pub rev: Tid,
 }
 
 /// The head view: the database state head/ files are served at and the
 /// files as of it. Immutable: each processed commit publishes a new one
 /// ([`Wcfs::head`]); lookups publish one with a file added.
 #[derive(Debug, Clone)]
-pub(crate) struct HeadView {
-    pub(crate) at: Tid,
+pub struct HeadView {
+    pub at: Tid,
     /// head/ files looked up so far: oid -> its state at `at`.
-    pub(crate) files: Arc<HashMap<Oid, HeadFile>>,
+    pub files: Arc<HashMap<Oid, HeadFile>>,
 }
 
 /// The head's state.
-pub(crate) struct Head {
+pub struct Head {
     /// The head view, an RCU snapshot: READs, getattr, open and lookups
     /// load it without any lock. Published by the commit thread after
     /// ΔFtail's update and the files' refresh; updated by lookups (a file
     /// added) only while ΔFtail is at the view's `at`.
-    pub(crate) view: RcuCell<HeadView>,
+    pub view: RcuCell<HeadView>,
     /// Notified whenever a new head view is published, for READs and
     /// lookups that found ΔFtail ahead of the view they loaded.
-    pub(crate) view_cv: (Mutex<()>, Condvar),
+    pub view_cv: (Mutex<()>, Condvar),
     /// head/at as clients see it: set after the commit's invalidations are
     /// done (Release), read by `head/at` readers (Acquire).
-    pub(crate) at: AtomicU64,
+    pub at: AtomicU64,
 }
 
 impl Head {
     /// The head at `at0`, no file known.
-    pub(crate) fn new(at0: Tid) -> Head {
+    pub fn new(at0: Tid) -> Head {
         Head {
             view: RcuCell::new(HeadView {
                 at: at0,
@@ -80,19 +80,19 @@ impl Head {
     }
 }
 
-pub(crate) fn tid_time(t: Tid) -> SystemTime {
+pub fn tid_time(t: Tid) -> SystemTime {
     t.to_time().unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
 impl Wcfs {
     /// head/at as clients see it.
-    pub(crate) fn head_at(&self) -> Tid {
+    pub fn head_at(&self) -> Tid {
         Tid(self.head.at.load(Ordering::Acquire))
     }
 
     /// Wait until the head view is no longer at `at` (a commit moved
     /// ΔFtail past it and is about to publish the next view).
-    pub(crate) fn wait_view_past(&self, at: Tid) {
+    pub fn wait_view_past(&self, at: Tid) {
         let mut g = lock(&self.head.view_cv.0);
         while self.head.view.with(|v| v.at) == at {
             g = self
@@ -106,13 +106,13 @@ impl Wcfs {
     }
 
     /// Publish head view `v` and wake those waiting for it.
-    pub(crate) fn publish_view(&self, f: impl FnOnce(&HeadView) -> HeadView) {
+    pub fn publish_view(&self, f: impl FnOnce(&HeadView) -> HeadView) {
         self.head.view.update(f);
         let _g = lock(&self.head.view_cv.0);
         self.head.view_cv.1.notify_all();
     }
 
-    pub(crate) fn lookup_head_file(&self, name: &str) -> Result<Attr, FsError> {
+    pub fn lookup_head_file(&self, name: &str) -> Result<Attr, FsError> {
         let oid = Self::parse_oid("head/bigfile", name)?;
         loop {
             if let Some(a) = self.known_head_file(oid)? {
@@ -171,7 +171,7 @@ impl Wcfs {
 
     /// The attributes of head/ file `oid` if it was looked up before
     /// (EINVAL if it is no ZBigFile any more). Takes no lock.
-    pub(crate) fn known_head_file(&self, oid: Oid) -> Result<Option<Attr>, FsError> {
+    pub fn known_head_file(&self, oid: Oid) -> Result<Option<Attr>, FsError> {
         self.head.view.with(|v| {
             let Some(hf) = v.files.get(&oid) else {
                 return Ok(None);
@@ -188,7 +188,7 @@ impl Wcfs {
 
     /// Whether a lookup of `name` in `parent` may do storage I/O (a head/
     /// file not looked up before: it is loaded at head).
-    pub(crate) fn lookup_may_block(&self, parent: u64, name: &str) -> bool {
+    pub fn lookup_may_block(&self, parent: u64, name: &str) -> bool {
         parent == HEAD_BIGFILE
             && name
                 .parse::<Oid>()
@@ -199,7 +199,7 @@ impl Wcfs {
     /// blocks added past the end (the file's size) even when no block near
     /// the end was read. Called by the commit thread (ΔFtail's only writer,
     /// so no writer runs meanwhile).
-    pub(crate) fn track_size(&self, zf: &ZBigFile, at: Tid) -> Result<(), FsError> {
+    pub fn track_size(&self, zf: &ZBigFile, at: Tid) -> Result<(), FsError> {
         let l = btree::lookup(&*self.stor, Family::LO, zf.blktab, i64::MAX, at)
             .map_err(|e| db_err(zf.oid, format!("@{at}: blktab lookup of the last block"), e))?;
         self.ft
@@ -207,7 +207,7 @@ impl Wcfs {
             .map_err(|e| db_err(zf.oid, "track", e))
     }
 
-    pub(crate) fn head_file_attr(&self, hf: &HeadFile) -> Attr {
+    pub fn head_file_attr(&self, hf: &HeadFile) -> Attr {
         Attr {
             ino: hf.ino,
             kind: Kind::File,
@@ -228,7 +228,7 @@ impl Wcfs {
     /// invalidations to send and the early pins queued for them
     /// ([`super::early`]): the caller sends each file's invalidations once
     /// its early pins are answered, then calls [`publish`](Self::publish).
-    pub(crate) fn handle_commit(&self, tid: Tid, oids: &[Oid]) -> anyhow::Result<Commit> {
+    pub fn handle_commit(&self, tid: Tid, oids: &[Oid]) -> anyhow::Result<Commit> {
         // ΔFtail's storage reads, beside READs and setups (they keep seeing
         // the old head; Tracks they make meanwhile are logged)
         let prepared = self.ft.prepare_update(tid, oids)?;
@@ -379,7 +379,7 @@ impl Wcfs {
 
     /// Head file `foid` changed as a whole at `tid`: load it (and its size)
     /// again and track its size path, or mark it gone.
-    pub(crate) fn reload_head_file(&self, foid: Oid, hf: &mut HeadFile, tid: Tid) {
+    pub fn reload_head_file(&self, foid: Oid, hf: &mut HeadFile, tid: Tid) {
         let re = ZBigFile::load(&*self.stor, foid, tid).and_then(|zf| {
             let size = zf.size(&*self.stor, tid)?;
             Ok((zf, size))
@@ -409,7 +409,7 @@ impl Wcfs {
     /// changes nobody knows; the clients did nothing wrong, so nobody is
     /// killed). Returns the invalidations to send; the caller then
     /// publishes `head`.
-    pub(crate) fn handle_unknown(&self, head: Tid, why: &str) -> Vec<Inval> {
+    pub fn handle_unknown(&self, head: Tid, why: &str) -> Vec<Inval> {
         let links: Vec<Arc<WatchLink>> = self
             .iso
             .watchers
@@ -460,13 +460,13 @@ impl Wcfs {
     }
 
     /// Show `tid` in head/at (after its invalidations were sent).
-    pub(crate) fn publish(&self, tid: Tid) {
+    pub fn publish(&self, tid: Tid) {
         self.head.at.store(tid.0, Ordering::Release);
         self.wake_setups();
     }
 
     /// The storage served.
-    pub(crate) fn storage(&self) -> &Arc<dyn Storage> {
+    pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.stor
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 /// then 8 buckets per power of two (≤ 12.5 % wide). Counters only:
 /// `Relaxed` (a quantile read while others record is approximate).
 #[derive(Debug)]
-pub(crate) struct LatencyHist {
+pub struct LatencyHist {
     buckets: Vec<AtomicU64>,
 }
 
@@ -40,13 +40,13 @@ impl LatencyHist {
         ((8 + sub + 1) << (e - 3)) - 1
     }
 
-    pub(crate) fn record(&self, d: Duration) {
+    pub fn record(&self, d: Duration) {
         let us = d.as_micros().min(u64::MAX as u128) as u64;
         self.buckets[Self::index(us)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The `q`-quantile (0..1) in µs (a bucket's upper bound), 0 if empty.
-    pub(crate) fn quantile(&self, q: f64) -> u64 {
+    pub fn quantile(&self, q: f64) -> u64 {
         let counts: Vec<u64> = self
             .buckets
             .iter()

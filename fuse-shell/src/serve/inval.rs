@@ -36,21 +36,21 @@ use std::time::{Duration, Instant};
 use zodb::Tid;
 
 /// Where invalidations go (the FUSE notifier; a recorder in tests).
-pub(crate) trait Sink: Send + Sync + 'static {
+pub trait Sink: Send + Sync + 'static {
     /// Send one invalidation; blocks while the kernel waits for pages.
     fn inval(&self, i: &Inval);
 }
 
 /// What must happen before a lane sends a commit's invalidations of its
 /// file; waited for with no lock held.
-pub(crate) trait Gate: Send + Sync {
+pub trait Gate: Send + Sync {
     /// Return once the invalidations may go (may block; called once).
     fn wait(&self);
 }
 
 /// Called with each new head/at, in order, and how long after its
 /// submission.
-pub(crate) type Publish = Box<dyn Fn(Tid, Duration) + Send + Sync>;
+pub type Publish = Box<dyn Fn(Tid, Duration) + Send + Sync>;
 
 /// One item of a lane.
 enum Work {
@@ -75,7 +75,7 @@ struct State {
 }
 
 /// The lanes; see the [module docs](self).
-pub(crate) struct Invalidator {
+pub struct Invalidator {
     sink: Arc<dyn Sink>,
     publish: Publish,
     st: Mutex<State>,
@@ -86,7 +86,7 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl Invalidator {
-    pub(crate) fn new(sink: Arc<dyn Sink>, publish: Publish) -> Arc<Invalidator> {
+    pub fn new(sink: Arc<dyn Sink>, publish: Publish) -> Arc<Invalidator> {
         Arc::new(Invalidator {
             sink,
             publish,
@@ -98,7 +98,7 @@ impl Invalidator {
     /// each inode's after that inode's `gates`; head/at reaches `tid` once
     /// they and those of every earlier commit are done. Never blocks on the
     /// kernel or a gate.
-    pub(crate) fn submit(
+    pub fn submit(
         self: &Arc<Self>,
         tid: Tid,
         invals: Vec<Inval>,
@@ -193,8 +193,8 @@ impl Invalidator {
     }
 
     /// Commits whose invalidations are not all done (for tests).
-    #[cfg(test)]
-    pub(crate) fn pending(&self) -> usize {
+    #[cfg(any(test, feature = "testing"))]
+    pub fn pending(&self) -> usize {
         lock(&self.st).order.len()
     }
 }

@@ -17,43 +17,43 @@ use zodb::zbigfile::{Block, ZBigFile};
 use zodb::{Oid, Tid};
 
 /// A watch: one link's view of one head/ file as of `at` (spec §5).
-pub(crate) struct Watch {
-    pub(crate) link: Weak<WatchLink>,
-    pub(crate) foid: Oid,
+pub struct Watch {
+    pub link: Weak<WatchLink>,
+    pub foid: Oid,
     /// The view and the pins sent for it. Held only to read or change
     /// them and to queue pins (which never blocks): never across an
     /// engine query, storage I/O or a wait for the client.
-    pub(crate) st: Mutex<WatchState>,
+    pub st: Mutex<WatchState>,
 }
 
 /// What [`Watch::st`] guards.
-pub(crate) struct WatchState {
+pub struct WatchState {
     /// The view (`Watch.at`). Moved forward only by setups (serialized per
     /// link and file by the link's setup lock).
-    pub(crate) at: Tid,
+    pub at: Tid,
     /// Bumped with every move of `at`: a READ that decided its pins for
     /// one `at` sends them only if the generation is still the one it
     /// read, else it decides again (so the last pin queued for a block is
     /// always for the current `at`).
-    pub(crate) gen: u64,
+    pub gen: u64,
     /// Blocks pinned (or being pinned) on the client: blk -> (rev, the
     /// pin). A block not here shows head data on the client.
-    pub(crate) pinned: HashMap<i64, (Tid, Arc<PinWait>)>,
+    pub pinned: HashMap<i64, (Tid, Arc<PinWait>)>,
     /// The watch was removed (`watch <oid> -`, or its link went down):
     /// nothing more is queued for it. Set before the removal's `ok` is
     /// sent, so no pin for it follows that `ok` on the link (a client
     /// forgets the file at `ok` and would fail a later pin; found as a
     /// well-behaved wcfs-stress reader killed with SIGBUS).
-    pub(crate) removed: bool,
+    pub removed: bool,
 }
 
 impl Watch {
-    pub(crate) fn at(&self) -> Tid {
+    pub fn at(&self) -> Tid {
         lock(&self.st).at
     }
 
     /// `(at, generation)`.
-    pub(crate) fn view(&self) -> (Tid, u64) {
+    pub fn view(&self) -> (Tid, u64) {
         let st = lock(&self.st);
         (st.at, st.gen)
     }
@@ -63,7 +63,7 @@ impl Watch {
     /// be sent (the link is gone, or the block is not pinned and `rev` is
     /// head). A pin to the same rev in force or in flight is shared, not
     /// re-sent.
-    pub(crate) fn pin_locked(
+    pub fn pin_locked(
         self: &Arc<Self>,
         st: &mut WatchState,
         blk: i64,
@@ -105,34 +105,34 @@ impl Watch {
 /// A pin being waited for. It holds its link: a link closed meanwhile
 /// (without `bye`) leaves the registry, but its client must still be dealt
 /// with when the pin fails (spec §7).
-pub(crate) struct PinJob {
-    pub(crate) w: Arc<Watch>,
-    pub(crate) link: Arc<WatchLink>,
-    pub(crate) blk: i64,
-    pub(crate) rev: Option<Tid>,
-    pub(crate) pw: Arc<PinWait>,
+pub struct PinJob {
+    pub w: Arc<Watch>,
+    pub link: Arc<WatchLink>,
+    pub blk: i64,
+    pub rev: Option<Tid>,
+    pub pw: Arc<PinWait>,
 }
 
 /// The isolation state of the filesystem.
 #[derive(Default)]
-pub(crate) struct Isolation {
+pub struct Isolation {
     /// The open `head/watch` links.
-    pub(crate) links: link::Registry,
+    pub links: link::Registry,
     /// Every watch by file (`BigFile.watchTab`): READs of head/ look here
     /// for the watches to pin. Held briefly, never while waiting or
     /// querying the engine; before `Watch::st` in the lock order.
-    pub(crate) watchers: RwLock<HashMap<Oid, Vec<Arc<Watch>>>>,
+    pub watchers: RwLock<HashMap<Oid, Vec<Arc<Watch>>>>,
     /// The watches of each link: link id -> foid -> watch (`byfileMu` of
     /// the spec's server locking). Changed by setups, dropped when the
     /// link goes down. Held briefly, never with `watchers`.
-    pub(crate) by_link: Mutex<HashMap<u64, HashMap<Oid, Arc<Watch>>>>,
+    pub by_link: Mutex<HashMap<u64, HashMap<Oid, Arc<Watch>>>>,
     /// Notified whenever head/at moves or a link goes down, for setups
     /// waiting for head/at to reach their at.
-    pub(crate) head_cv: (Mutex<()>, Condvar),
+    pub head_cv: (Mutex<()>, Condvar),
 }
 
 impl Wcfs {
-    pub(crate) fn pintimeout(&self) -> Duration {
+    pub fn pintimeout(&self) -> Duration {
         Duration::from_secs_f64(self.pintimeout.max(0.001))
     }
 
@@ -141,12 +141,7 @@ impl Wcfs {
     /// block's revision (spec §5 "lazy pins"), and return them for the
     /// caller to wait for once it has released ΔFtail. Called with ΔFtail
     /// held for reading and at `head`.
-    pub(crate) fn pin_watchers(
-        &self,
-        zf: &ZBigFile,
-        head: Tid,
-        blocks: &[Arc<Block>],
-    ) -> Vec<PinJob> {
+    pub fn pin_watchers(&self, zf: &ZBigFile, head: Tid, blocks: &[Arc<Block>]) -> Vec<PinJob> {
         let ws = match self
             .iso
             .watchers
@@ -188,7 +183,7 @@ impl Wcfs {
                         ),
                     }
                 }
-                #[cfg(test)]
+                #[cfg(any(test, feature = "testing"))]
                 self.hook("read-pin");
                 let mut st = lock(&w.st);
                 if st.gen != gen {
@@ -205,7 +200,7 @@ impl Wcfs {
 
     /// Wait for all `jobs` (sent in parallel) until the pin timeout; deal
     /// with each that failed. True if all were acked.
-    pub(crate) fn wait_pins(&self, jobs: Vec<PinJob>, requester: u32) -> bool {
+    pub fn wait_pins(&self, jobs: Vec<PinJob>, requester: u32) -> bool {
         let deadline = Instant::now() + self.pintimeout();
         let mut ok = true;
         for j in jobs {
@@ -223,7 +218,7 @@ impl Wcfs {
     /// Wait for each of `jobs` until its pin timeout (counted from when it
     /// was sent) and deal with each that failed; for pins nobody else
     /// waits for (early pins a lane stopped waiting for).
-    pub(crate) fn settle_pins(&self, jobs: Vec<PinJob>) {
+    pub fn settle_pins(&self, jobs: Vec<PinJob>) {
         let pt = self.pintimeout();
         for j in jobs {
             match j.pw.wait(j.pw.sent + pt) {
@@ -240,7 +235,7 @@ impl Wcfs {
     /// client still maps. Waiting stops early when `requester` (the thread
     /// the READ is for; 0 = none) is dying: it may be the client itself,
     /// which cannot die while its READ waits for us.
-    pub(crate) fn pin_failed(&self, j: &PinJob, end: Option<PinEnd>, requester: u32) {
+    pub fn pin_failed(&self, j: &PinJob, end: Option<PinEnd>, requester: u32) {
         let (w, link, blk) = (&j.w, &j.link, j.blk);
         let why = match &end {
             None => "timeout".to_owned(),
@@ -274,7 +269,7 @@ impl Wcfs {
     }
 
     /// Remove all watches of `link` (it is down).
-    pub(crate) fn drop_watches(&self, link: &Arc<WatchLink>) {
+    pub fn drop_watches(&self, link: &Arc<WatchLink>) {
         let ws: Vec<Arc<Watch>> = lock(&self.iso.by_link)
             .remove(&link.id)
             .map(|m| m.into_values().collect())
@@ -297,14 +292,14 @@ impl Wcfs {
     }
 
     /// The oldest view of any watch (history must be kept for it).
-    pub(crate) fn min_watch_at(&self) -> Option<Tid> {
+    pub fn min_watch_at(&self) -> Option<Tid> {
         let all = self.iso.watchers.read().unwrap_or_else(|p| p.into_inner());
         all.values().flatten().map(|w| w.at()).min()
     }
 
     /// OPEN of `head/watch` by thread `tid`: a new link, its id is the
     /// file handle. Fails if the opener is gone already.
-    pub(crate) fn watch_open(&self, tid: u32) -> Result<u64, FsError> {
+    pub fn watch_open(&self, tid: u32) -> Result<u64, FsError> {
         let l = self
             .iso
             .links
@@ -316,7 +311,7 @@ impl Wcfs {
 
     /// READ of `head/watch` link `fh` by thread `tid`: answered when a
     /// line is there (at once if queued), EOF once the link is down.
-    pub(crate) fn watch_read(&self, fh: u64, size: u32, tid: u32, reply: ReadReply) {
+    pub fn watch_read(&self, fh: u64, size: u32, tid: u32, reply: ReadReply) {
         match self.iso.links.get(fh) {
             Some(l) => l.read(size, tid, reply),
             None => reply(Err(fuser::Errno::EBADF)),
@@ -326,7 +321,7 @@ impl Wcfs {
     /// WRITE to `head/watch` link `fh`: replies are taken at once; watch
     /// requests run in their own threads (they wait for head/at and for
     /// pins). Never blocks.
-    pub(crate) fn watch_write(self: &Arc<Self>, fh: u64, data: &[u8]) -> Result<(), FsError> {
+    pub fn watch_write(self: &Arc<Self>, fh: u64, data: &[u8]) -> Result<(), FsError> {
         let l = self
             .iso
             .links
@@ -361,7 +356,7 @@ impl Wcfs {
 
     /// RELEASE of `head/watch` link `fh`: the link goes down, its watches
     /// go, pins in flight to it end (without a kill).
-    pub(crate) fn watch_release(&self, fh: u64) {
+    pub fn watch_release(&self, fh: u64) {
         if let Some(l) = self.iso.links.remove(fh) {
             l.shutdown(None, DownWhy::Closed);
             self.drop_watches(&l);
@@ -370,7 +365,7 @@ impl Wcfs {
         }
     }
 
-    pub(crate) fn wake_setups(&self) {
+    pub fn wake_setups(&self) {
         let _g = lock(&self.iso.head_cv.0);
         self.iso.head_cv.1.notify_all();
     }
@@ -380,7 +375,7 @@ impl Wcfs {
     /// mean the same bytes, so its watches cannot be kept isolated by pins.
     /// Their links are shut down with `0 fatal: ...` (no kill: the client
     /// did nothing wrong; it sees its link end).
-    pub(crate) fn epoch_watchers(&self, foid: Oid, tid: Tid) {
+    pub fn epoch_watchers(&self, foid: Oid, tid: Tid) {
         let ws = self
             .iso
             .watchers
@@ -405,13 +400,7 @@ impl Wcfs {
     /// thread; holds ΔFtail for reading while it registers and decides its
     /// pins, and nothing but its link's per-file setup lock while it waits
     /// for head/at and for the acks.
-    pub(crate) fn setup_watch(
-        &self,
-        link: &Arc<WatchLink>,
-        stream: u64,
-        foid: Oid,
-        at: Option<Tid>,
-    ) {
+    pub fn setup_watch(&self, link: &Arc<WatchLink>, stream: u64, foid: Oid, at: Option<Tid>) {
         let setup = link.setup_lock(foid);
         let _setup = lock(&setup);
         let at_text = at.map_or_else(|| Tid(u64::MAX).to_string(), |t| t.to_string());
@@ -426,7 +415,7 @@ impl Wcfs {
                 .view
                 .with(|v| v.files.get(&foid).and_then(|hf| hf.zfile.clone()))
         };
-        pub(crate) const UNKNOWN: &str = "file not yet known to wcfs or is not a ZBigFile";
+        const UNKNOWN: &str = "file not yet known to wcfs or is not a ZBigFile";
         let Some(at) = at else {
             // removal
             if known().is_none() {
@@ -481,7 +470,7 @@ impl Wcfs {
     /// `at`, and the pins and unpins that make the client's view `at`,
     /// queued. Returns them to wait for; `None` if the link went down;
     /// `Err` with the text of the `error` reply.
-    pub(crate) fn setup_pins(
+    pub fn setup_pins(
         &self,
         link: &Arc<WatchLink>,
         foid: Oid,
@@ -539,7 +528,7 @@ impl Wcfs {
         // unpinned for this watch (found by wcfs-stress: a readahead READ
         // of 30 blocks right after an epoch, when no block of the file was
         // tracked).
-        #[cfg(test)]
+        #[cfg(any(test, feature = "testing"))]
         self.hook("register");
         let (w, gen) = match existing {
             Some(w) => {
@@ -595,7 +584,7 @@ impl Wcfs {
                 .map_err(|e| format!("pin #{blk}: {e}"))?;
             want.push((blk, Some(rev)));
         }
-        #[cfg(test)]
+        #[cfg(any(test, feature = "testing"))]
         self.hook("unpin");
         // Pinned blocks the slice did not name: unpin those unchanged in
         // (at, head]. Not named is not enough: a READ may have Tracked a

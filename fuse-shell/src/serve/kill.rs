@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 /// The process that opened a link: the one killed when its pins fail.
 #[derive(Debug)]
-pub(crate) struct ClientProc {
+pub struct ClientProc {
     /// Its process id (the thread group of the opening thread).
-    pub(crate) pid: i32,
+    pub pid: i32,
     /// A pidfd, when the kernel gives one: signals then reach this very
     /// process even if its pid is reused.
     pidfd: Option<OwnedFd>,
@@ -27,7 +27,7 @@ fn tgid_of(tid: u32) -> Option<i32> {
 
 /// Whether thread `tid` is gone or about to die: no such thread, a zombie,
 /// or SIGKILL pending (its own or its process's).
-pub(crate) fn thread_dying(tid: u32) -> bool {
+pub fn thread_dying(tid: u32) -> bool {
     let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status")) else {
         return true;
     };
@@ -51,7 +51,7 @@ pub(crate) fn thread_dying(tid: u32) -> bool {
 
 impl ClientProc {
     /// The process of thread `tid` (the pid in a FUSE request header).
-    pub(crate) fn of_thread(tid: u32) -> Option<ClientProc> {
+    pub fn of_thread(tid: u32) -> Option<ClientProc> {
         let pid = tgid_of(tid)?;
         // SAFETY: pidfd_open takes a pid and flags and returns a new fd or
         // -1; no memory is passed.
@@ -91,7 +91,7 @@ impl ClientProc {
 
     /// Alive: a signal can reach it and it is not a zombie. (EPERM is an
     /// error, not "dead": spec §7.)
-    pub(crate) fn alive(&self) -> bool {
+    pub fn alive(&self) -> bool {
         match self.signal(0) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return false,
@@ -126,7 +126,7 @@ impl ClientProc {
 /// `pintimeout / 2` after the signals, or until `stop()`: the READ we run
 /// for comes from a thread that is dying itself, e.g. the client's own).
 /// Returns true if the client was killed by us.
-pub(crate) fn bad_pin_kill(
+pub fn bad_pin_kill(
     link: &WatchLink,
     end: Option<PinEnd>,
     pintimeout: Duration,

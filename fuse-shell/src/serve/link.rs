@@ -46,19 +46,19 @@ use zodb::Oid;
 /// The longest client line (without its LF): a longer one, or that many
 /// bytes without an LF, is a protocol error that closes the link. A sane
 /// line is under 100 bytes (`<stream> watch <oid> @<tid>`).
-pub(crate) const MAX_LINE: usize = 4096;
+pub const MAX_LINE: usize = 4096;
 
 /// Bytes queued to a client that does not read them, past which a line
 /// from it (whose replies would queue more) closes the link.
-pub(crate) const MAX_UNREAD: usize = 16 << 20;
+pub const MAX_UNREAD: usize = 16 << 20;
 
 /// Watch requests of one link being set up at once (each runs on its own
 /// thread until head/at reaches its at and its pins are acked); more is a
 /// flood and closes the link.
-pub(crate) const MAX_SETUPS: usize = 1024;
+pub const MAX_SETUPS: usize = 1024;
 
 /// How a parked READ of `head/watch` is answered.
-pub(crate) type ReadReply = Box<dyn FnOnce(Result<&[u8], Errno>) + Send>;
+pub type ReadReply = Box<dyn FnOnce(Result<&[u8], Errno>) + Send>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -93,16 +93,16 @@ struct LinkState {
 }
 
 /// One open of `head/watch`.
-pub(crate) struct WatchLink {
+pub struct WatchLink {
     /// The FUSE file handle.
-    pub(crate) id: u64,
-    pub(crate) client: ClientProc,
+    pub id: u64,
+    pub client: ClientProc,
     st: Mutex<LinkState>,
     /// One setup at a time per file: foid -> its setup lock.
     setup_mu: Mutex<HashMap<Oid, Arc<Mutex<()>>>>,
     /// Watch setups running for this link (bounded by [`MAX_SETUPS`]).
     /// Relaxed: a counter read as a bound, no data published through it.
-    pub(crate) setups: AtomicUsize,
+    pub setups: AtomicUsize,
     /// Where acked pins' round trips go (shared by all links).
     rtt: Arc<LatencyHist>,
     /// Set by the first to handle a failed pin (one killer per link).
@@ -124,7 +124,7 @@ pub(crate) struct WatchLink {
 
 /// Why a link went down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DownWhy {
+pub enum DownWhy {
     /// The client said `bye`.
     Bye,
     /// The client closed it (release) without `bye`: pins in flight fail
@@ -142,7 +142,7 @@ pub(crate) enum DownWhy {
 /// What a client line asks the server to do (returned by
 /// [`WatchLink::input`], done by the caller).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Input {
+pub enum Input {
     /// A watch request on an odd stream.
     Watch {
         stream: u64,
@@ -166,7 +166,7 @@ fn deliver(d: Delivery) {
 }
 
 impl WatchLink {
-    pub(crate) fn new(id: u64, client: ClientProc, rtt: Arc<LatencyHist>) -> WatchLink {
+    pub fn new(id: u64, client: ClientProc, rtt: Arc<LatencyHist>) -> WatchLink {
         WatchLink {
             id,
             client,
@@ -181,41 +181,41 @@ impl WatchLink {
     }
 
     /// The client asked for early pins.
-    pub(crate) fn early_pins(&self) -> bool {
+    pub fn early_pins(&self) -> bool {
         self.early_pins.load(Ordering::Relaxed)
     }
 
     /// When the oldest pin still waiting for this client's reply was sent.
-    pub(crate) fn oldest_pending(&self) -> Option<Instant> {
+    pub fn oldest_pending(&self) -> Option<Instant> {
         lock(&self.st).pending.values().map(|w| w.sent).min()
     }
 
     /// The lock serializing setups of `foid` on this link.
-    pub(crate) fn setup_lock(&self, foid: Oid) -> Arc<Mutex<()>> {
+    pub fn setup_lock(&self, foid: Oid) -> Arc<Mutex<()>> {
         lock(&self.setup_mu).entry(foid).or_default().clone()
     }
 
-    pub(crate) fn is_down(&self) -> bool {
+    pub fn is_down(&self) -> bool {
         lock(&self.st).down
     }
 
     /// Why the link is down (`None` while up).
-    pub(crate) fn down_why(&self) -> Option<DownWhy> {
+    pub fn down_why(&self) -> Option<DownWhy> {
         lock(&self.st).why
     }
 
     /// True the first time only: whoever gets it deals with the client
     /// and then calls [`kill_finished`](Self::kill_finished).
-    pub(crate) fn claim_kill(&self) -> bool {
+    pub fn claim_kill(&self) -> bool {
         !self.kill_claimed.swap(true, Ordering::AcqRel)
     }
 
-    pub(crate) fn kill_finished(&self) {
+    pub fn kill_finished(&self) {
         self.kill_done.store(true, Ordering::Release);
     }
 
     /// Wait (polling) until the killer is done, `limit` passed or `stop()`.
-    pub(crate) fn wait_kill(&self, limit: Duration, stop: &dyn Fn() -> bool) {
+    pub fn wait_kill(&self, limit: Duration, stop: &dyn Fn() -> bool) {
         let end = Instant::now() + limit;
         while !self.kill_done.load(Ordering::Acquire) && Instant::now() < end && !stop() {
             std::thread::sleep(Duration::from_millis(10));
@@ -246,7 +246,7 @@ impl WatchLink {
     }
 
     /// Queue one frame to the client (dropped if the link is down).
-    pub(crate) fn send(&self, stream: u64, msg: &str) {
+    pub fn send(&self, stream: u64, msg: &str) {
         let d = {
             let mut st = lock(&self.st);
             if st.down {
@@ -260,7 +260,7 @@ impl WatchLink {
 
     /// Send `msg` as a server request; its reply completes the returned
     /// waiter (at once with `LinkDown` if the link is down).
-    pub(crate) fn send_pin(&self, msg: &str) -> Arc<PinWait> {
+    pub fn send_pin(&self, msg: &str) -> Arc<PinWait> {
         let w = Arc::new(PinWait::default());
         let d = {
             let mut st = lock(&self.st);
@@ -283,7 +283,7 @@ impl WatchLink {
 
     /// A READ of `size` bytes by thread `tid`: answered now if bytes are
     /// queued or the link is down, else parked.
-    pub(crate) fn read(&self, size: u32, tid: u32, reply: ReadReply) {
+    pub fn read(&self, size: u32, tid: u32, reply: ReadReply) {
         let d = {
             let mut st = lock(&self.st);
             st.parked.push_back(Parked { reply, size, tid });
@@ -295,7 +295,7 @@ impl WatchLink {
     /// Take the link down: queue `last` (a stream-0 message) first, fail
     /// pins in flight with `LinkDown`, let READs drain to EOF. Returns
     /// false if it was down already. The caller drops the watches.
-    pub(crate) fn shutdown(&self, last: Option<&str>, why: DownWhy) -> bool {
+    pub fn shutdown(&self, last: Option<&str>, why: DownWhy) -> bool {
         let (d, pending) = {
             let mut st = lock(&self.st);
             if st.down {
@@ -319,7 +319,7 @@ impl WatchLink {
     /// Bytes the client wrote: complete replies to pins, return the watch
     /// requests for the caller to run. A protocol error shuts the link down
     /// with the error text (spec §4) and returns [`Input::Down`] last.
-    pub(crate) fn input(&self, data: &[u8]) -> Vec<Input> {
+    pub fn input(&self, data: &[u8]) -> Vec<Input> {
         let mut out = Vec::new();
         let mut replies = Vec::new();
         let mut fatal = None;
@@ -455,17 +455,17 @@ impl WatchLink {
 
 /// The open links by file handle.
 #[derive(Default)]
-pub(crate) struct Registry {
+pub struct Registry {
     links: Mutex<HashMap<u64, Arc<WatchLink>>>,
     next: AtomicU64,
     /// Round trips of all acked pins.
-    pub(crate) rtt: Arc<LatencyHist>,
+    pub rtt: Arc<LatencyHist>,
 }
 
 impl Registry {
     /// Register a new link opened by thread `tid`; None if that process is
     /// gone already.
-    pub(crate) fn open(&self, tid: u32) -> Option<Arc<WatchLink>> {
+    pub fn open(&self, tid: u32) -> Option<Arc<WatchLink>> {
         let client = ClientProc::of_thread(tid)?;
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let l = Arc::new(WatchLink::new(id, client, self.rtt.clone()));
@@ -473,20 +473,20 @@ impl Registry {
         Some(l)
     }
 
-    pub(crate) fn get(&self, id: u64) -> Option<Arc<WatchLink>> {
+    pub fn get(&self, id: u64) -> Option<Arc<WatchLink>> {
         lock(&self.links).get(&id).cloned()
     }
 
-    pub(crate) fn remove(&self, id: u64) -> Option<Arc<WatchLink>> {
+    pub fn remove(&self, id: u64) -> Option<Arc<WatchLink>> {
         lock(&self.links).remove(&id)
     }
 
-    pub(crate) fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         lock(&self.links).len()
     }
 
     /// Answer EINTR to parked READs of dying threads, on every link.
-    pub(crate) fn reap_parked(&self) {
+    pub fn reap_parked(&self) {
         let all: Vec<_> = lock(&self.links).values().cloned().collect();
         for l in all {
             l.reap_parked();

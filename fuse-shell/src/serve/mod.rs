@@ -148,22 +148,28 @@
 //! Notation: δZ (one transaction's changed oids), δF (the tracked files'
 //! changed blocks at one revision), ΔFtail = [`engine::ftail::DeltaFTail`].
 
-pub(crate) mod early;
-pub(crate) mod errno;
-pub(crate) mod fs;
-pub(crate) mod fuse;
-pub(crate) mod head;
-pub(crate) mod hist;
-pub(crate) mod inval;
-pub(crate) mod isolation;
-pub(crate) mod kill;
-pub(crate) mod link;
-pub(crate) mod nodes;
-pub(crate) mod pin;
-pub(crate) mod pool;
-pub(crate) mod read;
-pub(crate) mod rev;
-pub(crate) mod stats;
+// The items of this module are `pub` so that the package's tests can reach
+// them (`tests/no_mount.rs`, with the `testing` feature, under which this
+// module is public); in a normal build the module is private, so they are
+// crate-internal all the same.
+#![cfg_attr(not(feature = "testing"), allow(unreachable_pub))]
+
+pub mod early;
+pub mod errno;
+pub mod fs;
+pub mod fuse;
+pub mod head;
+pub mod hist;
+pub mod inval;
+pub mod isolation;
+pub mod kill;
+pub mod link;
+pub mod nodes;
+pub mod pin;
+pub mod pool;
+pub mod read;
+pub mod rev;
+pub mod stats;
 
 use anyhow::{bail, Context, Result};
 use fuser::{Config, INodeNo, MountOption, Notifier, SessionACL};
@@ -190,11 +196,11 @@ const UNMOUNT_WAIT: Duration = Duration::from_secs(5);
 
 /// Options of `wcfs serve`.
 #[derive(Debug)]
-pub(crate) struct ServeOpts {
-    pub(crate) zurl: String,
-    pub(crate) mountpoint: PathBuf,
-    pub(crate) pintimeout: f64,
-    pub(crate) autoexit: bool,
+pub struct ServeOpts {
+    pub zurl: String,
+    pub mountpoint: PathBuf,
+    pub pintimeout: f64,
+    pub autoexit: bool,
 }
 
 fn now_secs() -> u64 {
@@ -205,7 +211,7 @@ fn now_secs() -> u64 {
 
 /// Mount and serve until SIGINT/SIGTERM/SIGHUP, an unmount from outside, or
 /// (`--autoexit`) idleness; then unmount.
-pub(crate) fn serve(o: ServeOpts) -> Result<()> {
+pub fn serve(o: ServeOpts) -> Result<()> {
     // ---- 0) signals: blocked in every thread, taken by one sigwait ----
     // (before any thread is started, so that all inherit the mask)
     let mut sigs = SigSet::empty();

@@ -12,38 +12,38 @@ use zodb::{Oid, Tid};
 // ---- inodes ----
 
 /// `/`.
-pub(crate) const ROOT: u64 = 1;
+pub const ROOT: u64 = 1;
 
 /// `head/`.
-pub(crate) const HEAD: u64 = 2;
+pub const HEAD: u64 = 2;
 
 /// `head/at`.
-pub(crate) const HEAD_AT: u64 = 3;
+pub const HEAD_AT: u64 = 3;
 
 /// `head/bigfile/`.
-pub(crate) const HEAD_BIGFILE: u64 = 4;
+pub const HEAD_BIGFILE: u64 = 4;
 
 /// `.wcfs/`.
-pub(crate) const DOT_WCFS: u64 = 5;
+pub const DOT_WCFS: u64 = 5;
 
 /// `.wcfs/zurl`.
-pub(crate) const ZURL: u64 = 6;
+pub const ZURL: u64 = 6;
 
 /// `.wcfs/stats`.
-pub(crate) const STATS: u64 = 7;
+pub const STATS: u64 = 7;
 
 /// `.wcfs/pintimeout`.
-pub(crate) const PINTIMEOUT: u64 = 8;
+pub const PINTIMEOUT: u64 = 8;
 
 /// `head/watch`.
-pub(crate) const HEAD_WATCH: u64 = 9;
+pub const HEAD_WATCH: u64 = 9;
 
 /// The first inode number handed out on lookup.
-pub(crate) const FIRST_DYNAMIC: u64 = 16;
+pub const FIRST_DYNAMIC: u64 = 16;
 
 /// What an inode is.
 #[derive(Debug, Clone)]
-pub(crate) enum Node {
+pub enum Node {
     Root,
     Head,
     HeadAt,
@@ -64,37 +64,37 @@ pub(crate) enum Node {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Nodes {
+pub struct Nodes {
     /// ino -> Node
-    pub(crate) by_ino: HashMap<u64, Node>,
+    pub by_ino: HashMap<u64, Node>,
     /// (parent ino, name) -> ino
-    pub(crate) by_name: HashMap<(u64, String), u64>,
-    pub(crate) next: u64,
+    pub by_name: HashMap<(u64, String), u64>,
+    pub next: u64,
 }
 
 /// The kind of an inode, as stat shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     Dir,
     File,
 }
 
 /// Attributes of an inode, independent of the FUSE library.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Attr {
-    pub(crate) ino: u64,
-    pub(crate) kind: Kind,
-    pub(crate) size: u64,
-    pub(crate) perm: u16,
-    pub(crate) mtime: SystemTime,
-    pub(crate) blksize: u32,
+pub struct Attr {
+    pub ino: u64,
+    pub kind: Kind,
+    pub size: u64,
+    pub perm: u16,
+    pub mtime: SystemTime,
+    pub blksize: u32,
     /// The attributes may change (head/ files, small files): no caching.
-    pub(crate) volatile: bool,
+    pub volatile: bool,
 }
 
 /// How a file is to be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OpenMode {
+pub enum OpenMode {
     /// Data files and static files: keep the kernel page cache across opens.
     KeepCache,
     /// Small files computed on read (`head/at`, `.wcfs/stats`).
@@ -104,13 +104,19 @@ pub(crate) enum OpenMode {
 }
 
 /// The inode table.
-pub(crate) struct NodeTable {
-    pub(crate) mu: Mutex<Nodes>,
+pub struct NodeTable {
+    pub mu: Mutex<Nodes>,
+}
+
+impl Default for NodeTable {
+    fn default() -> NodeTable {
+        NodeTable::new()
+    }
 }
 
 impl NodeTable {
     /// The fixed inodes of a new mount.
-    pub(crate) fn new() -> NodeTable {
+    pub fn new() -> NodeTable {
         let mut nodes = Nodes {
             next: FIRST_DYNAMIC,
             ..Nodes::default()
@@ -137,12 +143,12 @@ impl NodeTable {
     }
 
     /// What inode `ino` is.
-    pub(crate) fn get(&self, ino: u64) -> Option<Node> {
+    pub fn get(&self, ino: u64) -> Option<Node> {
         lock(&self.mu).by_ino.get(&ino).cloned()
     }
 
     /// The inode of `name` in `parent`, made by `make` if it is not there.
-    pub(crate) fn child(&self, parent: u64, name: &str, make: impl FnOnce() -> Node) -> u64 {
+    pub fn child(&self, parent: u64, name: &str, make: impl FnOnce() -> Node) -> u64 {
         let mut n = lock(&self.mu);
         if let Some(&ino) = n.by_name.get(&(parent, name.to_owned())) {
             return ino;
@@ -155,7 +161,7 @@ impl NodeTable {
     }
 
     /// The inode of `name` in `parent`, if it was made.
-    pub(crate) fn existing_child(&self, parent: u64, name: &str) -> Option<u64> {
+    pub fn existing_child(&self, parent: u64, name: &str) -> Option<u64> {
         lock(&self.mu)
             .by_name
             .get(&(parent, name.to_owned()))
@@ -163,7 +169,7 @@ impl NodeTable {
     }
 
     /// The entries of directory `ino` made so far, by name.
-    pub(crate) fn entries(&self, ino: u64) -> Vec<(u64, Kind, String)> {
+    pub fn entries(&self, ino: u64) -> Vec<(u64, Kind, String)> {
         let n = lock(&self.mu);
         let mut out: Vec<(u64, Kind, String)> = n
             .by_name

@@ -10,7 +10,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// How a pin ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PinEnd {
+pub enum PinEnd {
     /// `ack`.
     Ack,
     /// Another reply: the client failed the pin (its logical error).
@@ -22,14 +22,14 @@ pub(crate) enum PinEnd {
 
 /// One pin waiting for its reply.
 #[derive(Debug)]
-pub(crate) struct PinWait {
+pub struct PinWait {
     /// The reply, set once (the first `finish` wins); held only to set or
     /// read it, never while waiting for anything but `cv`.
     end: Mutex<Option<PinEnd>>,
     /// Notified when `end` is set.
     cv: Condvar,
     /// When it was queued (for the round-trip histogram).
-    pub(crate) sent: Instant,
+    pub sent: Instant,
 }
 
 impl Default for PinWait {
@@ -44,7 +44,7 @@ impl Default for PinWait {
 
 impl PinWait {
     /// End the pin with `e` (the first end wins) and wake its waiters.
-    pub(crate) fn finish(&self, e: PinEnd) {
+    pub fn finish(&self, e: PinEnd) {
         let mut g = lock(&self.end);
         if g.is_none() {
             *g = Some(e);
@@ -53,7 +53,7 @@ impl PinWait {
     }
 
     /// The reply, or `None` if `deadline` passed first.
-    pub(crate) fn wait(&self, deadline: Instant) -> Option<PinEnd> {
+    pub fn wait(&self, deadline: Instant) -> Option<PinEnd> {
         let mut g = lock(&self.end);
         loop {
             if let Some(e) = &*g {
@@ -72,12 +72,12 @@ impl PinWait {
     }
 
     /// The reply if there is one, without waiting.
-    pub(crate) fn ended(&self) -> Option<PinEnd> {
+    pub fn ended(&self) -> Option<PinEnd> {
         lock(&self.end).clone()
     }
 
     /// Ended, other than by `ack` (a new pin must be sent).
-    pub(crate) fn failed(&self) -> bool {
+    pub fn failed(&self) -> bool {
         matches!(&*lock(&self.end), Some(e) if *e != PinEnd::Ack)
     }
 }

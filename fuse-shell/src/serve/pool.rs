@@ -34,7 +34,7 @@ type Job = Box<dyn FnOnce() + Send>;
 
 /// At most this many READ threads (each parked READ of a faulty client's
 /// pin holds one; the kernel's `max_background` bounds them too).
-pub(crate) const MAX_THREADS: usize = 1024;
+pub const MAX_THREADS: usize = 1024;
 
 /// An extra thread idle this long ends.
 const IDLE_EXIT: Duration = Duration::from_secs(10);
@@ -48,14 +48,14 @@ struct Shared {
 }
 
 /// A set of threads running jobs in submission order.
-pub(crate) struct Pool {
+pub struct Pool {
     tx: Mutex<Sender<Job>>,
     sh: Arc<Shared>,
 }
 
 impl Pool {
     /// `base` threads named `wcfs-read-<i>`, more on demand.
-    pub(crate) fn new(base: usize) -> std::io::Result<Pool> {
+    pub fn new(base: usize) -> std::io::Result<Pool> {
         let (tx, rx) = channel::<Job>();
         let sh = Arc::new(Shared {
             rx: Mutex::new(rx),
@@ -87,7 +87,7 @@ impl Pool {
     }
 
     /// Queue `job`; start a thread for it if none is idle.
-    pub(crate) fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
         let queued = self.sh.queued.fetch_add(1, Ordering::SeqCst) + 1;
         {
             let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,8 +104,8 @@ impl Pool {
     }
 
     /// Threads now (for tests).
-    #[cfg(test)]
-    pub(crate) fn threads(&self) -> usize {
+    #[cfg(any(test, feature = "testing"))]
+    pub fn threads(&self) -> usize {
         self.sh.threads.load(Ordering::SeqCst)
     }
 }

@@ -17,19 +17,19 @@ use zodb::{Oid, Storage, Tid};
 /// Blocks kept loaded for READs that come in pieces (the kernel sends at
 /// most 1 MiB per READ; a block is usually 2 MiB). Keyed by state, so an
 /// entry never goes stale.
-pub(crate) const BLK_CACHE_ENTRIES: usize = 16;
+pub const BLK_CACHE_ENTRIES: usize = 16;
 
 /// A READ of head/ whose loads were overtaken by this many commits loads
 /// with ΔFtail held for reading (see `read_for`).
-pub(crate) const READ_RETRIES: u32 = 3;
+pub const READ_RETRIES: u32 = 3;
 
 /// A loaded block's identity: (file, state, block).
-pub(crate) type BlkKey = (Oid, Tid, i64);
+pub type BlkKey = (Oid, Tid, i64);
 
 /// A block load shared by concurrent READs: the block, or the error text.
-pub(crate) type LoadSlot = std::sync::OnceLock<Result<Arc<Block>, String>>;
+pub type LoadSlot = std::sync::OnceLock<Result<Arc<Block>, String>>;
 
-pub(crate) fn slice_at(data: &[u8], off: u64, len: u32) -> &[u8] {
+pub fn slice_at(data: &[u8], off: u64, len: u32) -> &[u8] {
     let lo = (off.min(data.len() as u64)) as usize;
     let hi = (off.saturating_add(len as u64).min(data.len() as u64)) as usize;
     &data[lo..hi]
@@ -37,12 +37,12 @@ pub(crate) fn slice_at(data: &[u8], off: u64, len: u32) -> &[u8] {
 
 /// Loaded blocks: the recent ones, and the loads in progress.
 #[derive(Default)]
-pub(crate) struct BlockCache {
+pub struct BlockCache {
     /// (oid, at, blk) -> Block, most recent last. A leaf lock.
-    pub(crate) cache_mu: Mutex<VecDeque<(BlkKey, Arc<Block>)>>,
+    pub cache_mu: Mutex<VecDeque<(BlkKey, Arc<Block>)>>,
     /// Loads in progress: (oid, at, blk) -> the result, once there. Like
     /// `cache_mu`, held briefly and never together with it.
-    pub(crate) loading_mu: Mutex<HashMap<BlkKey, Arc<LoadSlot>>>,
+    pub loading_mu: Mutex<HashMap<BlkKey, Arc<LoadSlot>>>,
 }
 
 impl BlockCache {
@@ -57,7 +57,7 @@ impl BlockCache {
     /// for it would then be a deadlock (found by wcfs-stress at 2 MiB
     /// blocks: every READ stuck, no request left in the kernel). So rayon
     /// workers wait only for storage I/O.
-    pub(crate) fn load(
+    pub fn load(
         &self,
         stor: &dyn Storage,
         zf: &ZBigFile,
@@ -114,8 +114,8 @@ impl BlockCache {
 
 impl Wcfs {
     /// [`read_for`](Self::read_for) with no requester (tests).
-    #[cfg(test)]
-    pub(crate) fn read_with<R>(
+    #[cfg(any(test, feature = "testing"))]
+    pub fn read_with<R>(
         &self,
         ino: u64,
         off: u64,
@@ -137,7 +137,7 @@ impl Wcfs {
     /// reply, and the commit's invalidation of a changed block waits for
     /// those page locks: data of the old head that reaches the page cache
     /// after the new head was published is dropped before head/at moves.
-    pub(crate) fn read_for<R>(
+    pub fn read_for<R>(
         &self,
         ino: u64,
         off: u64,
@@ -209,7 +209,7 @@ impl Wcfs {
     /// nothing held. `None`: ΔFtail had moved past `at` (a commit is being
     /// published); the caller reads again at the new head.
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn read_head(
+    pub fn read_head(
         &self,
         zf: &ZBigFile,
         size: u64,
@@ -243,7 +243,7 @@ impl Wcfs {
 
     /// Bytes `[off, off+len)` of `zf` as of `at`, clamped to `size`, and
     /// the blocks they came from.
-    pub(crate) fn read_blocks(
+    pub fn read_blocks(
         &self,
         zf: &ZBigFile,
         size: u64,

@@ -12,30 +12,36 @@ use zodb::Tid;
 
 /// How often the page cache of `@<rev>/` files nobody is pinned to is
 /// dropped ([`Wcfs::trim_revs`]).
-pub(crate) const TRIM_EVERY: Duration = Duration::from_secs(10);
+pub const TRIM_EVERY: Duration = Duration::from_secs(10);
 
 /// A file of `@<tid>/bigfile/`.
 #[derive(Debug)]
-pub(crate) struct RevFile {
-    pub(crate) at: Tid,
-    pub(crate) zfile: ZBigFile,
-    pub(crate) size: u64,
+pub struct RevFile {
+    pub at: Tid,
+    pub zfile: ZBigFile,
+    pub size: u64,
     /// Read since the last trim (the kernel may cache some of it).
     /// Relaxed: a hint; a missed trim only keeps pages longer.
-    pub(crate) read: std::sync::atomic::AtomicBool,
+    pub read: std::sync::atomic::AtomicBool,
 }
 
 /// The `@<rev>/` files made so far.
-pub(crate) struct Revs {
+pub struct Revs {
     /// Every `@<rev>/bigfile/<oid>` made, with its inode (for trims).
     /// A leaf lock, held briefly.
-    pub(crate) files: Mutex<Vec<(u64, Arc<RevFile>)>>,
+    pub files: Mutex<Vec<(u64, Arc<RevFile>)>>,
     /// When `@<rev>/` page cache was last trimmed.
-    pub(crate) last_trim: Mutex<Instant>,
+    pub last_trim: Mutex<Instant>,
+}
+
+impl Default for Revs {
+    fn default() -> Revs {
+        Revs::new()
+    }
 }
 
 impl Revs {
-    pub(crate) fn new() -> Revs {
+    pub fn new() -> Revs {
         Revs {
             files: Mutex::new(Vec::new()),
             last_trim: Mutex::new(Instant::now()),
@@ -47,7 +53,7 @@ impl Wcfs {
     /// `@<tid>` in `/`: EINVAL unless `@` + 16 hex digits; a tid beyond
     /// head/at is ENOENT (the state does not exist yet; a later lookup,
     /// once head/at reached it, succeeds).
-    pub(crate) fn lookup_rev(&self, name: &str) -> Result<u64, FsError> {
+    pub fn lookup_rev(&self, name: &str) -> Result<u64, FsError> {
         let at: Tid = name
             .strip_prefix('@')
             .and_then(|s| s.parse().ok())
@@ -66,7 +72,7 @@ impl Wcfs {
         Ok(ino)
     }
 
-    pub(crate) fn lookup_rev_file(&self, parent: u64, at: Tid, name: &str) -> Result<u64, FsError> {
+    pub fn lookup_rev_file(&self, parent: u64, at: Tid, name: &str) -> Result<u64, FsError> {
         let oid = Self::parse_oid(&format!("@{at}/bigfile"), name)?;
         if let Some(ino) = self.nodes.existing_child(parent, name) {
             return Ok(ino);
@@ -97,7 +103,7 @@ impl Wcfs {
     /// sends the invalidations). Nobody is told to map them, so this costs
     /// at most a re-read; without it every revision a client was ever
     /// pinned to keeps its pages (they pile up with the commits).
-    pub(crate) fn trim_revs(&self) -> Vec<Inval> {
+    pub fn trim_revs(&self) -> Vec<Inval> {
         *lock(&self.revs.last_trim) = Instant::now();
         let pinned: std::collections::HashSet<Tid> = self
             .iso

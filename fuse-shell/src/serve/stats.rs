@@ -7,55 +7,55 @@ use std::sync::Arc;
 
 /// The instantaneous values, computed by the caller when rendering.
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Instant {
+pub struct Instant {
     /// Open `head/watch` links.
-    pub(crate) watch_link: u64,
+    pub watch_link: u64,
     /// Watches (established or being set up).
-    pub(crate) watch: u64,
+    pub watch: u64,
     /// Blocks pinned on clients.
-    pub(crate) pinned_blk: u64,
+    pub pinned_blk: u64,
     /// Blocks of head/ files tracked in ΔFtail since their last epoch.
-    pub(crate) tracked_blocks: u64,
+    pub tracked_blocks: u64,
     /// Pin round trip (sent → acked), median and 99th percentile, µs.
-    pub(crate) pin_rtt_p50_us: u64,
-    pub(crate) pin_rtt_p99_us: u64,
+    pub pin_rtt_p50_us: u64,
+    pub pin_rtt_p99_us: u64,
 }
 
 /// The counters users read. Each is independent (no ordering between
 /// them is promised), so every access is `Relaxed`.
 #[derive(Default)]
-pub(crate) struct Stats {
+pub struct Stats {
     /// Files under head/bigfile (instantaneous).
-    pub(crate) bigfile: AtomicU64,
+    pub bigfile: AtomicU64,
     /// `@<rev>` directories (instantaneous).
-    pub(crate) rev_head: AtomicU64,
+    pub rev_head: AtomicU64,
     /// READs of bigfile data served (cumulative).
-    pub(crate) reads: AtomicU64,
+    pub reads: AtomicU64,
     /// Bytes of bigfile data served (cumulative).
-    pub(crate) bytes_read: AtomicU64,
+    pub bytes_read: AtomicU64,
     /// Block ranges invalidated in the kernel cache (cumulative).
-    pub(crate) invalidated_blocks: AtomicU64,
+    pub invalidated_blocks: AtomicU64,
     /// Transactions processed (cumulative).
-    pub(crate) commits: AtomicU64,
+    pub commits: AtomicU64,
     /// `@<rev>/` files whose page cache was dropped by a trim (cumulative).
-    pub(crate) rev_trimmed: AtomicU64,
+    pub rev_trimmed: AtomicU64,
     /// Pin requests sent (cumulative).
-    pub(crate) pin: AtomicU64,
+    pub pin: AtomicU64,
     /// Clients killed for failing a pin (cumulative; shared with the
     /// killer threads).
-    pub(crate) pinkill: Arc<AtomicU64>,
+    pub pinkill: Arc<AtomicU64>,
     /// Commit processing on the commit thread (ΔFtail update, files
     /// refreshed, view published), per transaction.
-    pub(crate) commit_time: LatencyHist,
+    pub commit_time: LatencyHist,
     /// From a commit's processing start to head/at showing it (its
     /// invalidations and those of all earlier commits done).
-    pub(crate) head_lag: LatencyHist,
+    pub head_lag: LatencyHist,
 }
 
 impl Stats {
     /// The text of `.wcfs/stats`: the spec's keys first, in its order,
     /// then ours (`ZHeadLink` is 0: there is no debug/zhead).
-    pub(crate) fn render(&self, now: Instant) -> String {
+    pub fn render(&self, now: Instant) -> String {
         let tracked_blocks = now.tracked_blocks;
         let rows: [(&str, u64); 20] = [
             ("BigFile", self.bigfile.load(Relaxed)),

@@ -1,23 +1,24 @@
-//! Tests of the filesystem without a mount: reads and commits, the
-//! isolation protocol driven through `watch_open/read/write` (pins acked
-//! by a thread per link), and the server's pin decisions against a
-//! brute-force model.
+//! Tests of the filesystem without a mount, through the server library
+//! (`wcfs::serve`, public with the `testing` feature this package's tests
+//! enable): reads and commits, the isolation protocol driven through
+//! `watch_open/read/write` (pins acked by a thread per link), the server's
+//! pin decisions against a brute-force model, and block loads.
 
 #![allow(unused_imports)]
 
-use crate::serve::errno::*;
-use crate::serve::fs::*;
-use crate::serve::head::*;
-use crate::serve::isolation::*;
-use crate::serve::link::*;
-use crate::serve::nodes::*;
-use crate::serve::pin::*;
-use crate::serve::read::*;
-use crate::serve::rev::*;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use wcfs::serve::errno::*;
+use wcfs::serve::fs::*;
+use wcfs::serve::head::*;
+use wcfs::serve::isolation::*;
+use wcfs::serve::link::*;
+use wcfs::serve::nodes::*;
+use wcfs::serve::pin::*;
+use wcfs::serve::read::*;
+use wcfs::serve::rev::*;
 use zodb::btree::{self, Family};
 use zodb::zbigfile::ZBigFile;
 use zodb::{Oid, Storage, Tid};
