@@ -9,6 +9,7 @@ use super::fs::{db_err, lock, Inval, Wcfs};
 use super::isolation::PinJob;
 use super::link::{DownWhy, WatchLink};
 use super::nodes::{Attr, Kind, Node, HEAD_BIGFILE};
+use super::read::READ_RETRIES;
 use super::rev::TRIM_EVERY;
 use rcu::RcuCell;
 use std::collections::HashMap;
@@ -105,6 +106,23 @@ impl Wcfs {
         }
     }
 
+    /// ΔFtail held for reading, once the view has caught up with it (a
+    /// commit publishes its view after it moved ΔFtail, without the lock):
+    /// its guard. For the fallbacks of READs and lookups
+    /// that commits kept overtaking: with it, their next attempt cannot
+    /// fail (a commit waits for them meanwhile, bounded by storage I/O).
+    pub fn ft_read_at_view(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        let g = self.ft_read();
+        let h = self.ft.head();
+        loop {
+            let at = self.head.view.with(|v| v.at);
+            if at >= h {
+                return g;
+            }
+            self.wait_view_past(at);
+        }
+    }
+
     /// Publish head view `v` and wake those waiting for it.
     pub fn publish_view(&self, f: impl FnOnce(&HeadView) -> HeadView) {
         self.head.view.update(f);
@@ -114,12 +132,15 @@ impl Wcfs {
 
     pub fn lookup_head_file(&self, name: &str) -> Result<Attr, FsError> {
         let oid = Self::parse_oid("head/bigfile", name)?;
-        loop {
+        for attempt in 0.. {
             if let Some(a) = self.known_head_file(oid)? {
                 return Ok(a);
             }
-            // load it at the view's head (storage I/O, no lock held) ...
+            // After a few commits overtook our loads, load with ΔFtail held
+            // for reading, as READs do (`read_for`), so that a lookup ends.
+            let held = (attempt >= READ_RETRIES).then(|| self.ft_read_at_view());
             let at = self.head.view.with(|v| v.at);
+            // load it at the view's head (storage I/O, no lock held) ...
             let zf = ZBigFile::load(&*self.stor, oid, at).map_err(|e| lookup_error(oid, e))?;
             let size = zf
                 .size(&*self.stor, at)
@@ -130,7 +151,7 @@ impl Wcfs {
             // ΔFtail cannot move while we hold it for reading, and a view
             // at `at` with ΔFtail at `at` is the current one (a commit
             // publishes its view only after moving ΔFtail).
-            let g = self.ft_read();
+            let g = held.unwrap_or_else(|| self.ft_read());
             if self.ft.head() != at {
                 drop(g);
                 self.wait_view_past(at);
@@ -167,6 +188,7 @@ impl Wcfs {
                 self.stats.bigfile.fetch_add(1, Ordering::Relaxed);
             }
         }
+        unreachable!("the attempts under ft_rw end")
     }
 
     /// The attributes of head/ file `oid` if it was looked up before

@@ -163,7 +163,8 @@ impl Wcfs {
                     // After a few commits overtook our loads, load under
                     // `ft_rw` R (a commit then waits for this load: bounded
                     // by storage I/O), so that a READ always ends.
-                    let g = (attempt >= READ_RETRIES).then(|| self.ft_read());
+                    // (held, the view is at ΔFtail's head and cannot move)
+                    let g = (attempt >= READ_RETRIES).then(|| self.ft_read_at_view());
                     let (at, hf) = self.head.view.with(|v| (v.at, v.files.get(&oid).cloned()));
                     let Some(HeadFile {
                         zfile: Some(zf),
