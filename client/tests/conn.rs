@@ -263,7 +263,8 @@ fn server_error_reply_fails_open_only() {
     let c = conn.clone();
     let op = bg(move || c.open(F));
     let s = srv.expect_req(&format!("watch {F} @{AT1}"));
-    let text = format!("setup watch f{F} @{AT1}: file not yet known to wcfs or is not a ZBigFile");
+    let text =
+        format!("setup watch f<{F}> @{AT1}: file not yet known to wcfs or is not a ZBigFile");
     srv.send(s, &format!("error {text}"));
     match op.wait() {
         Err(Error::Server { text: t, .. }) => assert_eq!(t, text),

@@ -357,7 +357,7 @@ fn main() {
     ] {
         println!(
             "| pin round trip {what} (server: queued → ack), {} pins | p50 {} µs, p99 {} µs | | |",
-            st["pin"], st["pin_rtt_p50_us"], st["pin_rtt_p99_us"],
+            st["pin"], st["PinRtt50us"], st["PinRtt99us"],
         );
     }
     let (n50, n99) = (pct(&mut lat_none, 0.5), pct(&mut lat_none, 0.99));

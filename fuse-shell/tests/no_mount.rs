@@ -293,7 +293,7 @@ mod watch_tests {
         assert_eq!(
             reply,
             format!(
-                "error setup watch f{foid} {}: going back in history is forbidden",
+                "error setup watch f<{foid}> {}: going back in history is forbidden",
                 r(1)
             )
         );
@@ -320,7 +320,7 @@ mod watch_tests {
         assert_eq!(
             reply,
             format!(
-                "error setup watch f{} {}: file not yet known to wcfs or is not a ZBigFile",
+                "error setup watch f<{}> {}: file not yet known to wcfs or is not a ZBigFile",
                 Oid(999),
                 r(5)
             )
@@ -697,7 +697,12 @@ mod watch_tests {
             pin.starts_with("2 pin ") && pin.ends_with(&format!("#0 @{at1}")),
             "{pin}"
         );
-        assert_eq!(l.line(), format!("0 fatal: pin #0 @{at1}: timeout"));
+        assert_eq!(
+            l.line(),
+            format!(
+                "0 fatal: pin #0 @{at1}: sendReq: waiting for reply: context deadline exceeded"
+            )
+        );
         assert_eq!(l.line(), "EOF");
         assert!(fs.stats_text().contains("Watch\t: 0\n"));
     }

@@ -179,19 +179,19 @@ fn reads() {
             "bytes_read",
             "invalidated_blocks",
             "commits",
-            "tracked_blocks",
-            "pin_rtt_p50_us",
-            "pin_rtt_p99_us",
+            "TrackedBlk",
+            "PinRtt50us",
+            "PinRtt99us",
             "rev_trimmed",
-            "commit_p50_us",
-            "commit_p99_us",
-            "head_at_lag_p50_us",
-            "head_at_lag_p99_us"
+            "Commit50us",
+            "Commit99us",
+            "HeadAtLag50us",
+            "HeadAtLag99us"
         ]
     );
     assert!(stats.contains("BigFile\t: 2\n"), "{stats}");
     assert!(stats.contains("RevHead\t: 1\n"), "{stats}");
-    assert!(!stats.contains("tracked_blocks\t: 0\n"), "{stats}");
+    assert!(!stats.contains("TrackedBlk\t: 0\n"), "{stats}");
     srv.finish();
 }
 

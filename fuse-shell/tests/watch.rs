@@ -219,7 +219,9 @@ fn grammar() {
         let (r, _) = l.watch(o, &at);
         assert_eq!(
             r,
-            format!("error setup watch f{o} {at}: file not yet known to wcfs or is not a ZBigFile"),
+            format!(
+                "error setup watch f<{o}> {at}: file not yet known to wcfs or is not a ZBigFile"
+            ),
         );
     }
     // still usable
@@ -418,7 +420,7 @@ fn watch_setup() {
     let (r, p) = l2.watch(oid, &format!("@{at1}"));
     assert_eq!(
         r,
-        format!("error setup watch f{oid} @{at1}: going back in history is forbidden")
+        format!("error setup watch f<{oid}> @{at1}: going back in history is forbidden")
     );
     assert!(p.is_empty(), "{p:?}");
 
@@ -492,7 +494,7 @@ fn watch_setup_edges() {
     // the tail is head/at at start: c0 is before it
     let (r, _) = l.watch(oid, &format!("@{c0}"));
     let want =
-        format!("error setup watch f{oid} @{c0}: too far away back from head/at (@{c1}); δt = ");
+        format!("error setup watch f<{oid}> @{c0}: too far away back from head/at (@{c1}); δt = ");
     assert!(r.starts_with(&want), "{r:?}, want {want:?}...");
     // the link stays usable
     assert_eq!(l.watch_ok(oid, c1), pins(&[]));
@@ -507,7 +509,7 @@ fn watch_setup_edges() {
     assert_eq!(
         r,
         format!(
-            "error setup watch f{goid} @{c1}: file epoch detected @{c2} in between (at,head=@{c2}]"
+            "error setup watch f<{goid}> @{c1}: file epoch detected @{c2} in between (at,head=@{c2}]"
         )
     );
     assert_eq!(l.watch_ok(goid, c2), pins(&[]));

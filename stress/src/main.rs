@@ -984,6 +984,8 @@ fn run_in(o: RunOpts, sz: Sizes, dir: &Path) -> Result<Report> {
         start,
         end: start + Duration::from_secs_f64(o.duration),
         last_progress: start,
+        last_stats: start,
+        stats_seen: BTreeMap::new(),
         last_fault: start,
         last_reads: (0, start),
         frng: model::mix(seed ^ 0xfa017),
@@ -1059,6 +1061,10 @@ struct Run {
     start: Instant,
     end: Instant,
     last_progress: Instant,
+    /// When `.wcfs/stats` was last checked, and the counters (lower-case
+    /// keys) it showed: they must never decrease.
+    last_stats: Instant,
+    stats_seen: BTreeMap<String, u64>,
     last_fault: Instant,
     /// (total reads, when that total last grew)
     last_reads: (u64, Instant),
@@ -1223,6 +1229,18 @@ impl Run {
                 dump.display()
             ));
             return Ok(Some(End::Abort { hung: true }));
+        }
+        if self.last_stats.elapsed() >= Duration::from_secs(1) {
+            self.last_stats = now;
+            let st = self.srv.stats(Duration::from_secs(2));
+            for p in report::counters_decreased(&self.stats_seen, &st) {
+                if !self.rep.problems.contains(&p) {
+                    self.rep.problems.push(p);
+                }
+            }
+            if !st.is_empty() {
+                self.stats_seen = st;
+            }
         }
         if self.last_progress.elapsed().as_secs_f64() >= self.o.progress {
             self.last_progress = now;
@@ -1627,8 +1645,8 @@ impl Run {
         rep.read_p50_us = dead.lat.quantile(0.5);
         rep.read_p99_us = dead.lat.quantile(0.99);
         rep.pins = st.get("pin").copied().unwrap_or(0);
-        rep.pin_p50_us = st.get("pin_rtt_p50_us").copied().unwrap_or(0);
-        rep.pin_p99_us = st.get("pin_rtt_p99_us").copied().unwrap_or(0);
+        rep.pin_p50_us = st.get("PinRtt50us").copied().unwrap_or(0);
+        rep.pin_p99_us = st.get("PinRtt99us").copied().unwrap_or(0);
         rep.pinkill = st.get("pinkill").copied().unwrap_or(0);
         if rep.wrong > 0 {
             rep.problems

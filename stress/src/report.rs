@@ -147,6 +147,22 @@ impl FaultRates {
     }
 }
 
+/// `.wcfs/stats` keys in lower case are counters that never decrease (the
+/// original's convention, which its tools check on every read): the
+/// problems, one per counter that went down from `prev` to `cur`.
+pub(crate) fn counters_decreased(
+    prev: &std::collections::BTreeMap<String, u64>,
+    cur: &std::collections::BTreeMap<String, u64>,
+) -> Vec<String> {
+    cur.iter()
+        .filter(|(k, _)| k.starts_with(|c: char| c.is_ascii_lowercase()))
+        .filter_map(|(k, &v)| {
+            let &p = prev.get(k)?;
+            (v < p).then(|| format!(".wcfs/stats: counter {k} went down from {p} to {v}"))
+        })
+        .collect()
+}
+
 fn rate(n: u64, reader_s: f64) -> f64 {
     if reader_s <= 0.0 {
         0.0
@@ -364,6 +380,17 @@ pub(crate) fn print(r: &Report, json: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_never_decrease() {
+        let m = |v: &[(&str, u64)]| v.iter().map(|(k, n)| (k.to_string(), *n)).collect();
+        let prev = m(&[("pin", 5), ("Watch", 3), ("reads", 10)]);
+        assert!(
+            counters_decreased(&prev, &m(&[("pin", 5), ("Watch", 1), ("reads", 11)])).is_empty()
+        );
+        let p = counters_decreased(&prev, &m(&[("pin", 4), ("reads", 11)]));
+        assert_eq!(p, vec![".wcfs/stats: counter pin went down from 5 to 4"]);
+    }
 
     #[test]
     fn fault_rates_split_time_and_reads() {

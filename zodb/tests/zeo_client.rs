@@ -17,8 +17,9 @@
 //!   fs1's oids, while other threads load through the same connection;
 //!   `sync` then returns the last one; a watcher from 0 replays
 //!   the history (iterate) and then follows, with nothing twice.
-//! - `unix_socket_and_zurl`: `zurl::open` of `zeo://<socket path>` and of
-//!   `zeo://host:port?storage=NAME` give working storages.
+//! - `unix_socket_and_zurl`: `zurl::open` of `zeo://<socket path>`, of
+//!   `zeo://host:port?storage=NAME` and of `zeo://:port` (this host) give
+//!   working storages.
 //! - `clear_errors`: a wrong storage name, a msgpack server, peers that are
 //!   not ZEO servers, a refused connection, a server that dies under us:
 //!   each a typed error, no panic, no hang.
@@ -430,6 +431,12 @@ fn unix_socket_and_zurl() {
     let srv = Server::start(&p, "127.0.0.1:0", &[]);
     let st = zodb::zurl::open(&format!("zeo://{}", srv.addr)).unwrap();
     assert_eq!(st.last_tid().unwrap(), m.txns.last().unwrap().0);
+    // `:port`: TCP to this host, as Go dials it (wendelin.core writes it
+    // for a server listening on all addresses), not a socket named `:port`
+    let port = srv.addr.rsplit_once(':').unwrap().1;
+    let st = zodb::zurl::open(&format!("zeo://:{port}")).unwrap();
+    assert_eq!(st.last_tid().unwrap(), m.txns.last().unwrap().0);
+    m.check(&*st, "zeo://:port");
     // credentials mean nothing to ZEO 5 and are dropped
     let st = zodb::zurl::open(&format!("zeo://u:pw@{}?storage=1", srv.addr)).unwrap();
     assert_eq!(st.url(), format!("zeo://{}", srv.addr));

@@ -238,8 +238,13 @@ impl Wcfs {
     pub fn pin_failed(&self, j: &PinJob, end: Option<PinEnd>, requester: u32) {
         let (w, link, blk) = (&j.w, &j.link, j.blk);
         let why = match &end {
-            None => "timeout".to_owned(),
-            Some(PinEnd::Nak(m)) => format!("expected {:?}, got {m:?}", wire::ACK),
+            // the original's texts (its sendReq's context and Go's)
+            None => "sendReq: waiting for reply: context deadline exceeded".to_owned(),
+            Some(PinEnd::Nak(m)) => format!(
+                "expect {}; got {}",
+                wire::go_quote(wire::ACK),
+                wire::go_quote(m)
+            ),
             Some(PinEnd::LinkDown) => "link is down".to_owned(),
             Some(PinEnd::Ack) => return,
         };
@@ -407,7 +412,7 @@ impl Wcfs {
         let fail = |why: &str| {
             link.send(
                 stream,
-                &format!("error setup watch f{foid} @{at_text}: {why}"),
+                &format!("error setup watch f<{foid}> @{at_text}: {why}"),
             )
         };
         let known = || {

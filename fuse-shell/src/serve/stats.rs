@@ -54,7 +54,10 @@ pub struct Stats {
 
 impl Stats {
     /// The text of `.wcfs/stats`: the spec's keys first, in its order,
-    /// then ours (`ZHeadLink` is 0: there is no debug/zhead).
+    /// then ours (`ZHeadLink` is 0: there is no debug/zhead). As in the
+    /// original, a key in lower case is a counter that never decreases,
+    /// one that starts with a capital an instantaneous value (the
+    /// original's tools check that on every read).
     pub fn render(&self, now: Instant) -> String {
         let tracked_blocks = now.tracked_blocks;
         let rows: [(&str, u64); 20] = [
@@ -70,14 +73,14 @@ impl Stats {
             ("bytes_read", self.bytes_read.load(Relaxed)),
             ("invalidated_blocks", self.invalidated_blocks.load(Relaxed)),
             ("commits", self.commits.load(Relaxed)),
-            ("tracked_blocks", tracked_blocks),
-            ("pin_rtt_p50_us", now.pin_rtt_p50_us),
-            ("pin_rtt_p99_us", now.pin_rtt_p99_us),
+            ("TrackedBlk", tracked_blocks),
+            ("PinRtt50us", now.pin_rtt_p50_us),
+            ("PinRtt99us", now.pin_rtt_p99_us),
             ("rev_trimmed", self.rev_trimmed.load(Relaxed)),
-            ("commit_p50_us", self.commit_time.quantile(0.5)),
-            ("commit_p99_us", self.commit_time.quantile(0.99)),
-            ("head_at_lag_p50_us", self.head_lag.quantile(0.5)),
-            ("head_at_lag_p99_us", self.head_lag.quantile(0.99)),
+            ("Commit50us", self.commit_time.quantile(0.5)),
+            ("Commit99us", self.commit_time.quantile(0.99)),
+            ("HeadAtLag50us", self.head_lag.quantile(0.5)),
+            ("HeadAtLag99us", self.head_lag.quantile(0.99)),
         ];
         let mut s = String::new();
         for (k, v) in rows {

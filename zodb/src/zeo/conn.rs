@@ -32,6 +32,33 @@ pub(super) const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heartbeat period (as ZEO's client: `heartbeat_interval` 60 s).
 const HEARTBEAT: Duration = Duration::from_secs(60);
 
+/// The TCP address `addr` names (`:port` is this host's), or `None` for a
+/// UNIX socket path.
+fn tcp_target(addr: &str) -> Option<String> {
+    if addr.contains('/') {
+        return None;
+    }
+    let (h, p) = addr.rsplit_once(':')?;
+    p.parse::<u16>().ok()?;
+    Some(if h.is_empty() {
+        format!("localhost:{p}")
+    } else {
+        addr.to_owned()
+    })
+}
+
+#[cfg(test)]
+#[test]
+fn tcp_or_unix() {
+    assert_eq!(tcp_target("h:8100").as_deref(), Some("h:8100"));
+    assert_eq!(tcp_target(":8100").as_deref(), Some("localhost:8100"));
+    assert_eq!(tcp_target("[::1]:8100").as_deref(), Some("[::1]:8100"));
+    assert_eq!(tcp_target("/run/zeo.sock"), None);
+    assert_eq!(tcp_target("zeo.sock"), None);
+    assert_eq!(tcp_target("./a:1"), None);
+    assert_eq!(tcp_target("a:notaport"), None);
+}
+
 /// A TCP or UNIX stream socket.
 #[derive(Debug)]
 enum Stream {
@@ -40,16 +67,15 @@ enum Stream {
 }
 
 impl Stream {
-    /// `host:port` (IPv6 as `[addr]:port`) is TCP; anything with a `/`, or
-    /// that does not end in `:port`, is a UNIX socket path.
+    /// `host:port` (IPv6 as `[addr]:port`) is TCP, and so is `:port`, to
+    /// this host (as Go dials it: what wendelin.core writes for a ZEO
+    /// server listening on all addresses); anything with a `/`, or that
+    /// does not end in `:port`, is a UNIX socket path.
     fn connect(addr: &str) -> io::Result<Stream> {
-        let tcp = !addr.contains('/')
-            && addr
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
-        if !tcp {
+        let Some(addr) = tcp_target(addr) else {
             return UnixStream::connect(addr).map(Stream::Unix);
-        }
+        };
+        let addr = addr.as_str();
         let mut last = io::Error::new(io::ErrorKind::NotFound, "address resolves to nothing");
         for sa in addr.to_socket_addrs()? {
             match TcpStream::connect_timeout(&sa, OPEN_TIMEOUT) {
