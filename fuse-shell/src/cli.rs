@@ -19,6 +19,10 @@ pub(crate) struct Cli {
     pub(crate) cmd: Cmd,
 }
 
+/// Our subcommands' names: any other first argument means the Go
+/// server's command line (`gocli`).
+pub(crate) const SUBCOMMANDS: &[&str] = &["serve", "cat", "ls", "mkdemo", "status", "stop"];
+
 /// Logging options, shared by every subcommand.
 #[derive(Debug, Args)]
 pub(crate) struct LogArgs {
@@ -45,6 +49,11 @@ pub(crate) enum Cmd {
         /// Stop when no file has been open and no request came for 60 s.
         #[arg(long)]
         autoexit: bool,
+        /// Serve .wcfs/debug/zhead: a stream of one `<tid>` line per
+        /// transaction, once it is fully processed (the original's tools
+        /// wait on it).
+        #[arg(long)]
+        debug: bool,
         /// The database.
         zurl: String,
         /// Where to mount (created if missing). Default:

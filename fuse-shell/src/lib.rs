@@ -9,7 +9,9 @@
 #![warn(unsafe_op_in_unsafe_fn)]
 
 mod cli;
+mod gocli;
 mod lifecycle;
+mod logging;
 mod mountpoint;
 /// The server. Public only with the `testing` feature (this package's own
 /// tests: the filesystem without a mount, `tests/no_mount.rs`).
@@ -20,40 +22,20 @@ pub mod serve;
 mod serve;
 mod tools;
 
-use anyhow::Context;
 use clap::Parser;
 use std::process::ExitCode;
-
-fn init_logging(log: &cli::LogArgs) -> anyhow::Result<()> {
-    use tracing_subscriber::EnvFilter;
-    let filter = match std::env::var("WCFS_LOG") {
-        Ok(f) if !f.is_empty() => EnvFilter::try_new(f),
-        _ => EnvFilter::try_new(&log.log_level),
-    }
-    .context("bad --log-level")?;
-    let b = tracing_subscriber::fmt().with_env_filter(filter);
-    match &log.log_file {
-        None => b.with_writer(std::io::stderr).init(),
-        Some(p) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .with_context(|| format!("open log file {}", p.display()))?;
-            b.with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .init()
-        }
-    }
-    Ok(())
-}
 
 /// The `wcfs` command: parse the command line, run it, map its error to a
 /// one-line message and the exit status.
 pub fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let args = argv.get(1..).unwrap_or_default();
+    if !gocli::is_ours(args, cli::SUBCOMMANDS) {
+        return go_main(argv.first().map_or("wcfs", |p| p.as_str()), args);
+    }
     let cli = cli::Cli::parse();
     let run = || -> anyhow::Result<()> {
-        init_logging(&cli.log)?;
+        logging::LogTo::ours(&cli.log.log_level, cli.log.log_file.clone()).init()?;
         tools::run(cli.cmd)
     };
     match run() {
@@ -66,6 +48,31 @@ pub fn main() -> ExitCode {
                 }
             }
             eprintln!("wcfs: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The Go server's command line (`wcfs [flags] <zurl> <mntpt>`, see
+/// [`gocli`]): serve as the Go server does; usage errors exit 2.
+fn go_main(prog: &str, args: &[String]) -> ExitCode {
+    let g = match gocli::parse(prog, args) {
+        Ok(g) => g,
+        Err(u) => {
+            eprint!("{}", u.text);
+            return ExitCode::from(u.code);
+        }
+    };
+    if let Err(e) = g.log_to().init() {
+        eprintln!("wcfs: {}", one_line(&e));
+        return ExitCode::FAILURE;
+    }
+    match tools::serve(g.serve_opts(), false) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // (as the Go server's log.Fatal: through the log, which sends
+            // errors to stderr too)
+            tracing::error!("{}", one_line(&e));
             ExitCode::FAILURE
         }
     }

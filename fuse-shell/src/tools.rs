@@ -12,31 +12,22 @@ pub(crate) fn run(cmd: Cmd) -> Result<()> {
         Cmd::Serve {
             pintimeout,
             autoexit,
+            debug,
             zurl,
             mountpoint,
         } => {
             let mountpoint = crate::mountpoint::resolve(&zurl, mountpoint.as_deref())?;
-            if let Some(e) = crate::lifecycle::mount_entry(&mountpoint)? {
-                anyhow::bail!(
-                    "{}: already mounted ({} from {}); `wcfs stop {zurl}` first",
-                    mountpoint.display(),
-                    e.fstype,
-                    e.source
-                );
-            }
-            let made = crate::mountpoint::prepare(&mountpoint)?;
-            let r = crate::serve::serve(crate::serve::ServeOpts {
-                zurl,
-                mountpoint: mountpoint.clone(),
-                pintimeout,
-                autoexit,
-            });
-            if r.is_err() && !matches!(crate::lifecycle::mount_entry(&mountpoint), Ok(Some(_))) {
-                // e.g. the database could not be opened: no directory of
-                // ours is left behind
-                crate::mountpoint::unprepare(&made);
-            }
-            r
+            serve(
+                crate::serve::ServeOpts {
+                    zurl,
+                    mountpoint,
+                    pintimeout,
+                    autoexit,
+                    debug,
+                    auto_unmount: true,
+                },
+                true,
+            )
         }
         Cmd::Cat { zurl, oid, at, blk } => cat(&zurl, oid, at, blk),
         Cmd::Ls { zurl, at } => ls(&zurl, at),
@@ -54,6 +45,31 @@ pub(crate) fn run(cmd: Cmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Serve `o` on its mountpoint (refused if something is mounted there),
+/// which is created if missing; with `cleanup`, a mountpoint we created
+/// is removed again when serving fails before the mount (the Go form
+/// leaves the mountpoint to its caller, as the Go server).
+pub(crate) fn serve(o: crate::serve::ServeOpts, cleanup: bool) -> Result<()> {
+    let mountpoint = o.mountpoint.clone();
+    if let Some(e) = crate::lifecycle::mount_entry(&mountpoint)? {
+        anyhow::bail!(
+            "{}: already mounted ({} from {}); `wcfs stop {}` first",
+            mountpoint.display(),
+            e.fstype,
+            e.source,
+            o.zurl
+        );
+    }
+    let made = crate::mountpoint::prepare(&mountpoint)?;
+    let r = crate::serve::serve(o);
+    if cleanup && r.is_err() && !matches!(crate::lifecycle::mount_entry(&mountpoint), Ok(Some(_))) {
+        // e.g. the database could not be opened: no directory of ours is
+        // left behind
+        crate::mountpoint::unprepare(&made);
+    }
+    r
 }
 
 /// Open a database and pick the state to show: `at`, which must not be

@@ -329,6 +329,61 @@ pub fn go_quote(s: &str) -> String {
     out
 }
 
+/// Go's `time.ParseDuration` (`300ms`, `1.5s`, `2h45m`, `-1s`; `0`): the
+/// seconds, or Go's error text. For the Go server's `-pintimeout`.
+pub fn parse_go_duration(s: &str) -> Result<f64, String> {
+    let invalid = || format!("time: invalid duration {}", go_quote(s));
+    let (neg, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Ok(0.0);
+    }
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    let mut total = 0.0f64;
+    while !rest.is_empty() {
+        // [0-9]*(\.[0-9]*)?
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let num = &rest[..num_len];
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err(invalid());
+        }
+        let v: f64 = num.parse().map_err(|_| invalid())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        if unit.is_empty() {
+            return Err(format!("time: missing unit in duration {}", go_quote(s)));
+        }
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            u => {
+                return Err(format!(
+                    "time: unknown unit {} in duration {}",
+                    go_quote(u),
+                    go_quote(s)
+                ))
+            }
+        };
+        total += v * scale;
+        rest = &rest[unit_len..];
+    }
+    Ok(if neg { -total } else { total })
+}
+
 /// Go's `time.Duration.String()` of `d` (as in the original's error texts:
 /// `1m0.5s`, `250ms`, `0s`).
 pub fn go_duration(d: Duration) -> String {

@@ -236,3 +236,30 @@ fn durations_as_go() {
     assert_eq!(t(3_723_000_000_000), "1h2m3s");
     assert_eq!(t(90_000_000_000), "1m30s");
 }
+
+#[test]
+fn go_durations_parse() {
+    let ok = |s: &str| parse_go_duration(s).unwrap();
+    assert_eq!(ok("30s"), 30.0);
+    assert_eq!(ok("1.5s"), 1.5);
+    assert_eq!(ok("100ms"), 0.1);
+    assert_eq!(ok("3.0s"), 3.0);
+    assert_eq!(ok("2h45m"), 9900.0);
+    assert_eq!(ok("1m0.5s"), 60.5);
+    assert_eq!(ok("0"), 0.0);
+    assert_eq!(ok("-1s"), -1.0);
+    assert!((ok("250us") - 0.00025).abs() < 1e-12);
+    assert!((ok("250\u{b5}s") - 0.00025).abs() < 1e-12);
+    assert_eq!(ok(".5s"), 0.5);
+    assert_eq!(
+        parse_go_duration("30").unwrap_err(),
+        r#"time: missing unit in duration "30""#
+    );
+    assert_eq!(
+        parse_go_duration("3x").unwrap_err(),
+        r#"time: unknown unit "x" in duration "3x""#
+    );
+    for bad in ["", "s", ".s", "1..2s", "-", "x1s"] {
+        assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+    }
+}

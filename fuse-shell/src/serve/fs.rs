@@ -13,6 +13,7 @@ use super::nodes::{Attr, Kind, Node, NodeTable, OpenMode, ROOT};
 use super::read::BlockCache;
 use super::rev::Revs;
 use super::stats::{Instant as StatsNow, Stats};
+use super::zhead::Zhead;
 use engine::ftail::DeltaFTail;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::SystemTime;
@@ -58,6 +59,8 @@ pub struct Wcfs {
     /// Links and watches.
     pub iso: Isolation,
     pub stats: Stats,
+    /// `.wcfs/debug/zhead` streams (`--debug`).
+    pub zhead: Zhead,
     /// Where a head/ file's new, larger size is pushed into the kernel
     /// right after the view showing it is published (the mount's notifier;
     /// unset without a mount). See `Wcfs::handle_commit`.
@@ -99,6 +102,7 @@ impl Wcfs {
             revs: Revs::new(),
             iso: Isolation::default(),
             stats: Stats::default(),
+            zhead: Zhead::default(),
             size_push: std::sync::OnceLock::new(),
             #[cfg(any(test, feature = "testing"))]
             setup_hook: Mutex::new(None),
@@ -135,7 +139,7 @@ impl Wcfs {
                 Some(ino) => ino,
                 None => self.lookup_rev(name)?,
             },
-            Node::Head | Node::DotWcfs => self
+            Node::Head | Node::DotWcfs | Node::DebugDir => self
                 .nodes
                 .existing_child(parent, name)
                 .ok_or(FsError::NoEnt)?,
@@ -150,6 +154,7 @@ impl Wcfs {
             | Node::Zurl
             | Node::Stats
             | Node::PinTimeout
+            | Node::DebugZhead
             | Node::HeadFile(_)
             | Node::RevFile(_) => return Err(FsError::Errno(fuser::Errno::ENOTDIR)),
         };
@@ -184,12 +189,15 @@ impl Wcfs {
             volatile,
         };
         Ok(match node {
-            Node::Root | Node::DotWcfs | Node::HeadBigDir => dir(SystemTime::UNIX_EPOCH, false),
+            Node::Root | Node::DotWcfs | Node::HeadBigDir | Node::DebugDir => {
+                dir(SystemTime::UNIX_EPOCH, false)
+            }
             Node::Head => dir(tid_time(head_at), true),
             Node::RevDir(at) => dir(tid_time(at), false),
             Node::RevBigDir(_) => dir(SystemTime::UNIX_EPOCH, false),
             Node::HeadAt => small(16, 0o644, true),
             Node::HeadWatch => small(0, 0o644, true),
+            Node::DebugZhead => small(0, 0o444, true),
             Node::Stats => small(self.stats_text().len(), 0o644, true),
             Node::Zurl => small(self.zurl.len(), 0o644, false),
             Node::PinTimeout => small(self.pintimeout_text().len(), 0o644, false),
@@ -223,6 +231,7 @@ impl Wcfs {
             Node::Root
             | Node::Head
             | Node::DotWcfs
+            | Node::DebugDir
             | Node::HeadBigDir
             | Node::RevDir(_)
             | Node::RevBigDir(_) => {}
@@ -234,7 +243,7 @@ impl Wcfs {
     pub fn open(&self, ino: u64) -> Result<OpenMode, FsError> {
         match self.nodes.get(ino).ok_or(FsError::NoEnt)? {
             Node::HeadAt | Node::Stats => Ok(OpenMode::DirectIo),
-            Node::HeadWatch => Ok(OpenMode::Stream),
+            Node::HeadWatch | Node::DebugZhead => Ok(OpenMode::Stream),
             Node::Zurl | Node::PinTimeout | Node::RevFile(_) => Ok(OpenMode::KeepCache),
             Node::HeadFile(oid) => {
                 let live = self
@@ -267,6 +276,7 @@ impl Wcfs {
                 .sum::<u64>();
         }
         self.stats.render(StatsNow {
+            zhead_link: self.zhead.count() as u64,
             watch_link: self.iso.links.count() as u64,
             watch: watches,
             pinned_blk: pinned,

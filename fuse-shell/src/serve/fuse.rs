@@ -10,7 +10,7 @@
 //! snapshots, no lock), including all of `head/watch`, which never blocks.
 
 use super::fs::Wcfs;
-use super::nodes::{Attr, Kind, OpenMode, HEAD_WATCH};
+use super::nodes::{Attr, Kind, OpenMode, DEBUG_ZHEAD, HEAD_WATCH};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
@@ -181,6 +181,15 @@ impl Filesystem for Fuse {
         if flags.0 & libc_accmode() != 0 {
             return reply.error(Errno::EROFS);
         }
+        if ino.0 == DEBUG_ZHEAD && self.fs.nodes.get(DEBUG_ZHEAD).is_some() {
+            self.open_files.fetch_add(1, Ordering::Relaxed);
+            return reply.opened(
+                FileHandle(self.fs.zhead.open()),
+                FopenFlags::FOPEN_STREAM
+                    | FopenFlags::FOPEN_NONSEEKABLE
+                    | FopenFlags::FOPEN_DIRECT_IO,
+            );
+        }
         let flags = match self.fs.open(ino.0) {
             Ok(OpenMode::KeepCache) => FopenFlags::FOPEN_KEEP_CACHE,
             Ok(OpenMode::DirectIo) => FopenFlags::FOPEN_DIRECT_IO,
@@ -216,6 +225,9 @@ impl Filesystem for Fuse {
         if ino.0 == HEAD_WATCH {
             self.fs.watch_release(fh.0);
         }
+        if ino.0 == DEBUG_ZHEAD {
+            self.fs.zhead.release(fh.0);
+        }
         self.open_files.fetch_sub(1, Ordering::Relaxed);
         reply.ok()
     }
@@ -238,6 +250,16 @@ impl Filesystem for Fuse {
                 _fh.0,
                 size,
                 req.pid(),
+                Box::new(move |r| match r {
+                    Ok(data) => reply.data(data),
+                    Err(e) => reply.error(e),
+                }),
+            );
+        }
+        if ino.0 == DEBUG_ZHEAD {
+            return self.fs.zhead.read(
+                _fh.0,
+                size,
                 Box::new(move |r| match r {
                     Ok(data) => reply.data(data),
                     Err(e) => reply.error(e),

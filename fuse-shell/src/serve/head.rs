@@ -484,6 +484,7 @@ impl Wcfs {
     /// Show `tid` in head/at (after its invalidations were sent).
     pub fn publish(&self, tid: Tid) {
         self.head.at.store(tid.0, Ordering::Release);
+        self.zhead.publish(tid);
         self.wake_setups();
     }
 

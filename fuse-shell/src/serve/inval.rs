@@ -48,8 +48,8 @@ pub trait Gate: Send + Sync {
     fn wait(&self);
 }
 
-/// Called with each new head/at, in order, and how long after its
-/// submission.
+/// Called with each commit that head/at may show, in order (each once),
+/// and how long after its submission.
 pub type Publish = Box<dyn Fn(Tid, Duration) + Send + Sync>;
 
 /// One item of a lane.
@@ -179,16 +179,12 @@ impl Invalidator {
         }
     }
 
-    /// Publish the newest commit whose invalidations and all earlier ones
-    /// are done.
+    /// Publish, in order, every commit whose invalidations and all earlier
+    /// ones are done (each once: `.wcfs/debug/zhead` shows every one).
     fn advance(&self, st: &mut State) {
-        let mut last = None;
         while let Some(&(tid, 0, since)) = st.order.front() {
             st.order.pop_front();
-            last = Some((tid, since.elapsed()));
-        }
-        if let Some((t, lag)) = last {
-            (self.publish)(t, lag);
+            (self.publish)(tid, since.elapsed());
         }
     }
 

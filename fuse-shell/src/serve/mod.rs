@@ -170,6 +170,7 @@ pub mod pool;
 pub mod read;
 pub mod rev;
 pub mod stats;
+pub mod zhead;
 
 use anyhow::{bail, Context, Result};
 use fuser::{Config, INodeNo, MountOption, Notifier, SessionACL};
@@ -201,6 +202,14 @@ pub struct ServeOpts {
     pub mountpoint: PathBuf,
     pub pintimeout: f64,
     pub autoexit: bool,
+    /// Serve `.wcfs/debug/zhead`.
+    pub debug: bool,
+    /// Mount with `auto_unmount`: fusermount3 removes the mount when the
+    /// server dies, even by `kill -9` (our CLI). Without it (the Go
+    /// server's command line) a dead server's mount stays, every access
+    /// ENOTCONN, for its manager (wendelin.core's Python side) to find
+    /// and unmount, as the original leaves it.
+    pub auto_unmount: bool,
 }
 
 fn now_secs() -> u64 {
@@ -222,6 +231,9 @@ pub fn serve(o: ServeOpts) -> Result<()> {
 
     let stor = zodb::zurl::open(&o.zurl).with_context(|| format!("open {}", o.zurl))?;
     let fs = Arc::new(fs::Wcfs::new(o.zurl.clone(), stor, o.pintimeout)?);
+    if o.debug {
+        fs.nodes.add_debug();
+    }
     let at0 = fs.head_at();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     // READs may wait for pins (up to --pintimeout): the pool grows past
@@ -235,6 +247,7 @@ pub fn serve(o: ServeOpts) -> Result<()> {
         fuse::Fuse::new(fs.clone(), pool, last_use.clone(), open_files.clone()),
         &o.zurl,
         &o.mountpoint,
+        o.auto_unmount,
     )?;
     let notifier = session.notifier();
     let bg = session.spawn().context("start the FUSE session")?;
@@ -300,21 +313,35 @@ pub fn serve(o: ServeOpts) -> Result<()> {
     unmount(bg, &o.mountpoint)
 }
 
-fn mount(fuse: fuse::Fuse, zurl: &str, mountpoint: &Path) -> Result<fuser::Session<fuse::Fuse>> {
+fn mount(
+    fuse: fuse::Fuse,
+    zurl: &str,
+    mountpoint: &Path,
+    auto_unmount: bool,
+) -> Result<fuser::Session<fuse::Fuse>> {
     if !mountpoint.is_dir() {
         bail!("mountpoint {}: not a directory", mountpoint.display());
     }
     let mut cfg = Config::default();
     cfg.mount_options = vec![
         MountOption::FSName(zurl.to_owned()),
-        MountOption::Subtype("wcfs".into()),
         MountOption::NoSuid,
         MountOption::NoDev,
         MountOption::NoExec,
-        // fusermount3 stays behind and unmounts when we die, even by kill -9
-        // (it needs allow_other, which fuser restricts to root + owner).
-        MountOption::AutoUnmount,
     ];
+    if auto_unmount {
+        // fusermount3 stays behind and unmounts when we die, even by kill
+        // -9 (it needs allow_other, which fuser restricts to root + owner);
+        // it sets the subtype (type `fuse.wcfs`)
+        cfg.mount_options.push(MountOption::AutoUnmount);
+        cfg.mount_options.push(MountOption::Subtype("wcfs".into()));
+    } else {
+        // fuser mounts itself where it may (root), and passes no subtype
+        // then: give it to the kernel (type `fuse.wcfs`, which the Python
+        // side of wendelin.core checks)
+        cfg.mount_options
+            .push(MountOption::CUSTOM("subtype=wcfs".into()));
+    }
     cfg.acl = SessionACL::RootAndOwner;
     fuser::Session::new(fuse, mountpoint, &cfg)
         .with_context(|| format!("mount {} on {}", zurl, mountpoint.display()))

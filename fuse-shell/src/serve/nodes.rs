@@ -38,6 +38,12 @@ pub const PINTIMEOUT: u64 = 8;
 /// `head/watch`.
 pub const HEAD_WATCH: u64 = 9;
 
+/// `.wcfs/debug/` (with `--debug`).
+pub const DEBUG_DIR: u64 = 10;
+
+/// `.wcfs/debug/zhead` (with `--debug`).
+pub const DEBUG_ZHEAD: u64 = 11;
+
 /// The first inode number handed out on lookup.
 pub const FIRST_DYNAMIC: u64 = 16;
 
@@ -53,6 +59,10 @@ pub enum Node {
     Zurl,
     Stats,
     PinTimeout,
+    /// `.wcfs/debug/`.
+    DebugDir,
+    /// `.wcfs/debug/zhead`: a stream of processed transactions.
+    DebugZhead,
     /// `@<tid>/`.
     RevDir(Tid),
     /// `@<tid>/bigfile/`.
@@ -142,6 +152,18 @@ impl NodeTable {
         }
     }
 
+    /// Add `.wcfs/debug/zhead` (`--debug`).
+    pub fn add_debug(&self) {
+        let mut n = lock(&self.mu);
+        for (ino, parent, name, node) in [
+            (DEBUG_DIR, DOT_WCFS, "debug", Node::DebugDir),
+            (DEBUG_ZHEAD, DEBUG_DIR, "zhead", Node::DebugZhead),
+        ] {
+            n.by_ino.insert(ino, node);
+            n.by_name.insert((parent, name.to_owned()), ino);
+        }
+    }
+
     /// What inode `ino` is.
     pub fn get(&self, ino: u64) -> Option<Node> {
         lock(&self.mu).by_ino.get(&ino).cloned()
@@ -184,7 +206,8 @@ impl NodeTable {
                         | Node::HeadWatch
                         | Node::Zurl
                         | Node::Stats
-                        | Node::PinTimeout,
+                        | Node::PinTimeout
+                        | Node::DebugZhead,
                     ) => Kind::File,
                     _ => Kind::Dir,
                 };

@@ -8,6 +8,8 @@ use std::sync::Arc;
 /// The instantaneous values, computed by the caller when rendering.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Instant {
+    /// Open `.wcfs/debug/zhead` streams.
+    pub zhead_link: u64,
     /// Open `head/watch` links.
     pub watch_link: u64,
     /// Watches (established or being set up).
@@ -54,7 +56,7 @@ pub struct Stats {
 
 impl Stats {
     /// The text of `.wcfs/stats`: the spec's keys first, in its order,
-    /// then ours (`ZHeadLink` is 0: there is no debug/zhead). As in the
+    /// then ours. As in the
     /// original, a key in lower case is a counter that never decreases,
     /// one that starts with a capital an instantaneous value (the
     /// original's tools check that on every read).
@@ -63,7 +65,7 @@ impl Stats {
         let rows: [(&str, u64); 20] = [
             ("BigFile", self.bigfile.load(Relaxed)),
             ("RevHead", self.rev_head.load(Relaxed)),
-            ("ZHeadLink", 0),
+            ("ZHeadLink", now.zhead_link),
             ("WatchLink", now.watch_link),
             ("Watch", now.watch),
             ("PinnedBlk", now.pinned_blk),

@@ -113,6 +113,33 @@ impl Server {
             cmd.arg(&mnt);
         }
         let child = cmd.stdin(Stdio::null()).spawn().expect("spawn wcfs serve");
+        Self::served(child, mnt, zurl, log)
+    }
+
+    /// The Go server's command line, as wendelin.core spawns it: `exe`
+    /// (our binary, maybe a copy elsewhere) `[flags] <zurl> <mnt>`, logs
+    /// (`-logtostderr -v=2`) to `<dir>/wcfs.log`.
+    pub(crate) fn start_go(dir: &Path, db: &Path, exe: &Path, flags: &[&str]) -> Server {
+        require_fuse();
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).unwrap();
+        let log = dir.join("wcfs.log");
+        let zurl = db.to_str().unwrap().to_owned();
+        let child = Command::new(exe)
+            .args(["-logtostderr", "-v=2"])
+            .args(flags)
+            .arg(&zurl)
+            .arg(&mnt)
+            .stdin(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn wcfs (Go form)");
+        Self::served(child, mnt, zurl, log)
+    }
+
+    /// The server `child` just started: its guard and watchdog, once it
+    /// serves (`.wcfs/zurl` reads `zurl`).
+    fn served(child: Child, mnt: PathBuf, zurl: String, log: PathBuf) -> Server {
         let mut s = Server {
             child: Some(child),
             mnt,
