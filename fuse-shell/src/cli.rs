@@ -54,6 +54,12 @@ pub(crate) enum Cmd {
         /// wait on it).
         #[arg(long)]
         debug: bool,
+        /// The mount's readahead in KiB (as root; 0: the kernel's). The
+        /// kernel reads around a page fault and ahead of sequential reads
+        /// by this much; past a block's end that pulls in the next block,
+        /// which the server must then track and pin for every watcher.
+        #[arg(long, value_name = "KIB", default_value_t = crate::serve::DEFAULT_READAHEAD_KB)]
+        readahead_kb: u32,
         /// The database.
         zurl: String,
         /// Where to mount (created if missing). Default:

@@ -305,6 +305,7 @@ impl GoArgs {
             autoexit: self.autoexit,
             debug: self.debug,
             auto_unmount: false,
+            readahead_kb: crate::serve::DEFAULT_READAHEAD_KB,
         }
     }
 

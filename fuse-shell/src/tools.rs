@@ -13,6 +13,7 @@ pub(crate) fn run(cmd: Cmd) -> Result<()> {
             pintimeout,
             autoexit,
             debug,
+            readahead_kb,
             zurl,
             mountpoint,
         } => {
@@ -25,6 +26,7 @@ pub(crate) fn run(cmd: Cmd) -> Result<()> {
                     autoexit,
                     debug,
                     auto_unmount: true,
+                    readahead_kb,
                 },
                 true,
             )

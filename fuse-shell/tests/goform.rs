@@ -7,6 +7,9 @@
 //! and fusermount3; every server is under the watchdog and unmount guard
 //! of `support/server.rs`.
 
+#[path = "../../zodb/tests/py_common/mod.rs"]
+#[allow(dead_code)]
+mod py_common;
 #[path = "support/server.rs"]
 #[allow(dead_code)]
 mod server;
@@ -203,4 +206,108 @@ fn usage_errors() {
     let o = run(&["ls", "--help"]);
     assert!(o.status.success());
     let _ = Tid(0);
+}
+
+/// Real Python ZODB commits (tests/py/committer.py) under a Go-form server
+/// with `-debug`, and a Python client that speaks the raw protocol
+/// (tests/py/rawclient.py, written from the spec): `.wcfs/debug/zhead`
+/// gives each committed tid once, in order, with head/at already there;
+/// a watch at the first state gets the pin of block 0 (rewritten by every
+/// commit) to that state when it reads the block, acks it, and reads the
+/// block as of its view, then `bye` and EOF.
+#[test]
+fn python_commits_zhead_and_a_raw_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let dbs = db.to_str().unwrap();
+    py_common::run_py("committer.py", &[dbs, "--txns", "1", "--blksize", "65536"]);
+    use zodb::Storage;
+    let stor = zodb::fs1::FileStorage::open(&db).unwrap();
+    let at0 = stor.last_tid().unwrap();
+    let oid = zodb::zbigfile::list(&stor, at0).unwrap()[0].oid;
+    let exe = installed(dir.path());
+    let srv = Server::start_go(dir.path(), &db, &exe, &["-debug"]);
+    let mnt = srv.mnt.to_str().unwrap().to_owned();
+    // the file must be known to the server before a watch
+    let _ = std::fs::metadata(srv.head_file(oid)).unwrap();
+
+    const N: usize = 6;
+    let mut zh = py_common::py_cmd("rawclient.py", &["zhead", &mnt, &N.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // it has opened the stream once ZHeadLink says so
+    let t0 = Instant::now();
+    while srv.stat("ZHeadLink") < 1 {
+        assert!(t0.elapsed() < WAIT, "rawclient did not open zhead");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = py_common::py_cmd(
+        "committer.py",
+        &[
+            dbs,
+            "--txns",
+            &N.to_string(),
+            "--delay-ms",
+            "30",
+            "--blksize",
+            "65536",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tids: Vec<Tid> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| *l != "done")
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(tids.len(), N);
+    let zout = zh.wait_with_output().unwrap();
+    assert!(zout.status.success());
+    let lines: Vec<String> = String::from_utf8_lossy(&zout.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(lines.len(), N, "{lines:?}");
+    for (l, t) in lines.iter().zip(&tids) {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(
+            (f[0], f[1], f[2]),
+            ("zhead", t.to_string().as_str(), "headat"),
+            "{l}"
+        );
+        let headat: Tid = f[3].parse().unwrap();
+        assert!(headat >= *t, "head/at {headat} behind the zhead line {t}");
+    }
+
+    // a raw watch at the first of them: block 0 changed in every later
+    // commit, so reading it pins it to that state
+    let at1 = tids[0];
+    let w = py_common::py_cmd(
+        "rawclient.py",
+        &["watch", &mnt, &oid.to_string(), &at1.to_string(), "0"],
+    )
+    .output()
+    .unwrap();
+    let wout = String::from_utf8_lossy(&w.stdout);
+    assert!(
+        w.status.success(),
+        "{wout}{}",
+        String::from_utf8_lossy(&w.stderr)
+    );
+    let wl: Vec<&str> = wout.lines().collect();
+    assert_eq!(wl.first(), Some(&"ok"), "{wout}");
+    assert!(
+        wl.contains(&format!("pin pin {oid} #0 @{at1}").as_str()),
+        "no pin of #0 to @{at1}: {wout}"
+    );
+    assert!(wl.iter().any(|l| l.starts_with("read 65536 ")), "{wout}");
+    assert_eq!(wl.last(), Some(&"eof"), "{wout}");
+    assert_eq!(srv.stat("pinkill"), 0);
+    srv.finish();
 }

@@ -196,6 +196,10 @@ fn autoexit_idle() -> u64 {
 const UNMOUNT_WAIT: Duration = Duration::from_secs(5);
 
 /// Options of `wcfs serve`.
+/// The mount's readahead unless told otherwise, KiB (README "readahead":
+/// measured against 256 and 1024).
+pub const DEFAULT_READAHEAD_KB: u32 = 1024;
+
 #[derive(Debug)]
 pub struct ServeOpts {
     pub zurl: String,
@@ -210,6 +214,9 @@ pub struct ServeOpts {
     /// ENOTCONN, for its manager (wendelin.core's Python side) to find
     /// and unmount, as the original leaves it.
     pub auto_unmount: bool,
+    /// The mount's readahead in KiB (`read_ahead_kb` of its bdi, set where
+    /// we may: root); 0 leaves the kernel's.
+    pub readahead_kb: u32,
 }
 
 fn now_secs() -> u64 {
@@ -252,7 +259,9 @@ pub fn serve(o: ServeOpts) -> Result<()> {
     let notifier = session.notifier();
     let bg = session.spawn().context("start the FUSE session")?;
     tracing::info!(zurl = %o.zurl, mountpoint = %o.mountpoint.display(), head = %at0, "mounted");
-    raise_readahead(&o.mountpoint);
+    if o.readahead_kb > 0 {
+        set_readahead(&o.mountpoint, o.readahead_kb);
+    }
 
     // ---- 2) follow the storage ----
     let stop = Arc::new(AtomicBool::new(false));
@@ -347,9 +356,11 @@ fn mount(
         .with_context(|| format!("mount {} on {}", zurl, mountpoint.display()))
 }
 
-/// The kernel reads at most `read_ahead_kb` per READ; raise it to 1 MiB
-/// (the most the kernel sends in one FUSE READ) where we may (root).
-fn raise_readahead(mountpoint: &Path) {
+/// Set the mount's readahead (`read_ahead_kb`) where we may (root). The
+/// kernel reads around a page fault and ahead of sequential reads up to
+/// it; past a block's end that is the next block's data, which the server
+/// must track and pin for every watcher it changed for.
+fn set_readahead(mountpoint: &Path, kb: u32) {
     use std::os::unix::fs::MetadataExt;
     let Ok(md) = std::fs::metadata(mountpoint) else {
         return;
@@ -357,8 +368,8 @@ fn raise_readahead(mountpoint: &Path) {
     let dev = md.dev();
     let (major, minor) = ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & 0xfff00));
     let p = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
-    match std::fs::write(&p, "1024") {
-        Ok(()) => tracing::info!("{p}: readahead raised to 1024 KiB"),
+    match std::fs::write(&p, kb.to_string()) {
+        Ok(()) => tracing::info!("{p}: readahead set to {kb} KiB"),
         Err(e) => tracing::info!("{p}: readahead left as is: {e}"),
     }
 }
