@@ -90,8 +90,7 @@ fn main() {
         "| readahead | pins / {ACCESSES} random accesses | of blocks not accessed | cold sequential read |"
     );
     println!("| --- | --- | --- | --- |");
-    let mut gen = 1u8;
-    for ra in [128u32, 256, 1024] {
+    for (gen, ra) in (2u8..).zip([128u32, 256, 1024]) {
         let mnt = tmp.path().join(format!("mnt{ra}"));
         std::fs::create_dir_all(&mnt).unwrap();
         let srv = Server::start_with(
@@ -104,7 +103,6 @@ fn main() {
         let _ = std::fs::metadata(&head).unwrap();
         let at = srv.head_at();
         let (link, pinned) = watcher(&mnt, oid, at);
-        gen += 1;
         let d: Vec<Vec<u8>> = (0..NBLK).map(|b| block(b, gen)).collect();
         let ch: Vec<_> = d
             .iter()

@@ -8,7 +8,6 @@
 //! of `support/server.rs`.
 
 #[path = "../../zodb/tests/py_common/mod.rs"]
-#[allow(dead_code)]
 mod py_common;
 #[path = "support/server.rs"]
 #[allow(dead_code)]
