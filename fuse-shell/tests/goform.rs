@@ -231,7 +231,7 @@ fn python_commits_zhead_and_a_raw_client() {
     let _ = std::fs::metadata(srv.head_file(oid)).unwrap();
 
     const N: usize = 6;
-    let mut zh = py_common::py_cmd("rawclient.py", &["zhead", &mnt, &N.to_string()])
+    let zh = py_common::py_cmd("rawclient.py", &["zhead", &mnt, &N.to_string()])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
