@@ -1647,6 +1647,9 @@ impl Run {
         rep.pins = st.get("pin").copied().unwrap_or(0);
         rep.pin_p50_us = st.get("PinRtt50us").copied().unwrap_or(0);
         rep.pin_p99_us = st.get("PinRtt99us").copied().unwrap_or(0);
+        let q = |k: &str| st.get(k).copied().unwrap_or(0);
+        rep.commit_us = [q("Commit50us"), q("Commit99us")];
+        rep.head_lag_us = [q("HeadAtLag50us"), q("HeadAtLag99us")];
         rep.pinkill = st.get("pinkill").copied().unwrap_or(0);
         if rep.wrong > 0 {
             rep.problems

@@ -190,6 +190,10 @@ pub(crate) struct Report {
     pub(crate) pins: u64,
     pub(crate) pin_p50_us: u64,
     pub(crate) pin_p99_us: u64,
+    /// The server's commit processing and commit -> head/at lag, p50 and
+    /// p99 (µs, from `.wcfs/stats`).
+    pub(crate) commit_us: [u64; 2],
+    pub(crate) head_lag_us: [u64; 2],
     pub(crate) pinkill: u64,
     pub(crate) faults_noack: u64,
     pub(crate) faults_noack_killed: u64,
@@ -264,6 +268,8 @@ pub(crate) fn print(r: &Report, json: bool) {
             },
             "pins": r.pins,
             "pin_rtt_us": {"p50": r.pin_p50_us, "p99": r.pin_p99_us},
+            "commit_us": {"p50": r.commit_us[0], "p99": r.commit_us[1]},
+            "head_at_lag_us": {"p50": r.head_lag_us[0], "p99": r.head_lag_us[1]},
             "clients_killed": r.pinkill,
             "faults": {
                 "noack": r.faults_noack, "noack_killed": r.faults_noack_killed,
@@ -335,6 +341,11 @@ pub(crate) fn print(r: &Report, json: bool) {
         out,
         "  pins                {} (round trip p50 {} µs, p99 {} µs)",
         r.pins, r.pin_p50_us, r.pin_p99_us
+    );
+    let _ = writeln!(
+        out,
+        "  commits (server)    processing p50 {} µs, p99 {} µs; to head/at p50 {} µs, p99 {} µs",
+        r.commit_us[0], r.commit_us[1], r.head_lag_us[0], r.head_lag_us[1]
     );
     let _ = writeln!(
         out,
