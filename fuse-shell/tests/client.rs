@@ -252,6 +252,44 @@ fn growth_holes_and_resync() {
     srv.finish();
 }
 
+/// A commit deletes the file's last blocks while a view from before maps
+/// them from head/ (once read, and never read): the view still reads them
+/// (pins to their revision, no SIGBUS past a shrunk end: head/ keeps its
+/// size, the deleted tail reads as zeros there), and head/ shows zeros.
+#[test]
+fn a_deleted_tail_stays_readable_in_older_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = Db::create(dir.path(), &[0, 1, 2, 3, 4, 5]);
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = db.head();
+    let wc = WCFS::open(srv.p("")).unwrap();
+    let c = wc.connect(at0).unwrap();
+    let f = c.open(db.oid).unwrap();
+    assert_eq!(f.size(), 6 * BS);
+    let m = f.mmap(0, 6).unwrap();
+    // block 4 read through head/ before the delete, block 5 never
+    let mut buf = vec![0u8; BS as usize];
+    m.read_at((4 * BS) as usize, &mut buf).unwrap();
+    let at1 = db.commit(1, &[0], &[3, 4, 5]);
+    srv.wait_head(at1);
+    assert_eq!(
+        std::fs::metadata(srv.head_file(db.oid)).unwrap().len(),
+        6 * BS,
+        "head/ keeps its size"
+    );
+    let head = std::fs::read(srv.head_file(db.oid)).unwrap();
+    assert_eq!(
+        head,
+        db.hist.bytes(at1, 6),
+        "head/ shows at1: the tail as zeros"
+    );
+    check(&m, &db.hist, at0, "the at0 view after its tail was deleted");
+    c.resync(at1).unwrap();
+    check(&m, &db.hist, at1, "resynced to at1");
+    drop((m, f, c));
+    srv.finish();
+}
+
 /// Readers in threads, each with its own Conn at its own recent state,
 /// check every byte of the whole file against the model after each
 /// resync, while a writer commits.

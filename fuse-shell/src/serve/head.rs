@@ -318,19 +318,33 @@ impl Wcfs {
             if d.size {
                 match zf.size(&*self.stor, tid) {
                     Ok(new) => {
-                        // From the smaller size to the end, pages and size:
-                        // a kernel that still believed an old larger size
-                        // may have cached zero pages past our end (a READ
-                        // there gets 0 bytes and the kernel zero-fills), so
-                        // growth must drop them too.
-                        if new != hf.size {
+                        // A head/ file never shrinks (until an epoch): when
+                        // a commit deletes its last blocks, the kernel would
+                        // cut the inode, and a client whose older view still
+                        // has those blocks, mapped from head/, would die of
+                        // SIGBUS there: past the end the kernel sends no
+                        // READ, so no pin can move them to @rev (found by
+                        // wcfs-stress, whose writer deletes runs of blocks;
+                        // stress/findings). Past the ZBigFile's own size the
+                        // file reads as zeros, as a bigfile does; the
+                        // deleted blocks are invalidated as any change.
+                        //
+                        // Growth drops the pages past the old end: a kernel
+                        // that read there may have cached zeros.
+                        if new > hf.size {
                             inval.push(Inval {
                                 ino,
-                                off: new.min(hf.size) as i64,
+                                off: hf.size as i64,
                                 len: 0,
                             });
+                            hf.size = new;
+                        } else if new < hf.size {
+                            tracing::debug!(
+                                oid = %foid,
+                                "@{tid}: the file's data ends at {new}; head/ keeps its size {}",
+                                hf.size
+                            );
                         }
-                        hf.size = new;
                     }
                     Err(e) => {
                         tracing::error!(oid = %foid, "@{tid}: size: {e}");
