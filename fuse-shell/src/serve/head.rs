@@ -318,7 +318,8 @@ impl Wcfs {
             if d.size {
                 match zf.size(&*self.stor, tid) {
                     Ok(new) => {
-                        // A head/ file never shrinks (until an epoch): when
+                        // A head/ file never shrinks (nor at an epoch, see
+                        // `reload_head_file`): when
                         // a commit deletes its last blocks, the kernel would
                         // cut the inode, and a client whose older view still
                         // has those blocks, mapped from head/, would die of
@@ -425,8 +426,14 @@ impl Wcfs {
                 if let Err(e) = self.track_size(&zf, tid) {
                     tracing::error!("{e}");
                 }
+                // Not smaller than before, even now (rounded up to the new
+                // blksize): clients of the old file keep their mappings
+                // after their links were shut, and a shrunk inode would
+                // kill them with SIGBUS on their next access (wcfs-stress,
+                // at an epoch that re-created a file shorter).
+                let bs = zf.blksize.max(1);
+                hf.size = size.max(hf.size.div_ceil(bs) * bs);
                 hf.zfile = Some(zf);
-                hf.size = size;
             }
             Err(e) => {
                 tracing::warn!(oid = %foid, "@{tid}: head/bigfile/{foid} is gone: {e}");
