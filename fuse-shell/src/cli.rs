@@ -19,10 +19,6 @@ pub(crate) struct Cli {
     pub(crate) cmd: Cmd,
 }
 
-/// Our subcommands' names: any other first argument means the Go
-/// server's command line (`gocli`).
-pub(crate) const SUBCOMMANDS: &[&str] = &["serve", "cat", "ls", "mkdemo", "status", "stop"];
-
 /// Logging options, shared by every subcommand.
 #[derive(Debug, Args)]
 pub(crate) struct LogArgs {

@@ -30,7 +30,11 @@ use std::process::ExitCode;
 pub fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
     let args = argv.get(1..).unwrap_or_default();
-    if !gocli::is_ours(args, cli::SUBCOMMANDS) {
+    // our subcommands, as clap knows them: any other first argument means
+    // the Go server's command line
+    let cmd = <cli::Cli as clap::CommandFactory>::command();
+    let subcommands: Vec<&str> = cmd.get_subcommands().map(|c| c.get_name()).collect();
+    if !gocli::is_ours(args, &subcommands) {
         return go_main(argv.first().map_or("wcfs", |p| p.as_str()), args);
     }
     let cli = cli::Cli::parse();

@@ -99,30 +99,27 @@ impl Wcfs {
         };
         let mut jobs = Vec::new();
         for w in &ws {
-            loop {
-                let (at, gen) = w.view();
-                if at >= head {
-                    break; // its view has this commit
-                }
-                let mut want: Vec<(i64, Tid)> = Vec::new();
-                for &b in blks {
-                    match self.ft.blk_rev_at(foid, b, at) {
-                        Ok((rev, _)) => want.push((b, rev)),
-                        Err(e) => tracing::error!(
-                            oid = %foid, blk = b,
-                            "early pin for a watch @{at}: BlkRevAt: {e}: left to READs"
-                        ),
-                    }
-                }
-                let mut st = lock(&w.st);
-                if st.gen != gen {
-                    continue; // a setup moved it: decide again
-                }
-                for (b, rev) in want {
-                    jobs.extend(w.pin_locked(&mut st, b, Some(rev), &self.stats));
-                }
-                break;
+            if w.at() >= head {
+                continue; // its view has this commit
             }
+            let decide = |at: Tid| {
+                if at >= head {
+                    return Vec::new();
+                }
+                blks.iter()
+                    .filter_map(|&b| match self.ft.blk_rev_at(foid, b, at) {
+                        Ok((rev, _)) => Some((b, rev)),
+                        Err(e) => {
+                            tracing::error!(
+                                oid = %foid, blk = b,
+                                "early pin for a watch @{at}: BlkRevAt: {e}: left to READs"
+                            );
+                            None
+                        }
+                    })
+                    .collect()
+            };
+            jobs.extend(w.pin_for_view(&self.stats, decide, || {}));
         }
         jobs
     }

@@ -61,8 +61,8 @@ pub struct Wcfs {
     pub stats: Stats,
     /// `.wcfs/debug/zhead` streams (`--debug`).
     pub zhead: Zhead,
-    /// Where a head/ file's new, larger size is pushed into the kernel
-    /// right after the view showing it is published (the mount's notifier;
+    /// Where a head/ file's new, larger size is pushed into the kernel,
+    /// before the view showing it is published (the mount's notifier;
     /// unset without a mount). See `Wcfs::handle_commit`.
     pub size_push: std::sync::OnceLock<SizePush>,
     /// Tests: run at the named point (in a watch setup, `register`: before

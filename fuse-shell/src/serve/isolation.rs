@@ -58,6 +58,34 @@ impl Watch {
         (st.at, st.gen)
     }
 
+    /// Decide this watch's pins for its current view with `decide(at)`
+    /// (blocks and the revisions to pin them to), then queue them if the
+    /// view did not move meanwhile (a setup moving it bumps the
+    /// generation), else decide again: so the last pin queued for a block
+    /// is always for the current `at`. `decide` runs with no lock of the
+    /// watch held, `before_queue` (a test hook) right before the queueing.
+    /// Returns the pins to wait for.
+    pub fn pin_for_view(
+        self: &Arc<Self>,
+        stats: &Stats,
+        mut decide: impl FnMut(Tid) -> Vec<(i64, Tid)>,
+        before_queue: impl Fn(),
+    ) -> Vec<PinJob> {
+        loop {
+            let (at, gen) = self.view();
+            let want = decide(at);
+            before_queue();
+            let mut st = lock(&self.st);
+            if st.gen != gen {
+                continue;
+            }
+            return want
+                .into_iter()
+                .filter_map(|(blk, rev)| self.pin_locked(&mut st, blk, Some(rev), stats))
+                .collect();
+        }
+    }
+
     /// Ask the client to show block `blk` as of `rev` (`None`: head), with
     /// `st` held. Returns the pin to wait for, or `None` if nothing is to
     /// be sent (the link is gone, or the block is not pinned and `rev` is
@@ -154,10 +182,7 @@ impl Wcfs {
         };
         let mut jobs: Vec<PinJob> = Vec::new();
         for w in &ws {
-            // decide for the watch's at, then queue if it did not move
-            // meanwhile (a setup moving it bumps the generation)
-            loop {
-                let (at, gen) = w.view();
+            let decide = |at: Tid| {
                 let mut want: Vec<(i64, Tid)> = Vec::new();
                 for b in blocks {
                     if b.rev_max <= at {
@@ -183,17 +208,12 @@ impl Wcfs {
                         ),
                     }
                 }
+                want
+            };
+            jobs.extend(w.pin_for_view(&self.stats, decide, || {
                 #[cfg(any(test, feature = "testing"))]
                 self.hook("read-pin");
-                let mut st = lock(&w.st);
-                if st.gen != gen {
-                    continue;
-                }
-                for (blk, rev) in want {
-                    jobs.extend(w.pin_locked(&mut st, blk, Some(rev), &self.stats));
-                }
-                break;
-            }
+            }));
         }
         jobs
     }

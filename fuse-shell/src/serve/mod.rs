@@ -58,17 +58,18 @@
 //!    stored counts as changed), `ForgetPast(tid - 60 s)` (keeping what the
 //!    oldest watch needs), load V → release → refresh the touched head
 //!    files (epoch: reload; size: recompute and re-track the path to the
-//!    last block; storage reads, no lock) → publish view (tid, files) →
-//!    push each grown file's size into the kernel (a NOTIFY_STORE of no
-//!    bytes at the new end: fstat must never show more than the inode has,
-//!    see `stress/findings/`) → `ft_rw` R: queue the early pins of the
-//!    changed blocks for early-pins watches behind tid ([`early`]) →
-//!    queue the invalidations of the changed blocks (and sizes) to their
-//!    files' lanes ([`inval`]), each file's behind its early pins → next
-//!    commit. A lane thread waits for the early pins (bounded), sends the
-//!    invalidations;
-//!    head/at := tid once every invalidation of every commit ≤ tid is
-//!    done; then watch setups waiting for it wake.
+//!    last block; a size never goes down; storage reads, no lock) →
+//!    `ft_rw` R: queue the early pins of the changed blocks for
+//!    early-pins watches behind tid ([`early`]) → push each grown file's
+//!    size into the kernel (a NOTIFY_STORE of no bytes at the new end),
+//!    *before* the view shows it: fstat must never show more than the
+//!    inode has (`stress/findings/`) → publish view (tid, files) → queue
+//!    the invalidations of the changed blocks (and sizes) to their files'
+//!    lanes ([`inval`]), each file's behind its early pins → next commit.
+//!    A lane thread waits for the early pins (bounded), sends the
+//!    invalidations; head/at := tid (and a `.wcfs/debug/zhead` line) for
+//!    every commit, in order, once every invalidation of it and of every
+//!    earlier commit is done; then watch setups waiting for it wake.
 //! 3. `watch f @at` (a thread per request): wait for head/at ≥ at (so the
 //!    page cache holds nothing newer than what pins account for) →
 //!    `ft_rw` R: H = ΔFtail's head; checks; register `at` (bump the

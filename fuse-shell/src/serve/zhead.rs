@@ -11,7 +11,10 @@
 //! # Locks
 //!
 //! `streams` is a leaf lock, held to queue lines and take parked READs,
-//! never while a READ is answered.
+//! never while a READ is answered. [`Zhead::publish`] runs under the
+//! invalidator's `st` (which publishes head/at in commit order): it takes
+//! nothing else, and answers READs with a write to /dev/fuse, which does
+//! not wait for the kernel.
 
 use super::fs::lock;
 use super::link::ReadReply;
@@ -36,14 +39,12 @@ struct Stream {
 /// The open streams of `.wcfs/debug/zhead`.
 #[derive(Default)]
 pub struct Zhead {
-    /// The last file handle given (handles of these streams have the top
-    /// bit set, apart from the links' handles).
+    /// The last file handle given. Relaxed: only its uniqueness matters
+    /// (the FUSE adapter routes by inode, so handles need not differ from
+    /// the links').
     next: AtomicU64,
     streams: Mutex<HashMap<u64, Stream>>,
 }
-
-/// The top bit marks a zhead stream's file handle.
-pub const FH_BIT: u64 = 1 << 63;
 
 /// A READ's answer, given after the lock is released.
 type Answer = (ReadReply, Result<Vec<u8>, Errno>);
@@ -78,7 +79,7 @@ fn drain(s: &mut Stream) -> Vec<Answer> {
 impl Zhead {
     /// A new stream: its file handle.
     pub fn open(&self) -> u64 {
-        let fh = (self.next.fetch_add(1, Ordering::Relaxed) + 1) | FH_BIT;
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         lock(&self.streams).insert(fh, Stream::default());
         fh
     }
@@ -120,7 +121,7 @@ impl Zhead {
                 }
                 if s.out.len() + line.len() > MAX_UNREAD {
                     tracing::warn!(
-                        fh = fh & !FH_BIT,
+                        fh,
                         ".wcfs/debug/zhead: a stream not read for {MAX_UNREAD} bytes is cut"
                     );
                     s.cut = true;
@@ -157,7 +158,6 @@ mod tests {
         let z = Zhead::default();
         let got = Arc::new(Mutex::new(Vec::new()));
         let a = z.open();
-        assert_ne!(a & FH_BIT, 0);
         z.read(a, 4096, reader(&got)); // parked
         assert!(got.lock().unwrap().is_empty());
         z.publish(Tid(1));
