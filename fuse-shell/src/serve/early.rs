@@ -63,8 +63,9 @@
 //!
 //! # Locks
 //!
-//! Pins are decided under `ft_rw` R and each watch's `st` (as READs decide
-//! them, with the same generation check); the wait holds nothing.
+//! Pins are decided under `ft_rw` R and queued under each watch's `st`,
+//! by the same generation-checked loop as READs' (`Watch::pin_for_view`);
+//! the wait holds nothing.
 
 use super::fs::{lock, Wcfs};
 use super::inval::Gate;
