@@ -144,15 +144,20 @@ impl Filesystem for Ceiling {
     }
 }
 
-/// Raise a FUSE mount's readahead to 1 MiB, as `wcfs serve` does.
-fn raise_readahead(mnt: &Path) {
+/// The `read_ahead_kb` file of a mount's bdi.
+fn readahead_file(mnt: &Path) -> std::path::PathBuf {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata(mnt).unwrap().dev();
     let (major, minor) = ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & 0xfff00));
-    let _ = std::fs::write(
-        format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"),
-        "1024",
-    );
+    format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb").into()
+}
+
+/// Give the ceiling's mount the readahead `wcfs serve` set on ours, so that
+/// both read ahead by the same amount.
+fn same_readahead(ours: &Path, ceiling: &Path) -> String {
+    let kb = std::fs::read_to_string(readahead_file(ours)).unwrap_or_default();
+    let _ = std::fs::write(readahead_file(ceiling), kb.trim());
+    kb.trim().to_owned()
 }
 
 fn pattern(blk: i64, gen: u64) -> Vec<u8> {
@@ -219,7 +224,8 @@ fn main() {
     .expect("mount the ceiling filesystem")
     .spawn()
     .expect("serve the ceiling filesystem");
-    raise_readahead(&cmnt);
+    let ra = same_readahead(&mnt, &cmnt);
+    eprintln!("serve bench: readahead {ra} KiB on both mounts");
     let (mut c_ours, mut c_ceil, mut c_raw) = (0f64, 0f64, 0f64);
     for _ in 0..3 {
         c_ours = c_ours.max(cold_read_mibs(&head, total));

@@ -54,6 +54,7 @@ pub(crate) enum Cmd {
         /// kernel reads around a page fault and ahead of sequential reads
         /// by this much; past a block's end that pulls in the next block,
         /// which the server must then track and pin for every watcher.
+        /// More is faster for sequential readers (README "Readahead").
         #[arg(long, value_name = "KIB", default_value_t = crate::serve::DEFAULT_READAHEAD_KB)]
         readahead_kb: u32,
         /// The database.

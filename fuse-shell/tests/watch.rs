@@ -1341,6 +1341,72 @@ fn many_links_one_read() {
     srv.finish();
 }
 
+/// The default readahead (128 KiB, README "Readahead") keeps a page
+/// fault's read-around inside its block unless the fault is within 64 KiB
+/// of the edge: faults 200 KiB before a 2 MiB block's end and 200 KiB
+/// after another's start pin those two blocks and no neighbour (at 1 MiB
+/// both would pull in, and pin, the blocks next to them).
+#[test]
+fn default_readahead_stays_in_the_block() {
+    const BIG: u64 = 2 << 20;
+    const NEAR: u64 = 200 << 10;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = ZWriter::open(&db).unwrap();
+    let gen = |tag: u64, b: i64| pattern(tag * 1000 + b as u64 + 1, BIG as usize);
+    let blocks = |tag: u64| -> Vec<(i64, Vec<u8>)> { (0..4).map(|b| (b, gen(tag, b))).collect() };
+    let d0 = blocks(0);
+    let ch: Vec<BlkChange<'_>> = d0
+        .iter()
+        .map(|(b, v)| (*b, Some((ZBlkFormat::ZBlk0, v.as_slice()))))
+        .collect();
+    let (oid, _) = zw.create_file("f", BIG, &ch).unwrap();
+    let srv = Server::start_opts(dir.path(), &db, &[]);
+    let p = srv.head_file(oid);
+    {
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata(&srv.mnt).unwrap().dev();
+        let (major, minor) = ((dev >> 8) & 0xfff, (dev & 0xff) | ((dev >> 12) & 0xfff00));
+        let ra = std::fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"))
+            .unwrap();
+        assert_eq!(ra.trim(), "128", "the mount's readahead");
+    }
+    let at0 = srv.head_at();
+    for (b, v) in &d0 {
+        eq_blk(&read_blk(&p, *b, BIG), v, &format!("#{b} @at0"));
+    }
+    drop_cache(&p);
+    let mut w = Link::open(&srv, "w", true);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    let d1 = blocks(1);
+    let ch: Vec<BlkChange<'_>> = d1
+        .iter()
+        .map(|(b, v)| (*b, Some((ZBlkFormat::ZBlk0, v.as_slice()))))
+        .collect();
+    let at1 = zw.update_file(oid, &ch).unwrap();
+    srv.wait_head(at1);
+    assert_eq!(srv.stat("pin"), 0);
+    let mf = File::open(&p).unwrap();
+    // SAFETY (test): read-only mapping of a file nobody truncates.
+    let map = unsafe { Mmap::map(&mf) }.unwrap();
+    // near block 0's end, near block 3's start
+    for (b, off) in [(0i64, BIG - NEAR), (3, 3 * BIG + NEAR)] {
+        let got = map[off as usize];
+        assert_eq!(
+            got,
+            d1[b as usize].1[(off % BIG) as usize],
+            "#{b} at {off:#x}"
+        );
+    }
+    let mut got: Vec<i64> = w.take_pins().iter().map(|p| p.blk).collect();
+    got.sort();
+    assert_eq!(got, vec![0, 3], "blocks pinned by the two faults");
+    drop(map);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
 // ---- 4) several links and processes ----
 
 /// Links in this process and in two children, each at its own `at`: setup

@@ -196,11 +196,14 @@ fn autoexit_idle() -> u64 {
 /// may still hold files open on a lazily detached mount).
 const UNMOUNT_WAIT: Duration = Duration::from_secs(5);
 
-/// Options of `wcfs serve`.
-/// The mount's readahead unless told otherwise, KiB (README "readahead":
-/// measured against 256 and 1024).
-pub const DEFAULT_READAHEAD_KB: u32 = 1024;
+/// The mount's readahead unless told otherwise, KiB: the kernel's own
+/// default for a new mount. Below blksize/8 for 2 MiB
+/// blocks (the original client assumes that), so a fault near a block's
+/// edge pulls in at most 64 KiB of the neighbour block. README
+/// "Readahead" has the measurements against 256 and 1024.
+pub const DEFAULT_READAHEAD_KB: u32 = 128;
 
+/// Options of `wcfs serve`.
 #[derive(Debug)]
 pub struct ServeOpts {
     pub zurl: String,
