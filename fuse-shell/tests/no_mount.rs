@@ -86,7 +86,8 @@ fn without_mount() {
         inval.contains(&Inval {
             ino: a.ino,
             off: 0,
-            len: 8
+            len: 8,
+            keep: None,
         }),
         "{inval:?}"
     );
@@ -94,7 +95,8 @@ fn without_mount() {
         inval.contains(&Inval {
             ino: a.ino,
             off: 24,
-            len: 0
+            len: 0,
+            keep: None,
         }),
         "{inval:?}"
     );

@@ -44,6 +44,7 @@ use memmap2::Mmap;
 use nix::sys::signal::Signal;
 use std::collections::BTreeMap;
 use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use watch_support::*;
@@ -1402,6 +1403,93 @@ fn default_readahead_stays_in_the_block() {
     got.sort();
     assert_eq!(got, vec![0, 3], "blocks pinned by the two faults");
     drop(map);
+    w.bye();
+    srv.wait_stat("WatchLink", 0);
+    srv.finish();
+}
+
+/// Pages of `m` resident in the page cache, per `BS` block: how many of
+/// its pages each block has (mincore; the mapping is never read).
+fn resident_pages(m: &Mmap) -> Vec<usize> {
+    let mut v = vec![0u8; m.len().div_ceil(4096)];
+    // SAFETY: [ptr, ptr+len) is the live mapping `m`; v has one byte per
+    // page of it.
+    let r = unsafe { libc::mincore(m.as_ptr() as *mut libc::c_void, m.len(), v.as_mut_ptr()) };
+    assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+    v.chunks(BS as usize / 4096)
+        .map(|c| c.iter().filter(|&&b| b & 1 != 0).count())
+        .collect()
+}
+
+/// Before a commit's invalidation drops a changed block from head/, the
+/// server reads the block back from the kernel (NOTIFY_RETRIEVE) and puts
+/// it into the cache of `@<rev>/bigfile/<oid>` (NOTIFY_STORE), if a READ
+/// of the watched file served it whole at a view showing that revision
+/// and the kernel still has all of it (issue 14, item 9; `serve/keep.rs`).
+/// Checked with mincore on the `@rev` file (nobody reads it) and by
+/// reading it with no READ reaching the server; a block cached only in
+/// part, or never read, is not kept.
+#[test]
+fn old_data_kept_for_rev() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut zw, oid, mut m) = db_with(dir.path(), &[0, 1, 2, 3]);
+    let old = m.clone();
+    let srv = Server::start_opts(dir.path(), &dir.path().join("Data.fs"), &[]);
+    let at0 = srv.head_at();
+    let p = srv.head_file(oid);
+    std::fs::metadata(&p).unwrap(); // known to wcfs, nothing read
+    let mut w = Link::open(&srv, "w", true);
+    assert_eq!(w.watch_ok(oid, at0), pins(&[]));
+    // #0, #1 read whole, #2 half, #3 not at all
+    for b in [0, 1] {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at0"));
+    }
+    {
+        let f = File::open(&p).unwrap();
+        nix::fcntl::posix_fadvise(
+            f.as_raw_fd(),
+            0,
+            0,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+        )
+        .unwrap();
+        let half = read_at(&f, 2 * BS, BS as usize / 2);
+        eq_blk(&half, &want(&m, 2)[..BS as usize / 2], "half of #2");
+    }
+    // a client of @at0 has it open (as a pinned client would)
+    let rp = srv.p(&format!("@{at0}/bigfile/{oid}"));
+    let rf = File::open(&rp).unwrap();
+    // SAFETY (test): read-only mapping of an immutable @rev file.
+    let rmap = unsafe { Mmap::map(&rf) }.unwrap();
+    assert_eq!(resident_pages(&rmap), vec![0; 4], "@at0 before the commit");
+
+    let at1 = commit(&mut zw, oid, &mut m, 1, &[0, 1, 2, 3]);
+    srv.wait_head(at1);
+    let full = BS as usize / 4096;
+    assert_eq!(
+        resident_pages(&rmap),
+        vec![full, full, 0, 0],
+        "@at0 after the commit: #0 and #1 kept"
+    );
+    assert_eq!(srv.stat("kept_blocks"), 2);
+    assert_eq!(srv.stat("keep_missed"), 1, "#2: cached in part");
+    // the kept bytes are the old blocks, served from the cache
+    let reads = srv.stat("reads");
+    for b in [0usize, 1] {
+        let lo = b * BS as usize;
+        eq_blk(
+            &rmap[lo..lo + BS as usize],
+            &old[&(b as i64)],
+            &format!("@at0 #{b}"),
+        );
+    }
+    assert_eq!(srv.stat("reads"), reads, "no READ for the kept blocks");
+    eq_blk(&rmap[2 * BS as usize..3 * BS as usize], &old[&2], "@at0 #2");
+    // head/ has the new data (reading it pins the watch to @at0)
+    for b in 0..4 {
+        eq_blk(&read_blk(&p, b, BS), &want(&m, b), &format!("#{b} @at1"));
+    }
+    drop((rmap, rf));
     w.bye();
     srv.wait_stat("WatchLink", 0);
     srv.finish();

@@ -9,6 +9,7 @@
 use super::errno::FsError;
 use super::head::{tid_time, Head, HeadFile};
 use super::isolation::Isolation;
+use super::keep::{Keep, Keeper};
 use super::nodes::{Attr, Kind, Node, NodeTable, OpenMode, ROOT};
 use super::read::BlockCache;
 use super::rev::Revs;
@@ -26,6 +27,8 @@ pub struct Inval {
     pub ino: u64,
     pub off: i64,
     pub len: i64,
+    /// Before invalidating: keep the old block for `@rev` (`serve::keep`).
+    pub keep: Option<Keep>,
 }
 
 /// See `Wcfs::setup_hook`.
@@ -61,6 +64,9 @@ pub struct Wcfs {
     pub stats: Stats,
     /// `.wcfs/debug/zhead` streams (`--debug`).
     pub zhead: Zhead,
+    /// What head/ READs served, and the kernel retrieves in flight, to
+    /// keep changed blocks' old data for `@rev` (`serve::keep`).
+    pub keeper: Keeper,
     /// Where a head/ file's new, larger size is pushed into the kernel,
     /// before the view showing it is published (the mount's notifier;
     /// unset without a mount). See `Wcfs::handle_commit`.
@@ -103,6 +109,7 @@ impl Wcfs {
             iso: Isolation::default(),
             stats: Stats::default(),
             zhead: Zhead::default(),
+            keeper: Keeper::default(),
             size_push: std::sync::OnceLock::new(),
             #[cfg(any(test, feature = "testing"))]
             setup_hook: Mutex::new(None),

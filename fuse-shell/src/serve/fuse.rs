@@ -211,6 +211,19 @@ impl Filesystem for Fuse {
         reply.ok()
     }
 
+    /// The kernel's answer to a retrieve of `serve::keep` (session
+    /// thread: hands the bytes to the waiting lane, nothing else).
+    fn notify_reply(
+        &self,
+        _req: &Request,
+        notify_unique: u64,
+        _ino: INodeNo,
+        _offset: u64,
+        data: &[u8],
+    ) {
+        self.fs.keeper.answer(notify_unique, data);
+    }
+
     fn release(
         &self,
         _req: &Request,

@@ -7,6 +7,7 @@
 use super::errno::{lookup_error, FsError};
 use super::fs::{db_err, lock, Inval, Wcfs};
 use super::isolation::PinJob;
+use super::keep::Keep;
 use super::link::{DownWhy, WatchLink};
 use super::nodes::{Attr, Kind, Node, HEAD_BIGFILE};
 use super::read::READ_RETRIES;
@@ -285,10 +286,12 @@ impl Wcfs {
             let ino = hf.ino;
             if d.epoch {
                 self.epoch_watchers(*foid, tid);
+                self.keeper.forget_file(*foid);
                 inval.push(Inval {
                     ino,
                     off: 0,
                     len: 0,
+                    keep: None,
                 });
                 self.reload_head_file(*foid, &mut hf, tid);
                 refreshed.push((*foid, hf));
@@ -303,10 +306,19 @@ impl Wcfs {
             for &b in &d.blocks {
                 let o = (b as u64).saturating_mul(bs);
                 if b >= 0 && o < hf.size {
+                    // its old data, for @rev (serve::keep), if a READ
+                    // recorded what it served
+                    let keep = self.keeper.has(*foid, b).then(|| Keep {
+                        oid: *foid,
+                        blk: b,
+                        blksize: bs,
+                        old: view.at,
+                    });
                     inval.push(Inval {
                         ino,
                         off: o as i64,
                         len: bs as i64,
+                        keep,
                     });
                     blks.push(b);
                     nblk += 1;
@@ -337,6 +349,7 @@ impl Wcfs {
                                 ino,
                                 off: hf.size as i64,
                                 len: 0,
+                                keep: None,
                             });
                             hf.size = new;
                         } else if new < hf.size {
@@ -353,6 +366,7 @@ impl Wcfs {
                             ino,
                             off: 0,
                             len: 0,
+                            keep: None,
                         });
                     }
                 }
@@ -483,6 +497,7 @@ impl Wcfs {
                 ino: hf.ino,
                 off: 0,
                 len: 0,
+                keep: None,
             });
             self.reload_head_file(*foid, hf, head);
         }

@@ -221,7 +221,12 @@ mod tests {
     }
 
     fn blk(ino: u64, off: i64) -> Inval {
-        Inval { ino, off, len: 1 }
+        Inval {
+            ino,
+            off,
+            len: 1,
+            keep: None,
+        }
     }
 
     fn wait_for(what: &str, f: impl Fn() -> bool) {

@@ -159,6 +159,17 @@ pub struct Isolation {
     pub head_cv: (Mutex<()>, Condvar),
 }
 
+impl Isolation {
+    /// Whether file `oid` has a watch (`watchers` R, briefly).
+    pub fn watched(&self, oid: Oid) -> bool {
+        self.watchers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&oid)
+            .is_some_and(|ws| !ws.is_empty())
+    }
+}
+
 impl Wcfs {
     pub fn pintimeout(&self) -> Duration {
         Duration::from_secs_f64(self.pintimeout.max(0.001))

@@ -17,6 +17,8 @@
 //!   why); [`inval`]: the per-file invalidation lanes that move head/at;
 //!   [`early`]: pins sent before a commit's invalidation, for clients that
 //!   ask (`option early-pins`: a retried page fault holds its mmap lock);
+//!   [`keep`]: a changed block's old data read back from the kernel and
+//!   put into `@<rev>/`'s cache before its invalidation;
 //!   [`errno`]: errors to errno and log lines; [`stats`] and [`hist`]: the
 //!   counters; [`link`]: `head/watch` links and their lines; [`pin`]: pins in
 //!   flight; [`kill`]: faulty clients' processes and the kill policy. This file: mount, the commit
@@ -125,19 +127,22 @@
 //! | commit: apply the Update, ForgetPast (in memory) | `ft_rw` W | READ loads and waits, getattr, open, `.wcfs/stats` |
 //! | commit: refresh files, publish view | the view's writer (brief) | everything |
 //! | commit: decide early pins | `ft_rw` R, briefly `watchers` R, `Watch::st` | READs, setups |
-//! | invalidation (lane threads) | nothing | everything; waits for its early pins (≤ `EARLY_WAIT`), then in the kernel for a READ of that block in flight |
+//! | invalidation (lane threads) | nothing | everything; waits for its early pins (≤ `EARLY_WAIT`), then for the kernel's answer to the retrieve of a changed block's old data (≤ `keep::RETRIEVE_WAIT`; `ft_rw` R around one BlkRevAt), then in the kernel for a READ of that block in flight |
 //! | READ of @rev/ | nothing but `cache_mu` | everything |
 //! | watch setup (its own thread) | its link's per-file setup lock; `ft_rw` R while it registers and decides | READs, other setups |
 //! | head/watch READ / WRITE / release (session thread) | a link's `st` briefly | everything |
 //!
 //! The session thread never does storage I/O for head/ nor takes `ft_rw`
 //! ([`fuse`]): a client's pinner must be able to look up and open
-//! `@<rev>/` files while READs wait for its ack.
+//! `@<rev>/` files while READs wait for its ack, and it hands the
+//! kernel's answers to retrieves to the waiting lane ([`keep`]), which
+//! holds no lock while it waits.
 //!
 //! # Locking order
 //!
 //! `ft_rw` > link setup lock > `watchers` > `Watch::st` > `WatchLink::st`;
 //! `nodes_mu`, `cache_mu`, `loading_mu`, `rev_files`, `last_trim`, the
+//! keeper's `sums` and `waiting` ([`keep`]), the
 //! view's and ΔFtail's internal locks are leaves (held briefly, nothing
 //! taken under them). `Isolation::by_link` and `Isolation::watchers` are held
 //! briefly, never while waiting. No lock is held while waiting for a
@@ -163,6 +168,7 @@ pub mod head;
 pub mod hist;
 pub mod inval;
 pub mod isolation;
+pub mod keep;
 pub mod kill;
 pub mod link;
 pub mod nodes;
@@ -431,12 +437,30 @@ fn unmount_path(mnt: &Path) {
 
 // ---- commit follower ----
 
-/// Invalidations go to the kernel through the session's notifier.
-struct KernelSink(Notifier);
+/// Invalidations go to the kernel through the session's notifier, each
+/// changed block's old data first to `@rev` where it can be kept
+/// ([`keep`]).
+struct KernelSink {
+    notifier: Notifier,
+    fs: Arc<fs::Wcfs>,
+}
+
+impl keep::PageCache for Notifier {
+    fn retrieve(&self, ino: u64, off: u64, size: u32, unique: u64) -> std::io::Result<()> {
+        Notifier::retrieve(self, INodeNo(ino), off, size, unique)
+    }
+    fn store(&self, ino: u64, off: u64, data: &[u8]) -> std::io::Result<()> {
+        Notifier::store(self, INodeNo(ino), off, data)
+    }
+}
 
 impl inval::Sink for KernelSink {
     fn inval(&self, i: &fs::Inval) {
-        match self.0.inval_inode(INodeNo(i.ino), i.off, i.len) {
+        if let Some(k) = &i.keep {
+            let r = self.fs.keep_old_block(&self.notifier, i.ino, k);
+            tracing::debug!(oid = %k.oid, blk = k.blk, "keep for @rev: {r:?}");
+        }
+        match self.notifier.inval_inode(INodeNo(i.ino), i.off, i.len) {
             Ok(()) => {}
             // the kernel forgot the inode: nothing of it is cached
             Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => {}
@@ -461,7 +485,10 @@ fn follow(fs: &Arc<fs::Wcfs>, notifier: &Notifier, at0: Tid, stop: &AtomicBool) 
     }));
     let fs2 = fs.clone();
     let inv = inval::Invalidator::new(
-        Arc::new(KernelSink(notifier.clone())),
+        Arc::new(KernelSink {
+            notifier: notifier.clone(),
+            fs: fs.clone(),
+        }),
         Box::new(move |t, lag| {
             fs2.stats.head_lag.record(lag);
             fs2.publish(t)

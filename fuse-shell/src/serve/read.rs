@@ -239,6 +239,13 @@ impl Wcfs {
             self.pin_watchers(zf, at, &blocks)
         };
         self.wait_pins(jobs, requester);
+        // what the kernel caches now, for keeping it in @rev once a commit
+        // changes it (serve::keep); only where a watch may pin to @rev
+        if self.iso.watched(zf.oid) {
+            for b in &blocks {
+                self.keeper.record(zf.oid, at, b);
+            }
+        }
         Ok(Some(data))
     }
 

@@ -129,6 +129,7 @@ impl Wcfs {
                 ino: *ino,
                 off: 0,
                 len: 0,
+                keep: None,
             });
         }
         self.stats

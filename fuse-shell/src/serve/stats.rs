@@ -41,6 +41,12 @@ pub struct Stats {
     pub commits: AtomicU64,
     /// `@<rev>/` files whose page cache was dropped by a trim (cumulative).
     pub rev_trimmed: AtomicU64,
+    /// Changed blocks whose old data went into `@rev`'s cache before
+    /// their invalidation (cumulative; `serve::keep`).
+    pub kept_blocks: AtomicU64,
+    /// Changed blocks with a READ's record whose old data could not be
+    /// kept (cumulative).
+    pub keep_missed: AtomicU64,
     /// Pin requests sent (cumulative).
     pub pin: AtomicU64,
     /// Clients killed for failing a pin (cumulative; shared with the
@@ -62,7 +68,7 @@ impl Stats {
     /// original's tools check that on every read).
     pub fn render(&self, now: Instant) -> String {
         let tracked_blocks = now.tracked_blocks;
-        let rows: [(&str, u64); 20] = [
+        let rows: [(&str, u64); 22] = [
             ("BigFile", self.bigfile.load(Relaxed)),
             ("RevHead", self.rev_head.load(Relaxed)),
             ("ZHeadLink", now.zhead_link),
@@ -83,6 +89,8 @@ impl Stats {
             ("Commit99us", self.commit_time.quantile(0.99)),
             ("HeadAtLag50us", self.head_lag.quantile(0.5)),
             ("HeadAtLag99us", self.head_lag.quantile(0.99)),
+            ("kept_blocks", self.kept_blocks.load(Relaxed)),
+            ("keep_missed", self.keep_missed.load(Relaxed)),
         ];
         let mut s = String::new();
         for (k, v) in rows {
@@ -104,6 +112,6 @@ mod tests {
             "{r}"
         );
         assert!(r.contains("\nreads\t: 3\n"), "{r}");
-        assert_eq!(r.lines().count(), 20);
+        assert_eq!(r.lines().count(), 22);
     }
 }
