@@ -1651,6 +1651,7 @@ impl Run {
         let q = |k: &str| st.get(k).copied().unwrap_or(0);
         rep.commit_us = [q("Commit50us"), q("Commit99us")];
         rep.head_lag_us = [q("HeadAtLag50us"), q("HeadAtLag99us")];
+        rep.kept = [q("kept_blocks"), q("keep_missed")];
         rep.pinkill = st.get("pinkill").copied().unwrap_or(0);
         if rep.wrong > 0 {
             rep.problems

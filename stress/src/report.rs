@@ -194,6 +194,9 @@ pub(crate) struct Report {
     /// p99 (µs, from `.wcfs/stats`).
     pub(crate) commit_us: [u64; 2],
     pub(crate) head_lag_us: [u64; 2],
+    /// Changed blocks whose old data the server kept for `@rev`, and those
+    /// it could not keep (`kept_blocks`, `keep_missed`).
+    pub(crate) kept: [u64; 2],
     pub(crate) pinkill: u64,
     pub(crate) faults_noack: u64,
     pub(crate) faults_noack_killed: u64,
@@ -270,6 +273,7 @@ pub(crate) fn print(r: &Report, json: bool) {
             "pin_rtt_us": {"p50": r.pin_p50_us, "p99": r.pin_p99_us},
             "commit_us": {"p50": r.commit_us[0], "p99": r.commit_us[1]},
             "head_at_lag_us": {"p50": r.head_lag_us[0], "p99": r.head_lag_us[1]},
+            "kept_for_rev": {"kept": r.kept[0], "missed": r.kept[1]},
             "clients_killed": r.pinkill,
             "faults": {
                 "noack": r.faults_noack, "noack_killed": r.faults_noack_killed,
@@ -346,6 +350,11 @@ pub(crate) fn print(r: &Report, json: bool) {
         out,
         "  commits (server)    processing p50 {} µs, p99 {} µs; to head/at p50 {} µs, p99 {} µs",
         r.commit_us[0], r.commit_us[1], r.head_lag_us[0], r.head_lag_us[1]
+    );
+    let _ = writeln!(
+        out,
+        "  kept for @rev       {} changed blocks' old data (not kept: {})",
+        r.kept[0], r.kept[1]
     );
     let _ = writeln!(
         out,
