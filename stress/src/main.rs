@@ -818,9 +818,10 @@ fn run(o: RunOpts) -> Result<bool> {
     let tmp = tempfile::Builder::new().prefix("wcfs-stress.").tempdir()?;
     let r = run_in(o, sz, tmp.path());
     // a clean run leaves nothing; a failed one (or one that could not
-    // start) keeps its logs
+    // start), or one that met the open SIGBUS finding, keeps its logs
     let ok = matches!(&r, Ok(rep) if rep.problems.is_empty());
-    if ok {
+    let evidence = matches!(&r, Ok(rep) if rep.readers_kernel_sigbus > 0);
+    if ok && !evidence {
         drop(tmp);
     } else {
         let kept = tmp.keep();

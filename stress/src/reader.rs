@@ -146,8 +146,84 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
             }
             libc::close(fd);
         }
+        sigbus_sizes();
         libc::signal(libc::SIGBUS, libc::SIG_DFL);
         libc::raise(libc::SIGBUS);
+    }
+}
+
+/// Append `v` in decimal to `buf` at `n`.
+fn put_num(buf: &mut [u8], n: &mut usize, mut v: u64) {
+    let mut d = [0u8; 20];
+    let mut k = 0;
+    loop {
+        d[k] = b'0' + (v % 10) as u8;
+        k += 1;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    while k > 0 && *n < buf.len() {
+        k -= 1;
+        buf[*n] = d[k];
+        *n += 1;
+    }
+}
+
+/// For the SIGBUS report: every open regular file's inode and size as
+/// the kernel has it cached (`statx` with `AT_STATX_DONT_SYNC`: no
+/// getattr), then as the server says now (`fstat`). A cached size below
+/// what the mapping covers means the inode was cut; sizes that cover it
+/// mean the page's READ failed instead.
+fn sigbus_sizes() {
+    for fd in 3..1024 {
+        let mut buf = [0u8; 128];
+        let mut n = 0;
+        // SAFETY: statx/fstat/write are syscalls (async-signal-safe) on
+        // buffers of this stack frame.
+        unsafe {
+            let mut sx: libc::statx = std::mem::zeroed();
+            let r = libc::statx(
+                fd,
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+                libc::STATX_SIZE | libc::STATX_INO | libc::STATX_TYPE,
+                &mut sx,
+            );
+            if r != 0 || (sx.stx_mode as u32 & libc::S_IFMT) != libc::S_IFREG {
+                continue;
+            }
+            let mut st: libc::stat = std::mem::zeroed();
+            let now = if libc::fstat(fd, &mut st) == 0 {
+                st.st_size as u64
+            } else {
+                u64::MAX
+            };
+            for b in b"fd " {
+                buf[n] = *b;
+                n += 1;
+            }
+            put_num(&mut buf, &mut n, fd as u64);
+            for b in b" ino " {
+                buf[n] = *b;
+                n += 1;
+            }
+            put_num(&mut buf, &mut n, sx.stx_ino);
+            for b in b" cached size " {
+                buf[n] = *b;
+                n += 1;
+            }
+            put_num(&mut buf, &mut n, sx.stx_size);
+            for b in b" server size " {
+                buf[n] = *b;
+                n += 1;
+            }
+            put_num(&mut buf, &mut n, now);
+            buf[n] = b'\n';
+            n += 1;
+            libc::write(2, buf.as_ptr().cast(), n);
+        }
     }
 }
 
