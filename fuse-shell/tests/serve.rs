@@ -5,7 +5,8 @@
 //! ranges across block boundaries and at EOF, of holes, ZBlk0 and ZBlk1;
 //! `@<tid>` views of older states; after a commit, head/at moves and
 //! head/ shows exactly the new data, also for blocks that were in the
-//! kernel cache (and mapped) before; file growth; the EINVAL / ENOENT
+//! kernel cache (and mapped) before; file growth, with the inode's size
+//! never below what an fstat returned; the EINVAL / ENOENT
 //! cases; SIGTERM and kill -9 leave no mount entry.
 //!
 //! With `WCFS_TEST_ON_ZEO=1` (as `./dev test` runs it a second time) the
@@ -88,6 +89,101 @@ fn mk(m: &Model, f: ZBlkFormat) -> Vec<BlkChange<'_>> {
     m.iter()
         .map(|(&k, v)| (k, Some((f, v.as_slice()))))
         .collect()
+}
+
+/// The inode's size as the kernel has it cached (`statx` with
+/// `AT_STATX_DONT_SYNC`: no getattr is sent).
+fn cached_size(f: &File) -> u64 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statx on our open fd with an empty path, into a zeroed
+    // statx of this frame.
+    unsafe {
+        let mut sx: libc::statx = std::mem::zeroed();
+        let r = libc::statx(
+            f.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+            libc::STATX_SIZE,
+            &mut sx,
+        );
+        assert_eq!(r, 0, "statx: {}", std::io::Error::last_os_error());
+        sx.stx_size
+    }
+}
+
+/// While a file grows commit after commit, threads fstat it over and over
+/// (each fstat is a getattr: head/ sizes are never cached): the size the
+/// kernel keeps for the inode must never fall below a size an fstat has
+/// returned, or a client that maps that far dies of SIGBUS past the
+/// inode's end (the last open SIGBUS finding of wcfs-stress, caught by its
+/// reader's report: cached size below fstat's). The kernel ignores a
+/// getattr reply whose request is older than the last attribute change,
+/// yet hands it to the caller; so concurrent getattrs across a size change
+/// can leave the inode at the old size while fstat said the new one,
+/// unless the server has put the new size into the inode itself before
+/// any getattr can tell it.
+#[test]
+fn inode_size_never_below_what_fstat_said() {
+    const BS: u64 = 16 << 10;
+    const COMMITS: i64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("Data.fs");
+    let mut zw = open_writer(&db);
+    let (oid, _) = zw
+        .create_file("f", BS, &[(0, Some((ZBlkFormat::ZBlk0, &[1u8][..])))])
+        .unwrap();
+    let srv = Server::start(dir.path(), &db);
+    let p = srv.p(&format!("head/bigfile/{oid}"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let bad = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let (p, stop, bad) = (p.clone(), stop.clone(), bad.clone());
+            std::thread::spawn(move || {
+                let f = File::open(&p).unwrap();
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let said = f.metadata().unwrap().len();
+                    seen = seen.max(said);
+                    let cached = cached_size(&f);
+                    if cached < seen {
+                        bad.lock().unwrap().push(format!(
+                            "the inode's size {cached} < {seen} that fstat returned"
+                        ));
+                        return;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut last = Tid::ZERO;
+    for b in 1..=COMMITS {
+        last = zw
+            .update_file(oid, &[(b, Some((ZBlkFormat::ZBlk0, &[b as u8][..])))])
+            .unwrap();
+        if !bad.lock().unwrap().is_empty() {
+            break;
+        }
+    }
+    srv.wait_head(last);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let bad = bad.lock().unwrap().clone();
+    if !bad.is_empty() {
+        let log = std::fs::read_to_string(&srv.log).unwrap_or_default();
+        for l in log
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        {
+            eprintln!("server: {l}");
+        }
+    }
+    assert!(bad.is_empty(), "{bad:?}");
+    let f = File::open(&p).unwrap();
+    assert_eq!(f.metadata().unwrap().len(), (COMMITS as u64 + 1) * BS);
+    srv.finish();
 }
 
 /// read() of whole files and ranges, holes, ZBlk0 and ZBlk1, mmap,

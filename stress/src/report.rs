@@ -207,8 +207,9 @@ pub(crate) struct Report {
     pub(crate) faults_sigstop_killed: u64,
     pub(crate) faults_sigkill: u64,
     pub(crate) readers_died_unexpectedly: u64,
-    /// Readers that died of a SIGBUS from the kernel (the open finding of
-    /// 2026-12-03), counted apart from the unexpected deaths.
+    /// Readers that died of a SIGBUS from the kernel (the finding of
+    /// 2026-12-03, fixed), counted apart from the other deaths; each is a
+    /// problem.
     pub(crate) readers_kernel_sigbus: u64,
     pub(crate) server_rss_max: u64,
     pub(crate) server_anon_max: u64,

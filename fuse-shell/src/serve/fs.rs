@@ -208,11 +208,13 @@ impl Wcfs {
             Node::Stats => small(self.stats_text().len(), 0o644, true),
             Node::Zurl => small(self.zurl.len(), 0o644, false),
             Node::PinTimeout => small(self.pintimeout_text().len(), 0o644, false),
-            Node::HeadFile(oid) => self.head.view.with(|v| {
-                v.files
-                    .get(&oid)
-                    .map(|hf| self.head_file_attr(hf))
-                    .ok_or(FsError::NoEnt)
+            Node::HeadFile(oid) => self.head_attr_stable(|| {
+                self.head.view.with(|v| {
+                    v.files
+                        .get(&oid)
+                        .map(|hf| self.head_file_attr(hf))
+                        .ok_or(FsError::NoEnt)
+                })
             })?,
             Node::RevFile(rf) => Attr {
                 ino,

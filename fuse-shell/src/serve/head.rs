@@ -39,6 +39,13 @@ pub struct HeadFile {
     /// `None` once the object stopped being a ZBigFile.
     pub zfile: Option<ZBigFile>,
     pub size: u64,
+    /// The largest size put into the kernel's inode by a commit, shared by
+    /// every view's copy of the file: getattr never tells less (see
+    /// `handle_commit`, "A file that grew"). SeqCst: stored by the commit
+    /// thread before its push (a write(2) to /dev/fuse), loaded by getattr;
+    /// a getattr that loads the old value was received, so its request
+    /// made, before that push.
+    pub kernel_size: Arc<AtomicU64>,
     /// The last revision known to have touched it (mtime).
     pub rev: Tid,
 }
@@ -66,6 +73,12 @@ pub struct Head {
     /// head/at as clients see it: set after the commit's invalidations are
     /// done (Release), read by `head/at` readers (Acquire).
     pub at: AtomicU64,
+    /// Odd while the commit thread puts grown sizes into the kernel's
+    /// inodes (a seqlock over those pushes: see `handle_commit`, "A file
+    /// that grew"). Attribute replies of head/ files are computed between
+    /// two equal even loads ([`Wcfs::head_attr_stable`]), so that none is
+    /// computed while a push is in progress. SeqCst, as `kernel_size`.
+    pub size_seq: AtomicU64,
 }
 
 impl Head {
@@ -78,6 +91,7 @@ impl Head {
             }),
             view_cv: (Mutex::new(()), Condvar::new()),
             at: AtomicU64::new(at0.0),
+            size_seq: AtomicU64::new(0),
         }
     }
 }
@@ -169,6 +183,7 @@ impl Wcfs {
                 rev: zf.serial,
                 zfile: Some(zf),
                 size,
+                kernel_size: Arc::new(AtomicU64::new(0)),
             };
             let added = self.head.view.update_with(|v| {
                 if v.at != at || v.files.contains_key(&oid) {
@@ -192,9 +207,37 @@ impl Wcfs {
         unreachable!("the attempts under ft_rw end")
     }
 
+    /// `f` (which computes a head/ file's attributes from the view) run
+    /// with no size push in progress: again if one started or ended
+    /// meanwhile (see `handle_commit`, "A file that grew"). A push takes
+    /// microseconds (a notification to the kernel for a page past the
+    /// file's old end, which no READ can hold), so this spins briefly.
+    pub fn head_attr_stable<T>(&self, mut f: impl FnMut() -> T) -> T {
+        let mut spins = 0u32;
+        loop {
+            let s = self.head.size_seq.load(Ordering::SeqCst);
+            if s & 1 == 0 {
+                let r = f();
+                if self.head.size_seq.load(Ordering::SeqCst) == s {
+                    return r;
+                }
+            }
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
     /// The attributes of head/ file `oid` if it was looked up before
     /// (EINVAL if it is no ZBigFile any more). Takes no lock.
     pub fn known_head_file(&self, oid: Oid) -> Result<Option<Attr>, FsError> {
+        self.head_attr_stable(|| self.known_head_file_now(oid))
+    }
+
+    fn known_head_file_now(&self, oid: Oid) -> Result<Option<Attr>, FsError> {
         self.head.view.with(|v| {
             let Some(hf) = v.files.get(&oid) else {
                 return Ok(None);
@@ -234,7 +277,7 @@ impl Wcfs {
         Attr {
             ino: hf.ino,
             kind: Kind::File,
-            size: hf.size,
+            size: hf.size.max(hf.kernel_size.load(Ordering::SeqCst)),
             perm: 0o444,
             mtime: tid_time(hf.rev),
             blksize: hf.zfile.as_ref().map_or(4096, |z| z.blksize as u32),
@@ -384,29 +427,61 @@ impl Wcfs {
                 .filter(|(_, jobs)| !jobs.is_empty())
                 .collect()
         };
-        let grown: Vec<(u64, u64)> = refreshed
+        let grown: Vec<&HeadFile> = refreshed
             .iter()
             .filter(|(foid, hf)| {
                 hf.zfile.is_some() && hf.size > view.files.get(foid).map_or(0, |o| o.size)
             })
-            .map(|(_, hf)| (hf.ino, hf.size))
+            .map(|(_, hf)| hf)
             .collect();
-        // A file that grew: its new size goes into the kernel *before* the
-        // view showing it is published, so that getattr never tells more
-        // than the inode has. (A getattr in flight across an invalidation
-        // has its attributes ignored by the kernel, a stale attr_version,
-        // and yet returns them to the caller: fstat could show the new size
-        // while the inode keeps the old one, and a client mapping that far
-        // died of SIGBUS past the inode's end: wcfs-stress, stress/findings.)
-        // A NOTIFY_STORE of no bytes at the new end sets the inode's size
-        // and locks no page. A READ meanwhile still sees the old view; it
-        // is never short (`read_for` pads with zeros), since a short READ
-        // would make the kernel cut the size again, and whatever it puts
-        // past the old size is dropped by this commit's invalidation.
-        if let Some(push) = self.size_push.get() {
-            for (ino, size) in grown {
-                push(ino, size);
+        // A file that grew: its new size goes into the kernel's inode
+        // *before* the view showing it is published, and from then on no
+        // getattr tells less (`kernel_size`). Both are needed: the kernel
+        // ignores a getattr reply whose request is older than the inode's
+        // last attribute change, and yet returns it to the caller. With
+        // getattrs in flight across a size change, the one that read the
+        // old view could land first and make the new one's be ignored:
+        // fstat said the new size, the inode kept the old one, and a client
+        // that mapped that far died of SIGBUS past the inode's end
+        // (wcfs-stress; `serve.rs` `inode_size_never_below_what_fstat_said`
+        // shows it within a few hundred commits). So:
+        //
+        //   inode size ≥ every size a getattr reply ever carried
+        //
+        // holds because (1) the push really sets the inode's size: a
+        // NOTIFY_STORE of one byte ending at the new size (the kernel grows
+        // the size only for a store of at least one byte; with a size that
+        // is a multiple of the page size the byte is at offset 4095 of its
+        // page, which the kernel then leaves not up to date, for a READ to
+        // fill; in any case the page is past the old size, and this
+        // commit's invalidation drops it), (2) it is done before any getattr can see the
+        // new view, and (3) a getattr that saw `kernel_size` before it was
+        // raised has an older request, whose reply the kernel ignores once
+        // the push has changed the inode. A READ meanwhile still sees the
+        // old view; it is never short (`read_for` pads with zeros), since a
+        // short READ would make the kernel cut the size again, and whatever
+        // it puts past the old size is dropped by this commit's
+        // invalidation.
+        //
+        // And no attribute reply is computed while a push is in progress
+        // (`size_seq`, a seqlock: `head_attr_stable`). Else one computed
+        // between the raise of `kernel_size` and the push's landing would
+        // tell the new size while the inode still has the old one, and if
+        // the kernel ignored it (stale) the caller would map past the
+        // inode's end until the push lands; and one computed just after the
+        // push landed but before the raise would tell the old size with a
+        // fresh request, which the kernel applies: a cut.
+        if !grown.is_empty() {
+            self.head.size_seq.fetch_add(1, Ordering::SeqCst); // odd
+            for hf in &grown {
+                hf.kernel_size.fetch_max(hf.size, Ordering::SeqCst);
             }
+            if let Some(push) = self.size_push.get() {
+                for hf in &grown {
+                    push(hf.ino, hf.size);
+                }
+            }
+            self.head.size_seq.fetch_add(1, Ordering::SeqCst); // even
         }
         self.publish_view(|v| {
             let mut files = (*v.files).clone();

@@ -63,9 +63,11 @@
 //!    last block; a size never goes down; storage reads, no lock) →
 //!    `ft_rw` R: queue the early pins of the changed blocks for
 //!    early-pins watches behind tid ([`early`]) → push each grown file's
-//!    size into the kernel (a NOTIFY_STORE of no bytes at the new end),
-//!    *before* the view shows it: fstat must never show more than the
-//!    inode has (`stress/findings/`) → publish view (tid, files) → queue
+//!    size into the kernel's inode (a NOTIFY_STORE of one byte ending at
+//!    the new end), *before* the view shows it, with no attribute reply
+//!    computed meanwhile (`Head::size_seq`): the inode's size must never be
+//!    below a size a getattr told (`stress/findings/`) → publish view
+//!    (tid, files) → queue
 //!    the invalidations of the changed blocks (and sizes) to their files'
 //!    lanes ([`inval`]), each file's behind its early pins → next commit.
 //!    A lane thread waits for the early pins (bounded), sends the
@@ -475,8 +477,10 @@ impl inval::Sink for KernelSink {
 /// advancing (cached data stays readable).
 fn follow(fs: &Arc<fs::Wcfs>, notifier: &Notifier, at0: Tid, stop: &AtomicBool) {
     let n2 = notifier.clone();
+    // one byte ending at the new size: the kernel grows an inode's size
+    // only for a store of at least one byte (`handle_commit` has why)
     let _ = fs.size_push.set(Box::new(move |ino, size| {
-        match n2.store(INodeNo(ino), size, &[]) {
+        match n2.store(INodeNo(ino), size.saturating_sub(1), &[0]) {
             Ok(()) => {}
             // the kernel forgot the inode: it has no size to fix
             Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ENOENT as i32) => {}
