@@ -4,7 +4,7 @@
 #   scripts/pyenv.sh            -> prints the venv's python path on the last line of stdout
 #
 # Location: ${WCFS_PYENV:-<repo>/.venv}. Packages (pinned below) are installed only
-# when `import ZODB, BTrees, ZEO` fails in the venv. Everything except the final path
+# when one of ZODB, BTrees, ZEO, numpy, maturin, pytest does not import in the venv. Everything except the final path
 # goes to stderr, so callers can do:  PY=$(scripts/pyenv.sh | tail -n1)
 set -euo pipefail
 
@@ -16,6 +16,10 @@ PINS=(
     "persistent==6.9"
     "transaction==5.1"
     "zodbpickle==4.5"
+    # the Python package (python/): its arrays, its build, its tests
+    "numpy==2.3.5"
+    "maturin==1.9.6"
+    "pytest==8.4.2"
 )
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -50,10 +54,10 @@ if [ ! -x "$py" ]; then
     fi
 fi
 
-if ! "$py" -c 'import ZODB, BTrees, ZEO' >/dev/null 2>&1; then
+if ! "$py" -c 'import ZODB, BTrees, ZEO, numpy, maturin, pytest' >/dev/null 2>&1; then
     log "installing ${PINS[*]}"
     "$py" -m pip install --disable-pip-version-check --no-input -q "${PINS[@]}" >&2
-    "$py" -c 'import ZODB, BTrees, ZEO' >&2
+    "$py" -c 'import ZODB, BTrees, ZEO, numpy, maturin, pytest' >&2
 fi
 
 echo "$py"

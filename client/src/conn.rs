@@ -44,6 +44,12 @@ impl WCFS {
         Ok(wc)
     }
 
+    /// The default mountpoint of `zurl`: `/dev/shm/wcfs/<sha1 of the
+    /// normalized zurl>`, as the server computes it.
+    pub fn default_mountpoint(zurl: &str) -> Result<PathBuf> {
+        mountpoint::default_mountpoint(zurl)
+    }
+
     /// The server of `zurl` on its default mountpoint
     /// `/dev/shm/wcfs/<sha1hex(normalized zurl)>`; `<mnt>/.wcfs/zurl` must
     /// name the same database.

@@ -28,7 +28,13 @@ use std::process::ExitCode;
 /// The `wcfs` command: parse the command line, run it, map its error to a
 /// one-line message and the exit status.
 pub fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().collect();
+    ExitCode::from(main_with(std::env::args().collect()))
+}
+
+/// [`main`] with the command line given (`argv[0]` the program name),
+/// returning the exit status: what the Python package's `python -m wcfs`
+/// runs.
+pub fn main_with(argv: Vec<String>) -> u8 {
     let args = argv.get(1..).unwrap_or_default();
     // our subcommands, as clap knows them: any other first argument means
     // the Go server's command line
@@ -37,47 +43,50 @@ pub fn main() -> ExitCode {
     if !gocli::is_ours(args, &subcommands) {
         return go_main(argv.first().map_or("wcfs", |p| p.as_str()), args);
     }
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse_from(&argv) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let run = || -> anyhow::Result<()> {
         logging::LogTo::ours(&cli.log.log_level, cli.log.log_file.clone()).init()?;
         tools::run(cli.cmd)
     };
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             // A closed stdout (`wcfs cat ... | head`) is not an error worth a message.
             if let Some(io) = e.downcast_ref::<std::io::Error>() {
                 if io.kind() == std::io::ErrorKind::BrokenPipe {
-                    return ExitCode::SUCCESS;
+                    return 0;
                 }
             }
             eprintln!("wcfs: {}", one_line(&e));
-            ExitCode::FAILURE
+            1
         }
     }
 }
 
 /// The Go server's command line (`wcfs [flags] <zurl> <mntpt>`, see
 /// [`gocli`]): serve as the Go server does; usage errors exit 2.
-fn go_main(prog: &str, args: &[String]) -> ExitCode {
+fn go_main(prog: &str, args: &[String]) -> u8 {
     let g = match gocli::parse(prog, args) {
         Ok(g) => g,
         Err(u) => {
             eprint!("{}", u.text);
-            return ExitCode::from(u.code);
+            return u.code;
         }
     };
     if let Err(e) = g.log_to().init() {
         eprintln!("wcfs: {}", one_line(&e));
-        return ExitCode::FAILURE;
+        return 1;
     }
     match tools::serve(g.serve_opts(), false) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(e) => {
             // (as the Go server's log.Fatal: through the log, which sends
             // errors to stderr too)
             tracing::error!("{}", one_line(&e));
-            ExitCode::FAILURE
+            1
         }
     }
 }
