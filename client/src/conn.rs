@@ -431,6 +431,11 @@ impl ConnInner {
             match done.recv_timeout(BYE_TIMEOUT) {
                 Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let _ = h.join();
+                    // nobody reads the link any more: let go of head/watch
+                    // now, not when the last handle of this Conn is dropped
+                    // (an open file keeps the mount busy: a server's clean
+                    // unmount would fail while a closed Conn's handles live)
+                    self.link.release_file();
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     tracing::warn!(

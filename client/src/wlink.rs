@@ -70,6 +70,22 @@ impl WatchLink {
         }
     }
 
+    /// Point the link's descriptor at /dev/null (the link is done: the
+    /// pinner has seen its EOF and is gone), so that it no longer holds
+    /// `head/watch` open; the number stays owned by `file` for its close.
+    pub(crate) fn release_file(&self) {
+        // SAFETY: open(2) of a constant path; dup3 onto the descriptor
+        // number this link owns (nobody reads it any more: the caller
+        // joined the pinner); close of the temporary descriptor.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            if null >= 0 {
+                libc::dup3(null, self.fd, libc::O_CLOEXEC);
+                libc::close(null);
+            }
+        }
+    }
+
     /// The descriptor number (for the fork child handler).
     pub(crate) fn raw_fd(&self) -> RawFd {
         self.fd

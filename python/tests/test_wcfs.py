@@ -433,3 +433,54 @@ def test_zbigarray_read_as_broken_object(served):
     assert out.returncode == 0, out.stderr
     n = 8 * BS // 8
     assert out.stdout.split() == ["ZBigArray", "(%d,)" % n, "int64", "45", str(n - 1)]
+
+
+# ---- the README's example ----
+
+def test_readme_example_runs_as_written():
+    ex = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "examples", "quickstart.py")
+    with open(ex) as f:
+        code = f.read()
+    readme = os.path.join(os.path.dirname(TESTS_PY), "..", "README.md")
+    with open(readme) as f:
+        assert code.strip() in f.read(), "README's example differs from examples/quickstart.py"
+    env = dict(os.environ, PYTHONPATH=TESTS_PY)
+    out = subprocess.run([sys.executable, ex], env=env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == [
+        "before: 1048576.0", "after: 2097152.0 old view: 1048576.0"]
+
+
+def test_gil_released_while_waiting(served):
+    # connect to a state the server reaches only after a commit that this
+    # thread makes meanwhile: with the GIL held by the waiting call, the
+    # commit could not run
+    import threading
+    zs = zarrays(served.path)
+    got = {}
+
+    def later():
+        try:
+            c = served.wc.connect(served.at0 + (1 << 20))  # ahead of head
+            got["at"] = c.at()
+            c.close()
+        except BaseException as e:
+            got["err"] = e
+
+    t = threading.Thread(target=later)
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive(), "connect did not wait for head/at"
+    at1 = 0
+    for _ in range(3):  # a tid 1<<20 ahead: commits until head passes it
+        at1 = commit_blocks(served.path, "A", [(slice(0, 1), 9)])
+        time.sleep(0.05)
+        if at1 >= served.at0 + (1 << 20):
+            break
+    t.join(60)
+    assert not t.is_alive()
+    assert "err" not in got, got.get("err")
+    assert got["at"] == served.at0 + (1 << 20)
+    del zs

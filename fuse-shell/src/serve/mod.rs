@@ -316,7 +316,10 @@ pub fn serve(o: ServeOpts) -> Result<()> {
                 break;
             }
             Err(_) if bg.guard.is_finished() => {
-                tracing::warn!("{}: unmounted from outside", o.mountpoint.display());
+                tracing::info!(
+                    "{}: unmounted from outside (wcfs stop, or fusermount3 -u)",
+                    o.mountpoint.display()
+                );
                 break;
             }
             Err(_) => {

@@ -80,12 +80,17 @@ def start(zurl: str, *optv: str, mountpoint: Optional[str] = None,
           log: Optional[str] = None,
           timeout: float = START_TIMEOUT) -> Server:
     """Start the server of `zurl` in the background and wait until its
-    mount answers. `log`: a file for its log (default: stderr). Raises
+    mount answers. `log`: a file for its log (default: our stderr, which
+    it then keeps open as long as it runs). Raises
     :class:`wcfs.Error` if it exits or does not answer in `timeout` s."""
     mnt = _mountpoint(zurl, mountpoint)
     pre = ["--log-file", log] if log else []
     cmd = _command(*pre, "serve", *optv, zurl, mnt)
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+    # the server keeps running after us: it must not hold our stdout (a
+    # pipe of ours would never see EOF), nor our stderr when it has a log
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log else None)
     t0 = time.monotonic()
     while True:
         try:
