@@ -282,7 +282,9 @@ fn reads() {
             "Commit50us",
             "Commit99us",
             "HeadAtLag50us",
-            "HeadAtLag99us"
+            "HeadAtLag99us",
+            "kept_blocks",
+            "keep_missed"
         ]
     );
     assert!(stats.contains("BigFile\t: 2\n"), "{stats}");
