@@ -92,7 +92,8 @@ pub trait PageCache: Send + Sync {
 pub enum Kept {
     /// Stored into `@rev`.
     Stored,
-    /// No READ served this block at a view showing the old data.
+    /// No READ served this block at a view showing the old data (or
+    /// ΔFtail has forgotten that past: a lane far behind).
     NoRecord,
     /// The kernel has no `@rev` file for it.
     NoRevFile,
@@ -269,6 +270,8 @@ impl Wcfs {
             let _r = self.ft_read();
             match self.ft.blk_rev_at(k.oid, k.blk, k.old) {
                 Ok((rev, _)) => rev,
+                // a lane far behind: ΔFtail forgot that past already
+                Err(engine::Error::RevOutOfRange { .. }) => return Kept::NoRecord,
                 Err(e) => {
                     tracing::warn!(oid = %k.oid, blk = k.blk, "keep @{}: BlkRevAt: {e}", k.old);
                     return Kept::Failed;
