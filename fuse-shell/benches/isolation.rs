@@ -63,6 +63,31 @@ fn bad_words(data: &[u8], blk: i64, gen: u64) -> usize {
         .count()
 }
 
+/// head/bigfile/`oid` opened with readahead off (a READ of one block pins
+/// or loads that block only).
+fn open_random(mnt: &Path, oid: Oid) -> std::fs::File {
+    let hf = std::fs::File::open(mnt.join(format!("head/bigfile/{oid}"))).unwrap();
+    nix::fcntl::posix_fadvise(
+        hf.as_raw_fd(),
+        0,
+        0,
+        nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
+    )
+    .unwrap();
+    hf
+}
+
+/// Commit block `b` of `oid` at generation `gen`; wait for head/at.
+fn commit_block(zw: &mut ZWriter, srv: &Server, oid: Oid, b: i64, gen: u64) {
+    let d = block(b, gen);
+    let t = zw
+        .update_file(oid, &[(b, Some((ZBlkFormat::ZBlk0, &d[..])))])
+        .unwrap();
+    while srv.head_at() < t {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// Resident bytes of `path` in the page cache (mincore over a mapping).
 fn resident(path: &Path) -> u64 {
     let f = std::fs::File::open(path).unwrap();
@@ -268,22 +293,9 @@ fn main() {
         |zw: &mut ZWriter, i: usize, srv: &Server, model: &mut BTreeMap<i64, u64>| {
             gen += 1;
             let b = (i as i64 * 7) % NBLK;
-            let d = block(b, gen);
-            let t = zw
-                .update_file(oid, &[(b, Some((ZBlkFormat::ZBlk0, &d[..])))])
-                .unwrap();
+            commit_block(zw, srv, oid, b, gen);
             model.insert(b, gen);
-            while srv.head_at() < t {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            let hf = std::fs::File::open(srv.mnt.join(format!("head/bigfile/{oid}"))).unwrap();
-            nix::fcntl::posix_fadvise(
-                hf.as_raw_fd(),
-                0,
-                0,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM,
-            )
-            .unwrap();
+            let hf = open_random(&srv.mnt, oid);
             let t0 = Instant::now();
             hf.read_exact_at(&mut buf, b as u64 * BLKSIZE).unwrap();
             let dt = t0.elapsed().as_secs_f64() * 1e3;
@@ -349,21 +361,17 @@ fn main() {
     let (c, g) = (wc.connect(srv.head_at()).unwrap(), model.clone());
     let f = c.open(oid).unwrap();
     let m = f.mmap(0, NBLK).unwrap();
-    let hpath = srv.mnt.join(format!("head/bigfile/{oid}"));
     let (mut lat_kept, mut lat_db) = (Vec::new(), Vec::new());
     for i in 0..KEEPS {
         let b = (i as i64 * 5 + 3) % NBLK;
         let keep = i % 2 == 0;
         // another reader has the block whole in head/'s cache
-        let hf = std::fs::File::open(&hpath).unwrap();
-        let fd = hf.as_raw_fd();
+        let hf = open_random(&srv.mnt, oid);
         let off = b * BLKSIZE as i64;
-        nix::fcntl::posix_fadvise(fd, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_RANDOM)
-            .unwrap();
         hf.read_exact_at(&mut buf, off as u64).unwrap();
         if !keep {
             nix::fcntl::posix_fadvise(
-                fd,
+                hf.as_raw_fd(),
                 off,
                 BLKSIZE as i64,
                 nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
@@ -371,14 +379,8 @@ fn main() {
             .unwrap();
         }
         gen += 1;
-        let d = block(b, gen);
-        let t = zw
-            .update_file(oid, &[(b, Some((ZBlkFormat::ZBlk0, &d[..])))])
-            .unwrap();
+        commit_block(&mut zw, &srv, oid, b, gen);
         model.insert(b, gen);
-        while srv.head_at() < t {
-            std::thread::sleep(Duration::from_micros(200));
-        }
         let t0 = Instant::now();
         m.read_at(off as usize, &mut buf).unwrap();
         let dt = t0.elapsed().as_secs_f64() * 1e3;

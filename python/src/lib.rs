@@ -107,6 +107,7 @@ fn oid(v: &Bound<'_, PyAny>) -> PyResult<client::Oid> {
 pub struct PyWcfs {
     inner: client::WCFS,
     /// Set by `close`: no new connections (existing ones live on).
+    /// Relaxed: a flag on its own, it publishes no other data.
     closed: std::sync::atomic::AtomicBool,
 }
 

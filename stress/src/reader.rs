@@ -87,18 +87,12 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
     // SAFETY: si_code is a plain field of that siginfo.
     let code = unsafe { (*info).si_code };
     let mut n = 0;
-    for b in b"SIGBUS at 0x" {
-        buf[n] = *b;
-        n += 1;
-    }
+    put_str(&mut buf, &mut n, b"SIGBUS at 0x");
     for i in (0..16).rev() {
         buf[n] = b"0123456789abcdef"[(addr >> (i * 4)) & 15];
         n += 1;
     }
-    for b in b" code " {
-        buf[n] = *b;
-        n += 1;
-    }
+    put_str(&mut buf, &mut n, b" code ");
     // SI_USER (0) or below: sent by a process (the server's kill);
     // BUS_ADRERR (2): the kernel (an access the file cannot back)
     buf[n] = if code < 0 {
@@ -107,29 +101,10 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
         b'0' + (code.min(9) as u8)
     };
     n += 1;
-    for b in b" pid " {
-        buf[n] = *b;
-        n += 1;
-    }
+    put_str(&mut buf, &mut n, b" pid ");
     // SAFETY: getpid(2) is async-signal-safe.
-    let mut pid = unsafe { libc::getpid() } as u32;
-    let mut digits = [0u8; 10];
-    let mut k = 0;
-    loop {
-        digits[k] = b'0' + (pid % 10) as u8;
-        k += 1;
-        pid /= 10;
-        if pid == 0 {
-            break;
-        }
-    }
-    while k > 0 {
-        k -= 1;
-        buf[n] = digits[k];
-        n += 1;
-    }
-    buf[n] = b'\n';
-    n += 1;
+    put_num(&mut buf, &mut n, unsafe { libc::getpid() } as u64);
+    put_str(&mut buf, &mut n, b"\n");
     // SAFETY: write(2), open(2), read(2) and signal/raise are
     // async-signal-safe; the buffers are on this stack.
     unsafe {
@@ -149,6 +124,16 @@ extern "C" fn on_sigbus(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc
         sigbus_sizes();
         libc::signal(libc::SIGBUS, libc::SIG_DFL);
         libc::raise(libc::SIGBUS);
+    }
+}
+
+/// Append `s` to `buf` at `n` (as far as it fits).
+fn put_str(buf: &mut [u8], n: &mut usize, s: &[u8]) {
+    for &b in s {
+        if *n < buf.len() {
+            buf[*n] = b;
+            *n += 1;
+        }
     }
 }
 
@@ -200,28 +185,15 @@ fn sigbus_sizes() {
             } else {
                 u64::MAX
             };
-            for b in b"fd " {
-                buf[n] = *b;
-                n += 1;
-            }
+            put_str(&mut buf, &mut n, b"fd ");
             put_num(&mut buf, &mut n, fd as u64);
-            for b in b" ino " {
-                buf[n] = *b;
-                n += 1;
-            }
+            put_str(&mut buf, &mut n, b" ino ");
             put_num(&mut buf, &mut n, sx.stx_ino);
-            for b in b" cached size " {
-                buf[n] = *b;
-                n += 1;
-            }
+            put_str(&mut buf, &mut n, b" cached size ");
             put_num(&mut buf, &mut n, sx.stx_size);
-            for b in b" server size " {
-                buf[n] = *b;
-                n += 1;
-            }
+            put_str(&mut buf, &mut n, b" server size ");
             put_num(&mut buf, &mut n, now);
-            buf[n] = b'\n';
-            n += 1;
+            put_str(&mut buf, &mut n, b"\n");
             libc::write(2, buf.as_ptr().cast(), n);
         }
     }

@@ -454,10 +454,10 @@ impl Wcfs {
         // is a multiple of the page size the byte is at offset 4095 of its
         // page, which the kernel then leaves not up to date, for a READ to
         // fill; in any case the page is past the old size, and this
-        // commit's invalidation drops it), (2) it is done before any getattr can see the
-        // new view, and (3) a getattr that saw `kernel_size` before it was
-        // raised has an older request, whose reply the kernel ignores once
-        // the push has changed the inode. A READ meanwhile still sees the
+        // commit's invalidation drops it), (2) it is done before any
+        // getattr can see the new view, and (3) a getattr that saw
+        // `kernel_size` before it was raised has an older request, whose
+        // reply the kernel ignores once the push has changed the inode. A READ meanwhile still sees the
         // old view; it is never short (`read_for` pads with zeros), since a
         // short READ would make the kernel cut the size again, and whatever
         // it puts past the old size is dropped by this commit's

@@ -159,17 +159,6 @@ pub struct Isolation {
     pub head_cv: (Mutex<()>, Condvar),
 }
 
-impl Isolation {
-    /// Whether file `oid` has a watch (`watchers` R, briefly).
-    pub fn watched(&self, oid: Oid) -> bool {
-        self.watchers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&oid)
-            .is_some_and(|ws| !ws.is_empty())
-    }
-}
-
 impl Wcfs {
     pub fn pintimeout(&self) -> Duration {
         Duration::from_secs_f64(self.pintimeout.max(0.001))
@@ -178,9 +167,14 @@ impl Wcfs {
     /// Before `blocks` of `zf` (as of head `head`) reach the kernel: queue
     /// the pins of every watch of the file whose view is older than the
     /// block's revision (spec §5 "lazy pins"), and return them for the
-    /// caller to wait for once it has released ΔFtail. Called with ΔFtail
-    /// held for reading and at `head`.
-    pub fn pin_watchers(&self, zf: &ZBigFile, head: Tid, blocks: &[Arc<Block>]) -> Vec<PinJob> {
+    /// caller to wait for once it has released ΔFtail; `None` if the file
+    /// has no watch. Called with ΔFtail held for reading and at `head`.
+    pub fn pin_watchers(
+        &self,
+        zf: &ZBigFile,
+        head: Tid,
+        blocks: &[Arc<Block>],
+    ) -> Option<Vec<PinJob>> {
         let ws = match self
             .iso
             .watchers
@@ -189,7 +183,7 @@ impl Wcfs {
             .get(&zf.oid)
         {
             Some(ws) if !ws.is_empty() => ws.clone(),
-            _ => return Vec::new(),
+            _ => return None,
         };
         let mut jobs: Vec<PinJob> = Vec::new();
         for w in &ws {
@@ -226,7 +220,7 @@ impl Wcfs {
                 self.hook("read-pin");
             }));
         }
-        jobs
+        Some(jobs)
     }
 
     /// Wait for all `jobs` (sent in parallel) until the pin timeout; deal

@@ -122,7 +122,7 @@
 //! | --- | --- | --- |
 //! | READ of head/ (pool threads): load | nothing | everything |
 //! | READ of head/: track + decide pins | `ft_rw` R, briefly `watchers` R, `Watch::st` | other READs, setups |
-//! | READ of head/: wait for acks, reply | nothing | everything |
+//! | READ of head/: wait for acks, record what it served (a watched file: the keeper's `sums`, briefly; the hash with nothing held), reply | nothing | everything |
 //! | first lookup of a head/bigfile/ file (pool) | storage I/O with nothing; then `ft_rw` R, the view's writer (after 3 attempts overtaken by commits: `ft_rw` R across the I/O too, as READs) | READs, setups |
 //! | getattr/open of head files, lookups of known ones | nothing (view snapshot) | everything |
 //! | commit (follower thread): prepare the Update | nothing | everything |

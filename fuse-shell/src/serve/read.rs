@@ -238,10 +238,11 @@ impl Wcfs {
             }
             self.pin_watchers(zf, at, &blocks)
         };
-        self.wait_pins(jobs, requester);
+        let watched = jobs.is_some();
+        self.wait_pins(jobs.unwrap_or_default(), requester);
         // what the kernel caches now, for keeping it in @rev once a commit
         // changes it (serve::keep); only where a watch may pin to @rev
-        if self.iso.watched(zf.oid) {
+        if watched {
             for b in &blocks {
                 self.keeper.record(zf.oid, at, b);
             }

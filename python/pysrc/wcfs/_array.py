@@ -3,7 +3,8 @@
 A ``wendelin.bigarray.array_zodb.ZBigArray`` is a persistent object whose
 state is ``(dict, slots)``: the dict holds ``_dtype`` (a numpy dtype),
 ``_shape`` (a tuple), ``_order`` (``'C'`` or ``'F'``; missing in early
-versions, meaning ``'C'``) and ``_stridev`` (byte strides, one per axis);
+versions, meaning ``'C'``) and ``_stridev`` (byte strides, one per axis,
+in every version);
 the slot ``zfile`` is the ZBigFile holding its bytes, item ``(i0, i1, ...)``
 at byte ``sum(ik * _stridev[k])`` of the file. The object may come from
 ZODB as the real class (wendelin.core installed), as any class of that
@@ -18,30 +19,27 @@ import numpy
 from . import _wcfs
 
 
+#: What a ZBigArray's layout is read from (every version has all but
+#: ``_order``).
+_MEMBERS = ("_dtype", "_shape", "_stridev", "_order", "zfile")
+
+
 def _state(zarr: Any) -> dict:
-    broken = getattr(type(zarr), "__Broken_state__", None) is not None or \
-        hasattr(zarr, "__Broken_state__")
-    if broken:
-        if getattr(zarr, "_p_activate", None) is not None:
-            zarr._p_activate()
-        st = zarr.__Broken_state__
+    """The ZBigArray's members, from the object or, for a ZODB ``Broken``
+    one, from the state it kept."""
+    if getattr(zarr, "_p_activate", None) is not None:
+        zarr._p_activate()  # a ghost: load it (Broken keeps its state then)
+    st = getattr(zarr, "__Broken_state__", None)
+    if st is not None:
         d, slots = st if isinstance(st, tuple) else (st, {})
-        out = dict(d or {})
-        out.update(slots or {})
-        return out
-    out = {}
-    for k in ("_dtype", "_shape", "_order", "_stridev", "zfile"):
-        try:
-            out[k] = getattr(zarr, k)
-        except AttributeError:
-            pass
-    return out
+        return {**(d or {}), **(slots or {})}
+    return {k: getattr(zarr, k) for k in _MEMBERS if hasattr(zarr, k)}
 
 
 def zbigarray_layout(zarr: Any) -> Tuple[tuple, numpy.dtype, str, tuple, bytes]:
     """``(shape, dtype, order, strides, zfile oid)`` of a ZBigArray."""
     st = _state(zarr)
-    missing = [k for k in ("_dtype", "_shape", "zfile") if k not in st]
+    missing = [k for k in _MEMBERS if k != "_order" and k not in st]
     if missing:
         raise TypeError("%r is not a ZBigArray (no %s)"
                         % (zarr, ", ".join(missing)))
@@ -50,27 +48,12 @@ def zbigarray_layout(zarr: Any) -> Tuple[tuple, numpy.dtype, str, tuple, bytes]:
     order = st.get("_order", "C")
     if order not in ("C", "F"):
         raise ValueError("ZBigArray order %r not supported" % (order,))
-    strides = st.get("_stridev")
-    if strides is None:
-        strides = _strides(shape, dtype.itemsize, order)
-    strides = tuple(int(s) for s in strides)
-    zfile = st["zfile"]
-    zoid = getattr(zfile, "_p_oid", None)
+    strides = tuple(int(s) for s in st["_stridev"])
+    zoid = getattr(st["zfile"], "_p_oid", None)
     if zoid is None:
         raise TypeError("ZBigArray %r: its zfile %r has no oid (not stored "
-                        "yet?)" % (zarr, zfile))
+                        "yet?)" % (zarr, st["zfile"]))
     return shape, dtype, order, strides, zoid
-
-
-def _strides(shape: tuple, itemsize: int, order: str) -> tuple:
-    out = []
-    for i in range(len(shape)):
-        axes = shape[i + 1:] if order == "C" else shape[:i]
-        n = 1
-        for a in axes:
-            n *= a
-        out.append(n * itemsize)
-    return tuple(out)
 
 
 def array(conn: "_wcfs.Conn", zarr: Any) -> numpy.ndarray:
