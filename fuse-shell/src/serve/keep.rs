@@ -19,7 +19,8 @@
 //! So nothing is stored on the kernel's word alone. Every head/ READ of a
 //! watched file records, per block, the view it served and a 128-bit hash
 //! (XXH3) of the whole block at that view ([`Keeper::record`]; once per
-//! block and view, the hash computed with no lock held). The lane stores
+//! change of the block, not per commit that moves the view; the hash
+//! computed with no lock held). The lane stores
 //! the retrieved bytes only if all of these hold:
 //!
 //! 1. the record's view `v` satisfies `rev(b, old) ≤ v ≤ old`, with `old`
@@ -141,11 +142,15 @@ pub fn block_hash(data: &[u8], blksize: usize) -> u128 {
 
 impl Keeper {
     /// A head/ READ of a watched file served `b` at view `at`: record its
-    /// hash, unless this block is recorded at this view already.
+    /// hash, unless the record there is as good: at a view `s.at ≤ at`
+    /// from which the block did not change (`b.rev_max ≤ s.at`: its data
+    /// at `at` is its data at `s.at`, so the record still holds for every
+    /// later keep), or newer. So a block is hashed once per change, not
+    /// once per commit that moves the view.
     pub fn record(&self, oid: Oid, at: Tid, b: &Block) {
         if lock(&self.sums)
             .get(&(oid, b.blk))
-            .is_some_and(|s| s.at == at)
+            .is_some_and(|s| s.at >= at || b.rev_max <= s.at)
         {
             return;
         }
@@ -421,6 +426,42 @@ mod tests {
             lock(&k.waiting).is_empty(),
             "a lost answer's entry is removed"
         );
+    }
+
+    fn blk(data: &[u8], rev_max: u64) -> Block {
+        Block {
+            blk: 3,
+            data: bytes::Bytes::copy_from_slice(data),
+            blksize: 4096,
+            path: Vec::new(),
+            keycov: zodb::btree::KeyRange { lo: 0, hi: 10 },
+            zblk: None,
+            rev_max: Tid(rev_max),
+        }
+    }
+
+    /// A record is redone only when the block changed since it, never for
+    /// an older view: the hash is that of the block as of `s.at`.
+    #[test]
+    fn a_block_is_recorded_once_per_change() {
+        let k = Keeper::default();
+        let oid = Oid(7);
+        let rec = |k: &Keeper| lock(&k.sums).get(&(oid, 3)).map(|s| (s.at.0, s.hash));
+        k.record(oid, Tid(10), &blk(b"a", 5));
+        let h_a = block_hash(b"a", 4096);
+        assert_eq!(rec(&k), Some((10, h_a)));
+        // a later view, the block unchanged since 10: kept as is
+        k.record(oid, Tid(20), &blk(b"a", 5));
+        assert_eq!(rec(&k), Some((10, h_a)));
+        // an older view: kept
+        k.record(oid, Tid(8), &blk(b"x", 5));
+        assert_eq!(rec(&k), Some((10, h_a)));
+        // changed at 25, read at 30: recorded anew
+        k.record(oid, Tid(30), &blk(b"b", 25));
+        assert_eq!(rec(&k), Some((30, block_hash(b"b", 4096))));
+        assert!(k.has(oid, 3) && !k.has(oid, 4));
+        k.forget_file(oid);
+        assert!(!k.has(oid, 3));
     }
 
     /// The hash pads short block data with zeros to the block size, as a
